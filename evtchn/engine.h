@@ -1,0 +1,143 @@
+// The event-channel engine of one guest domain: the port table, the EVTCHNOP_* operations with
+// Xen's semantics (xen/include/public/event_channel.h, xen/common/event_channel.c), and
+// delivery into guest memory (2-level today; FIFO plugs in beside it as another PortOps).
+//
+// Threads and locks (lock order: table_mutex_ -> GuestMemory layout guard):
+//  - EVTCHNOP_* and setup calls take table_mutex_. They run on vCPU threads or the VMM.
+//  - Delivery (Raise*, Send to an IPI/loopback port) never takes table_mutex_ and never blocks:
+//    it reads per-port atomics and touches guest memory with atomics under a non-blocking
+//    LayoutGuard. When a page it needs is not mapped right now it defers the work to the
+//    engine's worker (ports) or to the vCPU's next entry (selector shadow) — nothing is lost.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <thread>
+#include <vector>
+
+#include "abi/result.h"
+#include "abi/xen.h"
+#include "mem/guest_memory.h"
+#include "mem/page_cache.h"
+
+namespace xenkvm::evtchn {
+
+using Port = uint32_t;
+inline constexpr uint32_t kNoVcpu = UINT32_MAX;
+inline constexpr uint16_t kBackendDomid = 0;  // VMM-side endpoints appear as domain 0
+
+// How events reach one vCPU. Implemented by the VMM; every method may be called from any
+// thread (including the engine's worker) and must not block.
+class VcpuSink {
+ public:
+  virtual ~VcpuSink() = default;
+  // evtchn_upcall_pending went 0 -> 1 on this vCPU: inject the upcall.
+  virtual void InjectUpcall() = 0;
+  // This vCPU's vcpu_info was not mapped when an event arrived: call Engine::SyncVcpu for it
+  // before it next enters the guest (a path that may block).
+  virtual void RequestSync() = 0;
+  // A port this vCPU polls (SCHEDOP_poll) became pending, masked or not: wake it.
+  virtual void WakePoller() = 0;
+};
+
+// A VMM-side end of an interdomain channel (console, xenstore, a test echo service).
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  // The guest sent on the port connected to this backend. Called on the sending vCPU's thread
+  // without engine locks held; may call Engine::RaisePort.
+  virtual void OnGuestSend(Port guest_port) = 0;
+};
+
+enum class Abi : uint8_t { k64, kCompat };  // which shared_info layout the guest uses
+
+struct PortCounters {
+  uint64_t sent = 0;       // raise attempts on this port
+  uint64_t delivered = 0;  // raised a new upcall path (pending bit 0 -> 1, unmasked)
+  uint64_t coalesced = 0;  // pending bit was already set
+  uint64_t masked = 0;     // newly pending but masked
+};
+
+class Engine {
+ public:
+  struct Options {
+    uint16_t domid = 1;          // this guest's domain id (DOMID_SELF resolves to it)
+    bool start_worker = true;    // false: tests drive RunDeferredWork() themselves
+  };
+  Engine(mem::GuestMemory& memory, Options options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // ---- setup by the VMM ----
+  // Registers a vCPU by its Xen vCPU id (not KVM's index); sink outlives the engine's use.
+  Result<> AddVcpu(uint32_t xen_vcpu_id, VcpuSink* sink);
+  // Where this vCPU's vcpu_info lives (Xen's default slot or a registered one). The engine
+  // assumes no default: the VMM must call this for every vCPU that can receive events.
+  Result<> SetVcpuInfoGpa(uint32_t xen_vcpu_id, uint64_t gpa);
+  Result<> SetSharedInfoGpa(uint64_t gpa);
+  // Port limit and layout follow the guest's mode (64-bit: 4096 ports; compat: 1024).
+  // Ports beyond the new limit are closed.
+  void SetAbi(Abi abi);
+  Abi abi() const;
+  uint32_t MaxPorts() const;
+
+  // VMM backend endpoints: a guest reaches one with EVTCHNOP_bind_interdomain(remote_dom=0,
+  // remote_port=endpoint). Returns the endpoint number.
+  Result<Port> AddBackendEndpoint(Backend* backend);
+  // Allocate a guest port already connected to a backend (like the toolstack does for the
+  // console and xenstore rings). Returns the guest port.
+  Result<Port> ConnectBackend(Backend* backend);
+
+  // ---- EVTCHNOP_* (hypercall arguments already copied out of guest memory) ----
+  // calling_vcpu is the Xen vCPU id of the caller (IPIs bind to it).
+  Result<> AllocUnbound(evtchn_alloc_unbound& op);
+  Result<> BindInterdomain(evtchn_bind_interdomain& op);
+  Result<> BindVirq(evtchn_bind_virq& op);
+  Result<> BindIpi(evtchn_bind_ipi& op);
+  Result<> BindPirq(evtchn_bind_pirq& op);
+  Result<> Close(const evtchn_close& op);
+  Result<> Send(const evtchn_send& op);
+  Result<> Status(evtchn_status& op);
+  Result<> BindVcpu(const evtchn_bind_vcpu& op);
+  Result<> Unmask(const evtchn_unmask& op);
+  Result<> Reset(const evtchn_reset& op);
+
+  // ---- event sources (any thread, never block) ----
+  // Raise a guest port as its peer would: the 2-level delivery path.
+  void RaisePort(Port port);
+  // VIRQ: per-vCPU VIRQs (TIMER, DEBUG, XENOPROF, XENPMU) go to the port bound on that vCPU;
+  // global ones to the port bound on any vCPU. Unbound: dropped. Returns whether bound.
+  bool RaiseVirq(uint32_t virq, uint32_t xen_vcpu_id = 0);
+  // PIRQ (e.g. from an MSI with vector 0). Unbound: dropped. Returns whether bound.
+  bool RaisePirq(uint32_t pirq);
+
+  // ---- vCPU side ----
+  // Fold this vCPU's shadow selector into its vcpu_info (OR, then clear exactly those bits)
+  // and inject if that raised evtchn_upcall_pending. May block briefly (layout change).
+  void SyncVcpu(uint32_t xen_vcpu_id);
+  // SCHEDOP_poll: register ports for this vCPU, then whether any is already pending.
+  // Ports are validated first (bad port: -EINVAL, nothing registered).
+  Result<bool> BeginPoll(uint32_t xen_vcpu_id, std::span<const Port> ports);
+  void EndPoll(uint32_t xen_vcpu_id);
+  // Whether this vCPU's evtchn_upcall_pending is set (for SCHEDOP_block and re-injection).
+  bool UpcallPending(uint32_t xen_vcpu_id);
+
+  // ---- deferred work ----
+  // Deliver ports whose fast path found shared_info unmapped, and sync vCPU shadows.
+  // Run by the worker thread, or by tests when start_worker is false.
+  void RunDeferredWork();
+
+  PortCounters Counters(Port port) const;
+  // Ports with any counter set, for --stats.
+  std::vector<std::pair<Port, PortCounters>> AllCounters() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace xenkvm::evtchn

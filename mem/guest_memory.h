@@ -1,0 +1,104 @@
+// Guest physical memory as the VMM lays it out: memslots mapping GPA ranges to host memory.
+// Every access is bounds and overflow checked. The layout (slots) can change at run time;
+// accessors hold a LayoutGuard so a translation can't go stale between two accesses.
+//
+// Threads: any. Lock: one reader/writer word (state_) — readers are short and never block
+// while holding it; a layout change sets the writer bit and waits for readers to drain.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <span>
+#include <type_traits>
+
+#include "abi/result.h"
+
+namespace xenkvm::mem {
+
+class GuestMemory;
+
+// Holds the memory layout still. TryAcquire never blocks (fails while a layout change is in
+// flight); Acquire waits for the change to finish.
+class LayoutGuard {
+ public:
+  static LayoutGuard TryAcquire(const GuestMemory& memory);
+  static LayoutGuard Acquire(const GuestMemory& memory);
+  LayoutGuard(LayoutGuard&& other) noexcept : memory_(other.memory_) { other.memory_ = nullptr; }
+  LayoutGuard& operator=(LayoutGuard&&) = delete;
+  ~LayoutGuard();
+  explicit operator bool() const { return memory_ != nullptr; }
+
+ private:
+  explicit LayoutGuard(const GuestMemory* memory) : memory_(memory) {}
+  const GuestMemory* memory_;
+};
+
+class GuestMemory {
+ public:
+  static constexpr uint32_t kMaxSlots = 32;
+
+  // ---- layout (blocking; any thread; bumps generation()) ----
+  // host must stay valid until the slot is removed and the call returned.
+  Result<> AddSlot(uint32_t slot, uint64_t gpa, uint64_t size, void* host);
+  Result<> RemoveSlot(uint32_t slot);
+  Result<> MoveSlot(uint32_t slot, uint64_t new_gpa);
+
+  // Changes on every layout change; a translation made under generation G is valid while
+  // generation() == G, checked under a LayoutGuard.
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+
+  // ---- translation: caller holds a LayoutGuard on this memory ----
+  // Host address of [gpa, gpa+len) if it lies inside one slot, else -EFAULT.
+  Result<uint8_t*> TranslateLocked(uint64_t gpa, uint64_t len) const;
+
+  // ---- convenience accessors: take the guard themselves (may wait for a layout change) ----
+  Result<> Read(uint64_t gpa, std::span<std::byte> out) const;
+  Result<> Write(uint64_t gpa, std::span<const std::byte> in);
+  template <class T>
+  Result<T> ReadObj(uint64_t gpa) const {
+    static_assert(std::is_trivially_copyable_v<T>);
+    T value;
+    TRY(Read(gpa, std::as_writable_bytes(std::span(&value, 1))));
+    return value;
+  }
+  template <class T>
+  Result<> WriteObj(uint64_t gpa, const T& value) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    return Write(gpa, std::as_bytes(std::span(&value, 1)));
+  }
+
+ private:
+  friend class LayoutGuard;
+  struct Slot {
+    bool used = false;
+    uint64_t gpa = 0;
+    uint64_t size = 0;
+    uint8_t* host = nullptr;
+  };
+  class LayoutChange;  // RAII writer side
+
+  static constexpr uint64_t kWriterBit = 1ull << 63;
+  bool TryLockShared() const;
+  void LockShared() const;
+  void UnlockShared() const;
+  bool OverlapsLocked(uint64_t gpa, uint64_t size, uint32_t except_slot) const;
+
+  std::mutex writers_;                  // serialises layout changes
+  mutable std::atomic<uint64_t> state_{0};  // kWriterBit | reader count
+  std::atomic<uint64_t> generation_{1};
+  std::array<Slot, kMaxSlots> slots_{};  // written only with the writer bit set and no readers
+};
+
+// Atomic access to naturally aligned guest words through a host pointer obtained under a
+// LayoutGuard. Guest memory is shared with guest vCPUs running concurrently.
+template <class T>
+inline std::atomic_ref<T> GuestAtomic(uint8_t* host) {
+  static_assert(std::atomic_ref<T>::is_always_lock_free);
+  return std::atomic_ref<T>(*reinterpret_cast<T*>(host));
+}
+
+}  // namespace xenkvm::mem
