@@ -2,6 +2,9 @@
 // plus a short static message for logs. Result<T> = tl::expected<T, Error>.
 #pragma once
 
+#include <type_traits>
+#include <utility>
+
 #include <tl/expected.hpp>
 
 extern "C" {
@@ -25,6 +28,13 @@ inline tl::unexpected<Error> Fail(int xen_errno, const char* message) {
 // The value a hypercall returns in rax for a finished Result<>: 0 or -errno.
 inline long ToHypercallReturn(const Result<>& r) { return r ? 0 : -static_cast<long>(r.error().xen_errno); }
 
+namespace detail {
+template <class T>
+T Unwrap(Result<T>&& r) {
+  if constexpr (!std::is_void_v<T>) return std::move(*r);
+}
+}  // namespace detail
+
 }  // namespace xenkvm
 
 // TRY(expr): evaluate a Result; on error return it from the enclosing function.
@@ -36,5 +46,5 @@ inline long ToHypercallReturn(const Result<>& r) { return r ? 0 : -static_cast<l
     if (!XENKVM_CONCAT(try_result_, __LINE__))                             \
       return tl::unexpected<::xenkvm::Error>(                              \
           std::move(XENKVM_CONCAT(try_result_, __LINE__)).error());        \
-    std::move(XENKVM_CONCAT(try_result_, __LINE__)).value();               \
+    ::xenkvm::detail::Unwrap(std::move(XENKVM_CONCAT(try_result_, __LINE__))); \
   })

@@ -22,35 +22,13 @@
 #include "abi/xen.h"
 #include "mem/guest_memory.h"
 #include "mem/page_cache.h"
+#include "evtchn/port_table.h"
+#include "evtchn/sink.h"
 
 namespace xenkvm::evtchn {
 
-using Port = uint32_t;
 inline constexpr uint32_t kNoVcpu = UINT32_MAX;
 inline constexpr uint16_t kBackendDomid = 0;  // VMM-side endpoints appear as domain 0
-
-// How events reach one vCPU. Implemented by the VMM; every method may be called from any
-// thread (including the engine's worker) and must not block.
-class VcpuSink {
- public:
-  virtual ~VcpuSink() = default;
-  // evtchn_upcall_pending went 0 -> 1 on this vCPU: inject the upcall.
-  virtual void InjectUpcall() = 0;
-  // This vCPU's vcpu_info was not mapped when an event arrived: call Engine::SyncVcpu for it
-  // before it next enters the guest (a path that may block).
-  virtual void RequestSync() = 0;
-  // A port this vCPU polls (SCHEDOP_poll) became pending, masked or not: wake it.
-  virtual void WakePoller() = 0;
-};
-
-// A VMM-side end of an interdomain channel (console, xenstore, a test echo service).
-class Backend {
- public:
-  virtual ~Backend() = default;
-  // The guest sent on the port connected to this backend. Called on the sending vCPU's thread
-  // without engine locks held; may call Engine::RaisePort.
-  virtual void OnGuestSend(Port guest_port) = 0;
-};
 
 enum class Abi : uint8_t { k64, kCompat };  // which shared_info layout the guest uses
 
@@ -59,6 +37,7 @@ struct PortCounters {
   uint64_t delivered = 0;  // raised a new upcall path (pending bit 0 -> 1, unmasked)
   uint64_t coalesced = 0;  // pending bit was already set
   uint64_t masked = 0;     // newly pending but masked
+  uint64_t deferred = 0;   // took the slow path: a guest page was unmapped at the time
 };
 
 class Engine {

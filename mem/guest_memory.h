@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "abi/result.h"
+#include "abi/xen.h"
 
 namespace xenkvm::mem {
 

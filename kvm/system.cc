@@ -1,0 +1,45 @@
+// /dev/kvm system handle; see system.h.
+#include "kvm/system.h"
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+
+#include <cerrno>
+
+namespace xenkvm::kvm {
+
+Result<System> System::Open(const char* path) {
+  Fd fd(::open(path, O_RDWR | O_CLOEXEC));
+  if (!fd.valid()) return Fail(errno, "open /dev/kvm");
+  int version = ::ioctl(fd.get(), KVM_GET_API_VERSION, 0);
+  if (version != KVM_API_VERSION) return Fail(XEN_ENOSYS, "KVM_GET_API_VERSION mismatch");
+  int mmap_size = ::ioctl(fd.get(), KVM_GET_VCPU_MMAP_SIZE, 0);
+  if (mmap_size < static_cast<int>(sizeof(kvm_run))) return Fail(errno, "KVM_GET_VCPU_MMAP_SIZE");
+  return System(std::move(fd), mmap_size);
+}
+
+int System::CheckExtension(long cap) const {
+  int r = ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, cap);
+  return r < 0 ? 0 : r;
+}
+
+Result<std::vector<kvm_cpuid_entry2>> System::SupportedCpuid() const {
+  // The ioctl reports E2BIG until the buffer is large enough.
+  for (uint32_t n = 64; n <= 4096; n *= 2) {
+    std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2));
+    auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buf.data());
+    cpuid->nent = n;
+    if (::ioctl(fd_.get(), KVM_GET_SUPPORTED_CPUID, cpuid) == 0) {
+      return std::vector<kvm_cpuid_entry2>(cpuid->entries, cpuid->entries + cpuid->nent);
+    }
+    if (errno != E2BIG) return Fail(errno, "KVM_GET_SUPPORTED_CPUID");
+  }
+  return Fail(XEN_E2BIG, "KVM_GET_SUPPORTED_CPUID: too many leaves");
+}
+
+bool KvmAvailable(const char* path) {
+  Fd fd(::open(path, O_RDWR | O_CLOEXEC));
+  return fd.valid() && ::ioctl(fd.get(), KVM_GET_API_VERSION, 0) == KVM_API_VERSION;
+}
+
+}  // namespace xenkvm::kvm

@@ -1,0 +1,148 @@
+// KVM vCPU; see vcpu.h.
+#include "kvm/vcpu.h"
+
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+namespace xenkvm::kvm {
+
+namespace {
+void KickHandler(int) {}
+}  // namespace
+
+void InstallKickHandler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa{};
+    sa.sa_handler = KickHandler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;  // KVM_RUN still returns EINTR; ordinary syscalls restart
+    sigaction(kKickSignal, &sa, nullptr);
+  });
+}
+
+Vcpu::Vcpu(Vcpu&& other) noexcept
+    : id_(other.id_), fd_(std::move(other.fd_)), run_(std::exchange(other.run_, nullptr)),
+      run_size_(other.run_size_) {
+  owner_.store(other.owner_.load());
+  has_owner_.store(other.has_owner_.load());
+}
+
+Vcpu::~Vcpu() {
+  if (run_ != nullptr) ::munmap(run_, run_size_);
+}
+
+Result<> Vcpu::Run() {
+  if (::ioctl(fd_.get(), KVM_RUN, 0) < 0) {
+    if (errno == EINTR || errno == EAGAIN) {
+      run_->exit_reason = KVM_EXIT_INTR;
+      return {};
+    }
+    return Fail(errno, "KVM_RUN");
+  }
+  return {};
+}
+
+Result<kvm_regs> Vcpu::GetRegs() {
+  kvm_regs regs{};
+  if (::ioctl(fd_.get(), KVM_GET_REGS, &regs) < 0) return Fail(errno, "KVM_GET_REGS");
+  return regs;
+}
+
+Result<> Vcpu::SetRegs(const kvm_regs& regs) {
+  if (::ioctl(fd_.get(), KVM_SET_REGS, &regs) < 0) return Fail(errno, "KVM_SET_REGS");
+  return {};
+}
+
+Result<kvm_sregs> Vcpu::GetSregs() {
+  kvm_sregs sregs{};
+  if (::ioctl(fd_.get(), KVM_GET_SREGS, &sregs) < 0) return Fail(errno, "KVM_GET_SREGS");
+  return sregs;
+}
+
+Result<> Vcpu::SetSregs(const kvm_sregs& sregs) {
+  if (::ioctl(fd_.get(), KVM_SET_SREGS, &sregs) < 0) return Fail(errno, "KVM_SET_SREGS");
+  return {};
+}
+
+Result<> Vcpu::SetCpuid(std::span<const kvm_cpuid_entry2> entries) {
+  std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2));
+  auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buf.data());
+  cpuid->nent = static_cast<uint32_t>(entries.size());
+  std::memcpy(cpuid->entries, entries.data(), entries.size_bytes());
+  if (::ioctl(fd_.get(), KVM_SET_CPUID2, cpuid) < 0) return Fail(errno, "KVM_SET_CPUID2");
+  return {};
+}
+
+Result<> Vcpu::SetMpState(uint32_t state) {
+  kvm_mp_state mp{state};
+  if (::ioctl(fd_.get(), KVM_SET_MP_STATE, &mp) < 0) return Fail(errno, "KVM_SET_MP_STATE");
+  return {};
+}
+
+Result<kvm_lapic_state> Vcpu::GetLapic() {
+  kvm_lapic_state lapic{};
+  if (::ioctl(fd_.get(), KVM_GET_LAPIC, &lapic) < 0) return Fail(errno, "KVM_GET_LAPIC");
+  return lapic;
+}
+
+Result<> Vcpu::SetLapic(const kvm_lapic_state& lapic) {
+  if (::ioctl(fd_.get(), KVM_SET_LAPIC, &lapic) < 0) return Fail(errno, "KVM_SET_LAPIC");
+  return {};
+}
+
+Result<> Vcpu::Interrupt(uint32_t vector) {
+  kvm_interrupt irq{vector};
+  if (::ioctl(fd_.get(), KVM_INTERRUPT, &irq) < 0) return Fail(errno, "KVM_INTERRUPT");
+  return {};
+}
+
+namespace {
+// kvm_msrs ends in a flexible array: build one header + one entry in an aligned buffer.
+struct OneMsr {
+  alignas(kvm_msrs) uint8_t bytes[sizeof(kvm_msrs) + sizeof(kvm_msr_entry)]{};
+  kvm_msrs* msrs() { return reinterpret_cast<kvm_msrs*>(bytes); }
+};
+}  // namespace
+
+Result<uint64_t> Vcpu::GetMsr(uint32_t index) {
+  OneMsr buf;
+  buf.msrs()->nmsrs = 1;
+  buf.msrs()->entries[0].index = index;
+  if (::ioctl(fd_.get(), KVM_GET_MSRS, buf.msrs()) != 1) return Fail(XEN_EIO, "KVM_GET_MSRS");
+  return buf.msrs()->entries[0].data;
+}
+
+Result<> Vcpu::SetMsr(uint32_t index, uint64_t value) {
+  OneMsr buf;
+  buf.msrs()->nmsrs = 1;
+  buf.msrs()->entries[0].index = index;
+  buf.msrs()->entries[0].data = value;
+  if (::ioctl(fd_.get(), KVM_SET_MSRS, buf.msrs()) != 1) return Fail(XEN_EIO, "KVM_SET_MSRS");
+  return {};
+}
+
+void Vcpu::EnableSyncRegs() { run_->kvm_valid_regs = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS; }
+
+void Vcpu::BindToCurrentThread() {
+  owner_.store(pthread_self());
+  has_owner_.store(true, std::memory_order_release);
+}
+
+void Vcpu::Kick() {
+  // kvm_run is shared with the kernel; immediate_exit is a byte the owner clears.
+  std::atomic_ref<uint8_t>(run_->immediate_exit).store(1, std::memory_order_seq_cst);
+  if (has_owner_.load(std::memory_order_acquire)) pthread_kill(owner_.load(), kKickSignal);
+}
+
+void Vcpu::ClearImmediateExit() {
+  std::atomic_ref<uint8_t>(run_->immediate_exit).store(0, std::memory_order_seq_cst);
+}
+
+}  // namespace xenkvm::kvm

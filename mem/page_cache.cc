@@ -1,0 +1,52 @@
+// CachedMapping: seqcount-protected cached translation (see page_cache.h).
+#include "mem/page_cache.h"
+
+namespace xenkvm::mem {
+
+void CachedMapping::Store(uint64_t gpa, uint8_t* host, uint64_t generation) {
+  uint32_t seq = seq_.load(std::memory_order_relaxed);
+  seq_.store(seq + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  gpa_.store(gpa, std::memory_order_relaxed);
+  host_.store(host, std::memory_order_relaxed);
+  generation_.store(generation, std::memory_order_relaxed);
+  seq_.store(seq + 2, std::memory_order_release);
+}
+
+void CachedMapping::SetGpa(uint64_t gpa) {
+  std::lock_guard lock(update_mutex_);
+  Store(gpa, nullptr, 0);
+}
+
+uint8_t* CachedMapping::Get(const GuestMemory& memory) const {
+  uint32_t seq = seq_.load(std::memory_order_acquire);
+  if (seq & 1) return nullptr;
+  uint8_t* host = host_.load(std::memory_order_relaxed);
+  uint64_t generation = generation_.load(std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (seq_.load(std::memory_order_relaxed) != seq) return nullptr;
+  if (host == nullptr || generation != memory.generation()) return nullptr;
+  return host;
+}
+
+Result<uint8_t*> CachedMapping::Refresh(const GuestMemory& memory) {
+  std::lock_guard lock(update_mutex_);
+  return RefreshLocked(memory);
+}
+
+uint8_t* CachedMapping::TryRefresh(const GuestMemory& memory) {
+  std::unique_lock lock(update_mutex_, std::try_to_lock);
+  if (!lock) return nullptr;
+  return RefreshLocked(memory).value_or(nullptr);
+}
+
+Result<uint8_t*> CachedMapping::RefreshLocked(const GuestMemory& memory) {
+  uint64_t gpa = gpa_.load(std::memory_order_relaxed);
+  if (gpa == kNoGpa) return Fail(XEN_ENOENT, "no guest address set");
+  uint64_t generation = memory.generation();
+  auto host = memory.TranslateLocked(gpa, length_);
+  Store(gpa, host ? *host : nullptr, host ? generation : 0);
+  return host;
+}
+
+}  // namespace xenkvm::mem

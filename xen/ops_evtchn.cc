@@ -1,0 +1,57 @@
+// event_channel_op (xen/event_channel.h): copy the argument struct in, run the engine's
+// operation, copy it back out on success (as Xen does), map errors to Xen errnos.
+#include "xen/domain.h"
+
+namespace xenkvm::xen {
+
+namespace {
+// In-out op: read T, run op, write T back only on success.
+template <class T, class Op>
+Result<long> InOut(const GuestAccess& guest, uint64_t arg, Op&& op) {
+  T value = TRY(guest.ReadObj<T>(arg));
+  TRY(op(value));
+  TRY(guest.WriteObj(arg, value));
+  return 0;
+}
+template <class T, class Op>
+Result<long> In(const GuestAccess& guest, uint64_t arg, Op&& op) {
+  T value = TRY(guest.ReadObj<T>(arg));
+  TRY(op(value));
+  return 0;
+}
+}  // namespace
+
+Domain::Ret Domain::EventChannelOp(const HypercallCall& c, uint64_t cmd, uint64_t arg) {
+  GuestAccess guest(platform_, memory_, c.vcpu);
+  evtchn::Engine& e = engine_;
+  switch (cmd) {
+    case EVTCHNOP_alloc_unbound:
+      return InOut<evtchn_alloc_unbound_t>(guest, arg, [&](auto& op) { return e.AllocUnbound(op); });
+    case EVTCHNOP_bind_interdomain:
+      return InOut<evtchn_bind_interdomain_t>(guest, arg, [&](auto& op) { return e.BindInterdomain(op); });
+    case EVTCHNOP_bind_virq:
+      return InOut<evtchn_bind_virq_t>(guest, arg, [&](auto& op) { return e.BindVirq(op); });
+    case EVTCHNOP_bind_ipi:
+      return InOut<evtchn_bind_ipi_t>(guest, arg, [&](auto& op) { return e.BindIpi(op); });
+    case EVTCHNOP_bind_pirq:
+      return InOut<evtchn_bind_pirq_t>(guest, arg, [&](auto& op) { return e.BindPirq(op); });
+    case EVTCHNOP_status:
+      return InOut<evtchn_status_t>(guest, arg, [&](auto& op) { return e.Status(op); });
+    case EVTCHNOP_close:
+      return In<evtchn_close_t>(guest, arg, [&](auto& op) { return e.Close(op); });
+    case EVTCHNOP_send:
+      return In<evtchn_send_t>(guest, arg, [&](auto& op) { return e.Send(op); });
+    case EVTCHNOP_bind_vcpu:
+      return In<evtchn_bind_vcpu_t>(guest, arg, [&](auto& op) { return e.BindVcpu(op); });
+    case EVTCHNOP_unmask:
+      return In<evtchn_unmask_t>(guest, arg, [&](auto& op) { return e.Unmask(op); });
+    case EVTCHNOP_reset:
+      return In<evtchn_reset_t>(guest, arg, [&](auto& op) { return e.Reset(op); });
+    default:
+      // FIFO (init_control, expand_array, set_priority) is a later issue: guests fall back to 2L.
+      LogUnknownOnce(c.nr, cmd);
+      return Fail(XEN_ENOSYS, "event_channel_op cmd");
+  }
+}
+
+}  // namespace xenkvm::xen

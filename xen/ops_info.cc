@@ -1,0 +1,172 @@
+// xen_version (xen/version.h), console_io (xen/xen.h CONSOLEIO_*) and the grant-table queries
+// a guest makes before using grants (xen/grant_table.h: query_size, set_version, get_version).
+#include <algorithm>
+#include <cstring>
+
+#include "xen/cpuid.h"
+#include "xen/domain.h"
+
+namespace xenkvm::xen {
+
+namespace {
+// Grant-table v2 era ops: public ABI (xen/grant_table.h) but hidden by the legacy interface
+// version abi/xen.h includes the headers at; same layouts.
+constexpr uint64_t kGnttabSetVersion = 8;
+constexpr uint64_t kGnttabGetVersion = 10;
+struct GnttabSetVersion {
+  uint32_t version;
+};
+struct GnttabGetVersion {
+  domid_t dom;
+  uint16_t pad;
+  uint32_t version;
+};
+static_assert(sizeof(GnttabGetVersion) == 8);
+
+template <size_t N>
+void CopyString(char (&dst)[N], const char* src) {
+  std::memset(dst, 0, N);
+  std::strncpy(dst, src, N - 1);
+}
+}  // namespace
+
+Domain::Ret Domain::XenVersion(const HypercallCall& c) {
+  GuestAccess guest(platform_, memory_, c.vcpu);
+  const uint64_t arg = c.args[1];
+  switch (c.args[0]) {
+    case XENVER_version:
+      return static_cast<long>((kXenVersionMajor << 16) | kXenVersionMinor);
+    case XENVER_extraversion: {
+      xen_extraversion_t v;
+      CopyString(v, ".0-xenkvm");
+      TRY(guest.WriteObj(arg, v));
+      return 0;
+    }
+    case XENVER_compile_info: {
+      xen_compile_info_t info;
+      CopyString(info.compiler, "xenkvm");
+      CopyString(info.compile_by, "xenkvm");
+      CopyString(info.compile_domain, "xenkvm");
+      CopyString(info.compile_date, __DATE__);
+      TRY(guest.WriteObj(arg, info));
+      return 0;
+    }
+    case XENVER_capabilities: {
+      xen_capabilities_info_t caps;
+      CopyString(caps, "xen-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64");
+      TRY(guest.WriteObj(arg, caps));
+      return 0;
+    }
+    case XENVER_changeset: {
+      xen_changeset_info_t cs;
+      CopyString(cs, "xenkvm");
+      TRY(guest.WriteObj(arg, cs));
+      return 0;
+    }
+    case XENVER_platform_parameters: {
+      xen_platform_parameters_t p{};
+      p.virt_start = 0xffff800000000000ull;  // HYPERVISOR_VIRT_START for 64-bit guests
+      TRY(guest.WriteObj(arg, p));
+      return 0;
+    }
+    case XENVER_get_features: {
+      auto fi = TRY(guest.ReadObj<xen_feature_info_t>(arg));
+      // What an HVM guest of ours really gets: translated physmap and the callback vector.
+      fi.submap = fi.submap_idx == 0 ? (1u << XENFEAT_writable_page_tables) |
+                                           (1u << XENFEAT_auto_translated_physmap) |
+                                           (1u << XENFEAT_hvm_callback_vector) |
+                                           (1u << XENFEAT_hvm_safe_pvclock)
+                                     : 0;
+      TRY(guest.WriteObj(arg, fi));
+      return 0;
+    }
+    case XENVER_pagesize:
+      return static_cast<long>(abi::kPageSize);
+    case XENVER_guest_handle: {
+      xen_domain_handle_t handle{};
+      TRY(guest.WriteObj(arg, handle));
+      return 0;
+    }
+    case XENVER_commandline: {
+      xen_commandline_t line{};
+      TRY(guest.WriteObj(arg, line));
+      return 0;
+    }
+    default:
+      LogUnknownOnce(c.nr, c.args[0]);
+      return Fail(XEN_ENOSYS, "xen_version cmd");
+  }
+}
+
+Domain::Ret Domain::ConsoleIo(const HypercallCall& c) {
+  GuestAccess guest(platform_, memory_, c.vcpu);
+  const uint32_t count = static_cast<uint32_t>(c.args[1]);
+  const uint64_t buffer = c.args[2];
+  char chunk[512];
+  switch (c.args[0]) {
+    case CONSOLEIO_write:
+      for (uint32_t done = 0; done < count;) {
+        uint32_t n = std::min<uint32_t>(count - done, sizeof(chunk));
+        TRY(guest.Read(buffer + done, std::as_writable_bytes(std::span(chunk, n))));
+        platform_.ConsoleWrite(std::span(chunk, n));
+        done += n;
+      }
+      return 0;
+    case CONSOLEIO_read: {
+      uint32_t n = static_cast<uint32_t>(platform_.ConsoleRead(std::span(chunk, std::min<uint32_t>(count, sizeof(chunk)))));
+      TRY(guest.Write(buffer, std::as_bytes(std::span(chunk, n))));
+      return static_cast<long>(n);
+    }
+    default:
+      LogUnknownOnce(c.nr, c.args[0]);
+      return Fail(XEN_ENOSYS, "console_io cmd");
+  }
+}
+
+Domain::Ret Domain::GrantTableOp(const HypercallCall& c) {
+  GuestAccess guest(platform_, memory_, c.vcpu);
+  const uint64_t uop = c.args[1];
+  const uint64_t count = c.args[2] & 0xffffffffu;
+  switch (c.args[0]) {
+    case GNTTABOP_query_size: {
+      if (count != 1) return Fail(XEN_EINVAL, "query_size count");
+      auto q = TRY(guest.ReadObj<gnttab_query_size_t>(uop));
+      if (!ValidDomid(q.dom)) {
+        q.status = GNTST_bad_domain;
+      } else {
+        std::lock_guard lock(mutex_);
+        q.nr_frames = grant_frames_;
+        q.max_nr_frames = kMaxGrantFrames;
+        q.status = GNTST_okay;
+      }
+      TRY(guest.WriteObj(uop, q));
+      return 0;
+    }
+    case kGnttabSetVersion: {
+      if (count != 1) return Fail(XEN_EINVAL, "set_version count");
+      auto v = TRY(guest.ReadObj<GnttabSetVersion>(uop));
+      long rc = 0;
+      if (v.version != 1 && v.version != 2) {
+        rc = -XEN_EINVAL;
+      } else if (v.version == 2) {
+        rc = -XEN_EOPNOTSUPP;  // we implement grant table v1 only
+      }
+      v.version = 1;  // Xen reports the version in force either way
+      TRY(guest.WriteObj(uop, v));
+      return rc;
+    }
+    case kGnttabGetVersion: {
+      if (count != 1) return Fail(XEN_EINVAL, "get_version count");
+      auto v = TRY(guest.ReadObj<GnttabGetVersion>(uop));
+      if (!ValidDomid(v.dom)) return Fail(XEN_ESRCH, "get_version domid");
+      v.version = 1;
+      TRY(guest.WriteObj(uop, v));
+      return 0;
+    }
+    default:
+      LogUnknownOnce(c.nr, c.args[0]);
+      return Fail(XEN_ENOSYS, "grant_table_op cmd");
+  }
+}
+
+}  // namespace xenkvm::xen
