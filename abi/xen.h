@@ -7,6 +7,12 @@
 #include <cstddef>
 #include <cstdint>
 
+// Without this, Xen's headers describe the legacy (pre-3.0) interface: other hypercall numbers
+// and struct shapes. 0x00040e00 is the newest interface libxen-dev's headers know.
+#ifndef __XEN_INTERFACE_VERSION__
+#define __XEN_INTERFACE_VERSION__ 0x00040e00
+#endif
+
 extern "C" {
 #include <xen/xen.h>
 #include <xen/event_channel.h>

@@ -38,6 +38,7 @@ struct Engine::Impl {
   TwoLevel<abi::Layout64> two_level_64_;
   TwoLevel<abi::LayoutCompat> two_level_compat_;
   std::atomic<PortOps*> ops_{&two_level_64_};
+  std::atomic<uint32_t> max_ports_{abi::Layout64::kPorts};  // ops_->MaxPorts(), for senders
   mem::CachedMapping shared_info_{abi::kPageSize};
 
   std::mutex table_mutex_;
@@ -68,7 +69,7 @@ struct Engine::Impl {
   PortOps& ops() const { return *ops_.load(std::memory_order_acquire); }
 
   PortEntry* Find(Port port) const {
-    if (port >= ops().MaxPorts()) return nullptr;
+    if (port >= max_ports_.load(std::memory_order_acquire)) return nullptr;
     PortBucket* bucket = buckets_[port / kPortsPerBucket].load(std::memory_order_acquire);
     return bucket ? &bucket->ports[port % kPortsPerBucket] : nullptr;
   }
@@ -84,7 +85,6 @@ struct Engine::Impl {
     if (!entry) return;
     Binding binding = Binding::Unpack(entry->binding.load(std::memory_order_acquire));
     if (!IsDeliverable(binding.state)) return;
-    entry->sent.fetch_add(1, std::memory_order_relaxed);
     auto guard = mem::LayoutGuard::TryAcquire(memory_);
     uint8_t* shared_info = guard ? MapSharedInfoNoWait() : nullptr;
     if (!shared_info) {
@@ -100,26 +100,23 @@ struct Engine::Impl {
     return host ? host : shared_info_.TryRefresh(memory_);
   }
 
-  // Caller holds a LayoutGuard under which shared_info is mapped at `shared_info`.
-  void DeliverLocked(Port port, PortEntry& entry, Binding binding, uint8_t* shared_info) {
+  // Caller holds a LayoutGuard under which shared_info is mapped at `shared_info`. A replay
+  // of a deferred event was already counted (as deferred) and passes count = false.
+  void DeliverLocked(Port port, PortEntry& entry, Binding binding, uint8_t* shared_info,
+                     bool count = true) {
     VcpuState* vcpu = FindVcpu(binding.vcpu);
     if (!vcpu) return;  // bound vCPUs exist: only a port rebound concurrently lands here
     bool needs_sync = false;
-    switch (ops().Raise(port, *vcpu, shared_info, &needs_sync)) {
-      case RaiseOutcome::kCoalesced:
-        entry.coalesced.fetch_add(1, std::memory_order_relaxed);
-        return;
-      case RaiseOutcome::kMasked:
-        entry.masked.fetch_add(1, std::memory_order_relaxed);
-        break;
-      case RaiseOutcome::kDelivered:
-        entry.delivered.fetch_add(1, std::memory_order_relaxed);
-        break;
+    const RaiseOutcome outcome = ops().Raise(port, *vcpu, shared_info, &needs_sync);
+    if (count) {
+      std::atomic<uint64_t>& counter = needs_sync                                ? entry.deferred
+                                       : outcome == RaiseOutcome::kCoalesced ? entry.coalesced
+                                       : outcome == RaiseOutcome::kMasked    ? entry.masked
+                                                                             : entry.delivered;
+      counter.fetch_add(1, std::memory_order_relaxed);
     }
-    if (needs_sync) {
-      entry.deferred.fetch_add(1, std::memory_order_relaxed);
-      RequestSync(*vcpu);
-    }
+    if (outcome == RaiseOutcome::kCoalesced) return;
+    if (needs_sync) RequestSync(*vcpu);
     WakePollers(port);
   }
 
@@ -172,7 +169,8 @@ struct Engine::Impl {
         PortEntry* entry = Find(port);
         if (!entry) continue;
         Binding binding = Binding::Unpack(entry->binding.load(std::memory_order_acquire));
-        if (IsDeliverable(binding.state)) DeliverLocked(port, *entry, binding, shared_info);
+        if (IsDeliverable(binding.state))
+          DeliverLocked(port, *entry, binding, shared_info, /*count=*/false);
       }
     }
     for (auto& slot : vcpus_) {
@@ -308,6 +306,7 @@ struct Engine::Impl {
       if (Find(port)) (void)CloseLocked(port);  // -EINVAL for free ports is expected
     }
     ops_.store(new_ops, std::memory_order_release);
+    max_ports_.store(new_max, std::memory_order_release);
     if (lowest_free_hint_ > new_max) lowest_free_hint_ = new_max;
   }
 
@@ -354,14 +353,18 @@ Result<> Engine::SetVcpuInfoGpa(uint32_t xen_vcpu_id, uint64_t gpa) {
   if (gpa % abi::kPageSize > abi::kPageSize - abi::Layout64::kVcpuInfoSize || gpa % 8 != 0)
     return Fail(XEN_EINVAL, "vcpu_info must be aligned and within one page");
   std::lock_guard lock(impl_->table_mutex_);
+  {
+    auto guard = mem::LayoutGuard::Acquire(impl_->memory_);
+    if (!impl_->memory_.TranslateLocked(gpa, abi::Layout64::kVcpuInfoSize))
+      return Fail(XEN_EFAULT, "vcpu_info not in guest memory");
+  }
   const uint64_t old_gpa = vcpu->vcpu_info.gpa();
-  // Park deliveries in the shadow while the page moves, then follow Xen's map_vcpu_info: the
-  // new vcpu_info keeps the old contents and every selector bit is set so the guest rescans.
+  if (old_gpa == gpa) return {};
+  // Park new deliveries in the shadow and let those already writing to the old place finish.
   vcpu->vcpu_info.SetGpa(mem::CachedMapping::kNoGpa);
+  if (old_gpa != mem::CachedMapping::kNoGpa) impl_->memory_.WaitForReaders();
   auto guard = mem::LayoutGuard::Acquire(impl_->memory_);
-  if (!impl_->memory_.TranslateLocked(gpa, abi::Layout64::kVcpuInfoSize))
-    return Fail(XEN_EFAULT, "vcpu_info not in guest memory");
-  if (old_gpa != mem::CachedMapping::kNoGpa && old_gpa != gpa) {
+  if (old_gpa != mem::CachedMapping::kNoGpa) {
     impl_->CopyGuestLocked(old_gpa, gpa, abi::Layout64::kVcpuInfoSize);
     vcpu->shadow_sel.fetch_or(impl_->ops().AllSelectorBits(), std::memory_order_acq_rel);
   }
@@ -370,20 +373,35 @@ Result<> Engine::SetVcpuInfoGpa(uint32_t xen_vcpu_id, uint64_t gpa) {
   return {};
 }
 
-Result<> Engine::SetSharedInfoGpa(uint64_t gpa) {
+Result<> Engine::SetSharedInfoGpa(uint64_t gpa, std::span<const uint32_t> default_slot_vcpus) {
   if (gpa % abi::kPageSize != 0) return Fail(XEN_EINVAL, "shared_info must be page aligned");
+  std::vector<VcpuState*> following;
+  for (uint32_t id : default_slot_vcpus) {
+    VcpuState* vcpu = impl_->FindVcpu(id);
+    if (!vcpu || id >= abi::Layout64::kLegacyVcpus) return Fail(XEN_EINVAL, "no default slot");
+    following.push_back(vcpu);
+  }
   std::lock_guard lock(impl_->table_mutex_);
-  const uint64_t old_gpa = impl_->shared_info_.gpa();
-  impl_->shared_info_.SetGpa(mem::CachedMapping::kNoGpa);  // senders defer meanwhile
   {
     auto guard = mem::LayoutGuard::Acquire(impl_->memory_);
-    if (!impl_->memory_.TranslateLocked(gpa, abi::kPageSize)) {
-      impl_->shared_info_.SetGpa(old_gpa);
+    if (!impl_->memory_.TranslateLocked(gpa, abi::kPageSize))
       return Fail(XEN_EFAULT, "shared_info not in guest memory");
-    }
-    if (old_gpa != mem::CachedMapping::kNoGpa && old_gpa != gpa)
-      impl_->CopyGuestLocked(old_gpa, gpa, abi::kPageSize);
+  }
+  const uint64_t old_gpa = impl_->shared_info_.gpa();
+  const bool moving = old_gpa != mem::CachedMapping::kNoGpa && old_gpa != gpa;
+  // Senders defer from here on; once the deliveries already under way on the old page have
+  // drained, the page (pending, mask, default vcpu_info slots) is copied whole.
+  impl_->shared_info_.SetGpa(mem::CachedMapping::kNoGpa);
+  for (VcpuState* vcpu : following) vcpu->vcpu_info.SetGpa(mem::CachedMapping::kNoGpa);
+  if (moving) impl_->memory_.WaitForReaders();
+  {
+    auto guard = mem::LayoutGuard::Acquire(impl_->memory_);
+    if (moving) impl_->CopyGuestLocked(old_gpa, gpa, abi::kPageSize);
     impl_->shared_info_.SetGpa(gpa);
+    const size_t slot_size = impl_->ops().MaxPorts() == abi::Layout64::kPorts
+                                 ? abi::Layout64::kVcpuInfoSize
+                                 : abi::LayoutCompat::kVcpuInfoSize;
+    for (VcpuState* vcpu : following) vcpu->vcpu_info.SetGpa(gpa + vcpu->xen_id * slot_size);
   }
   impl_->RunDeferredWork();  // events that arrived during the move land before we return
   return {};
@@ -519,9 +537,11 @@ Result<> Engine::Send(const evtchn_send& op) {
   Binding binding = impl_->BindingOf(*entry);
   switch (binding.state) {
     case PortState::kInterdomain:
+      entry->sent.fetch_add(1, std::memory_order_relaxed);
       impl_->Raise(binding.peer);
       return {};
     case PortState::kIpi:
+      entry->sent.fetch_add(1, std::memory_order_relaxed);
       impl_->Raise(op.port);
       return {};
     case PortState::kBackend:

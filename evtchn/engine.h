@@ -32,12 +32,15 @@ inline constexpr uint16_t kBackendDomid = 0;  // VMM-side endpoints appear as do
 
 enum class Abi : uint8_t { k64, kCompat };  // which shared_info layout the guest uses
 
+// Every event raised on a port ends in exactly one of delivered/coalesced/masked/deferred, so
+// each raise costs one counter update; raised() is their sum.
 struct PortCounters {
-  uint64_t sent = 0;       // raise attempts on this port
-  uint64_t delivered = 0;  // raised a new upcall path (pending bit 0 -> 1, unmasked)
+  uint64_t sent = 0;       // EVTCHNOP_send by the guest on this port
+  uint64_t delivered = 0;  // pending bit 0 -> 1, unmasked: took the selector/upcall path
   uint64_t coalesced = 0;  // pending bit was already set
   uint64_t masked = 0;     // newly pending but masked
-  uint64_t deferred = 0;   // took the slow path: a guest page was unmapped at the time
+  uint64_t deferred = 0;   // a guest page was unmapped: finished by the worker or vCPU entry
+  uint64_t raised() const { return delivered + coalesced + masked + deferred; }
 };
 
 class Engine {
@@ -56,8 +59,15 @@ class Engine {
   Result<> AddVcpu(uint32_t xen_vcpu_id, VcpuSink* sink);
   // Where this vCPU's vcpu_info lives (Xen's default slot or a registered one). The engine
   // assumes no default: the VMM must call this for every vCPU that can receive events.
+  // Moving a registered vcpu_info follows Xen's map_vcpu_info: the new one keeps the old
+  // contents and gets every selector bit set so the guest rescans. Takes effect for deliveries
+  // that start after it returns; none in flight is lost.
   Result<> SetVcpuInfoGpa(uint32_t xen_vcpu_id, uint64_t gpa);
-  Result<> SetSharedInfoGpa(uint64_t gpa);
+  // Where shared_info lives. Moving it keeps its contents (in Xen the page itself moves) and
+  // moves the listed vCPUs' vcpu_info along with it (those still in their default slot
+  // shared_info.vcpu_info[id]), in one step with no event lost in between. Before the first
+  // call the VMM fills the page as Xen would (zeroed, wallclock set).
+  Result<> SetSharedInfoGpa(uint64_t gpa, std::span<const uint32_t> default_slot_vcpus = {});
   // Port limit and layout follow the guest's mode (64-bit: 4096 ports; compat: 1024).
   // Ports beyond the new limit are closed.
   void SetAbi(Abi abi);

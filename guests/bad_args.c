@@ -1,5 +1,5 @@
 /* bad_args: bad hypercall arguments answered with Xen's error codes (-EINVAL, -EEXIST,
- * -ENOENT, -ENOSYS, -EFAULT), and guest pointers translated through the guest's page tables
+ * -ENOENT, -ESRCH, -ENOSYS, -EFAULT), and guest pointers translated through the guest's page tables
  * page by page: a struct that straddles two virtual pages backed by non-adjacent physical
  * pages works, one that runs into an unmapped page gets -EFAULT. */
 #include "guest.h"
@@ -51,7 +51,17 @@ void guest_main(void) {
   EXPECT_RC(evtchn_bind_ipi(99, &p), -XEN_ENOENT);
   EXPECT_RC(upcall_vector_set(0, 0x0f), -XEN_EINVAL);
   EXPECT_RC(upcall_vector_set(99, UPCALL_VECTOR), -XEN_ENOENT);
-  EXPECT_RC(evtchn_bind_interdomain(DOMID_SELF, 3000, &p), -XEN_EINVAL); /* not unbound */
+
+  /* Interdomain binding rules. */
+  EXPECT_RC(evtchn_bind_interdomain(DOMID_SELF, 3000, &p), -XEN_EINVAL); /* not allocated */
+  evtchn_port_t for_dom0;
+  EXPECT_RC(evtchn_alloc_unbound(0, &for_dom0), 0);
+  /* Offered to domain 0, so we may not take it ourselves. */
+  EXPECT_RC(evtchn_bind_interdomain(DOMID_SELF, for_dom0, &p), -XEN_EINVAL);
+  EXPECT_RC(evtchn_bind_interdomain(0, 999, &p), -XEN_EINVAL); /* no such backend port */
+  EXPECT_RC(evtchn_bind_interdomain(5, 1, &p), -XEN_ESRCH);    /* no such domain */
+  evtchn_alloc_unbound_t foreign = {.dom = 5, .remote_dom = DOMID_SELF};
+  EXPECT_RC(HYPERVISOR_event_channel_op(EVTCHNOP_alloc_unbound, &foreign), -XEN_ESRCH);
 
   /* Unknown hypercalls and sub-ops. */
   stage(14);
@@ -69,6 +79,20 @@ void guest_main(void) {
   EXPECT_RC(HC(__HYPERVISOR_sched_op, SCHEDOP_shutdown, UNMAPPED_GVA, 0), -XEN_EFAULT);
   EXPECT_RC(HC(__HYPERVISOR_memory_op, XENMEM_add_to_physmap, UNMAPPED_GVA, 0), -XEN_EFAULT);
   EXPECT_RC(HC(__HYPERVISOR_hvm_op, HVMOP_set_param, UNMAPPED_GVA, 0), -XEN_EFAULT);
+  /* Mapped by our page tables (identity, below 4 GiB) but past the end of guest RAM. */
+  const uint64_t beyond_ram = 0xf0000000;
+  const struct hvm_memmap_table_entry* mm =
+      (const struct hvm_memmap_table_entry*)(uintptr_t)start_info->memmap_paddr;
+  bool is_ram = false;
+  for (uint32_t i = 0; i < start_info->memmap_entries; i++)
+    is_ram |= mm[i].type == XEN_HVM_MEMMAP_TYPE_RAM && mm[i].addr <= beyond_ram &&
+              mm[i].addr + mm[i].size > beyond_ram;
+  if (!is_ram) {
+    EXPECT_RC(evtchn_op_at(EVTCHNOP_alloc_unbound, beyond_ram), -XEN_EFAULT);
+    EXPECT_RC(HC(__HYPERVISOR_console_io, CONSOLEIO_write, 8, beyond_ram), -XEN_EFAULT);
+  } else {
+    printk("bad_args: %lx is RAM here, skipping the beyond-RAM pointer checks\n", beyond_ram);
+  }
   sched_poll_t poll = {.nr_ports = 1, .timeout = 1};
   set_xen_guest_handle(poll.ports, (evtchn_port_t*)UNMAPPED_GVA);
   EXPECT_RC(HYPERVISOR_sched_op(SCHEDOP_poll, &poll), -XEN_EFAULT);

@@ -1,5 +1,6 @@
 /* callback_vector: delivery through Xen's global callback vector (HVM_PARAM_CALLBACK_IRQ
- * type 2) on vCPU0 and on a secondary vCPU. Neither vCPU enables its LAPIC and the handler
+ * type 2) on vCPU0 and on a secondary vCPU, of events pending before the callback was set
+ * and of events raised while interrupts were off. Neither vCPU enables its LAPIC and the handler
  * never EOIs, as small guest OSes do; waits use `sti; hlt`. */
 #include "guest.h"
 
@@ -25,20 +26,32 @@ static void ap_main(unsigned id) {
 void guest_main(void) {
   stage(10);
   EXPECT_RC(shinfo_map(shinfo_pages[0]), 0);
+  /* An event pending before the callback is set is delivered once it is (Xen checks
+   * evtchn_upcall_pending at every VM entry). */
+  evtchn_port_t a, b;
+  EXPECT_RC(evtchn_loopback_pair(&a, &b), 0);
+  CHECK(evtchn_is_pending(b), "bind_interdomain did not set port %u pending", b);
+  CHECK(!WAIT_FOR(upcall_count[0] != 0, 20), "upcall before a callback was set");
   EXPECT_RC(callback_vector_set(CALLBACK_VECTOR), 0);
+  CHECK(WAIT_FOR(port_hits[b] == 1, 2000), "setting the callback did not deliver pending port %u",
+        b);
   xen_hvm_param_t p = {.domid = DOMID_SELF, .index = HVM_PARAM_CALLBACK_IRQ};
   EXPECT_RC(HYPERVISOR_hvm_op(HVMOP_get_param, &p), 0);
   CHECK(p.value == ((2ull << 56) | CALLBACK_VECTOR), "CALLBACK_IRQ reads back %lx", p.value);
 
   stage(11);
-  evtchn_port_t a, b;
-  EXPECT_RC(evtchn_loopback_pair(&a, &b), 0);
-  HALT_UNTIL(port_hits[b] == 1); /* the event bind_interdomain raises */
   for (uint32_t i = 0; i < ROUNDS; i++) {
     EXPECT_RC(evtchn_send(a), 0);
     HALT_UNTIL(port_hits[b] == 2 + i);
   }
   CHECK(upcall_count[0] >= ROUNDS, "only %u upcalls", upcall_count[0]);
+  /* Raised while interrupts are off: held back, then taken as soon as they are on. */
+  irq_disable();
+  EXPECT_RC(evtchn_send(a), 0);
+  delay_ms_irqs_unchanged(30);
+  CHECK(port_hits[b] == ROUNDS + 1, "upcall taken with interrupts off");
+  irq_enable();
+  CHECK(WAIT_FOR(port_hits[b] == ROUNDS + 2, 2000), "upcall raised under cli never arrived");
 
   stage(12);
   unsigned n = vcpu_count();

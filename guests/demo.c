@@ -97,7 +97,7 @@ void guest_main(void) {
   CHECK(stray_events == 0, "%u stray events", stray_events);
 
   stage(14);
-  printk("demo: IPI ring: %u hops over %u vCPUs in %lu us (%lu us/hop)\n", hops, nr_vcpus,
+  printk("demo: IPI ring: %u hops over %u vCPU(s) in %lu us (%lu us/hop)\n", hops, nr_vcpus,
          ring_ns / 1000, ring_ns / 1000 / hops);
   printk("demo: timers: %u/%u vCPUs got VIRQ_TIMER\n", fired, nr_vcpus);
   printk("demo: loopback: %u/%u events; echo backend: answered on port %u\n",

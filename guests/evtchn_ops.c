@@ -1,18 +1,34 @@
 /* evtchn_ops: the EVTCHNOP_* operations between two vCPUs — loopback (alloc_unbound with
  * remote = self, then bind_interdomain), IPI vCPU0 -> vCPU1, interdomain to the VMM's echo
  * backend (remote_dom 0, remote_port 1: it answers each send with an event on the same port),
- * status, bind_vcpu, close, port reuse and reset. */
+ * status, bind_vcpu, unmask of another vCPU's port, SCHEDOP_poll woken from another vCPU,
+ * close, port reuse and reset. vCPU1 uses a registered vcpu_info (VCPUOP_register_vcpu_info). */
 #include "guest.h"
 
 GUEST_NAME("evtchn_ops");
 
-static evtchn_port_t ipi1;
+static evtchn_port_t ipi1, kick1, timer1;
 static volatile uint32_t ap_ready;
+static volatile evtchn_port_t ap_send_later; /* vCPU1: send on this port about 20 ms from now */
+
+static uint8_t vcpu1_info_page[4096] __attribute__((aligned(4096)));
 
 static void ap_main(unsigned id) {
+  /* vCPU1 takes its events through a registered vcpu_info, away from shared_info. */
+  EXPECT_RC(vcpu_info_register(id, vcpu1_info_page + 4096 - 32), -XEN_EINVAL); /* crosses */
+  EXPECT_RC(vcpu_info_register(id, vcpu1_info_page + 128), 0);
   evtchn_setup_vector();
   EXPECT_RC(evtchn_bind_ipi(id, &ipi1), 0);
+  EXPECT_RC(evtchn_bind_ipi(id, &kick1), 0);
+  EXPECT_RC(evtchn_bind_virq(VIRQ_TIMER, id, &timer1), 0); /* per-vCPU: vCPU0 may bind it too */
   __atomic_store_n(&ap_ready, 1, __ATOMIC_SEQ_CST);
+  for (;;) {
+    HALT_UNTIL(ap_send_later != 0); /* vCPU0 kicks us through kick1 */
+    evtchn_port_t port = ap_send_later;
+    WAIT_FOR(false, 20);
+    EXPECT_RC(evtchn_send(port), 0);
+    ap_send_later = 0;
+  }
 }
 
 static evtchn_status_t status_of(evtchn_port_t port) {
@@ -64,6 +80,35 @@ void guest_main(void) {
     CHECK(WAIT_FOR(port_hits[ipi1] == i, 2000), "IPI %u to vcpu1 lost", i);
     CHECK(port_last_vcpu[ipi1] == 1, "IPI handled on vcpu%u", port_last_vcpu[ipi1]);
   }
+  /* Masked on vCPU1, unmasked by vCPU0: the pending event still goes to vCPU1. */
+  evtchn_mask(ipi1);
+  EXPECT_RC(evtchn_send(ipi1), 0);
+  CHECK(!WAIT_FOR(port_hits[ipi1] != 5, 30), "masked IPI delivered");
+  EXPECT_RC(evtchn_unmask(ipi1), 0);
+  CHECK(WAIT_FOR(port_hits[ipi1] == 6, 2000), "unmask from vcpu0 did not raise vcpu1's IPI");
+  CHECK(port_last_vcpu[ipi1] == 1, "IPI handled on vcpu%u after unmask", port_last_vcpu[ipi1]);
+  st = status_of(timer1);
+  CHECK(st.status == EVTCHNSTAT_virq && st.vcpu == 1 && st.u.virq == VIRQ_TIMER,
+        "vcpu1's timer port %u: status %u vcpu %u virq %u", timer1, st.status, st.vcpu, st.u.virq);
+
+  /* SCHEDOP_poll on vCPU0 woken by a send from vCPU1 on a masked port. */
+  evtchn_port_t pa0, pb0;
+  EXPECT_RC(evtchn_loopback_pair(&pa0, &pb0), 0);
+  CHECK(WAIT_FOR(port_hits[pb0] == 1, 2000), "bind event lost");
+  evtchn_mask(pb0);
+  ap_send_later = pa0;
+  EXPECT_RC(evtchn_send(kick1), 0);
+  sched_poll_t poll = {.nr_ports = 1, .timeout = now_ns() + 5000000000ull};
+  set_xen_guest_handle(poll.ports, &pb0);
+  EXPECT_RC(HYPERVISOR_sched_op(SCHEDOP_poll, &poll), 0);
+  CHECK(evtchn_is_pending(pb0), "poll returned before vcpu1's send");
+  CHECK(WAIT_FOR(ap_send_later == 0, 2000), "vcpu1 did not finish its send");
+  EXPECT_RC(evtchn_unmask(pb0), 0);
+  CHECK(WAIT_FOR(port_hits[pb0] == 2, 2000), "polled event not delivered after unmask");
+
+  CHECK(shinfo->vcpu_info[1].evtchn_pending_sel == 0 &&
+            shinfo->vcpu_info[1].evtchn_upcall_pending == 0,
+        "events for vcpu1 went to its old vcpu_info slot");
 
   /* Interdomain to the VMM echo backend (endpoint 1 of domain 0). */
   stage(13);
@@ -80,6 +125,15 @@ void guest_main(void) {
     CHECK(WAIT_FOR(port_hits[e] == i, 2000), "echo %u did not come back on port %u", i - 1, e);
   }
   EXPECT_RC(evtchn_bind_interdomain(0, 1, &e), -XEN_EINVAL); /* endpoint already connected */
+  /* Closing our end frees the endpoint for a new binding. */
+  EXPECT_RC(evtchn_close(e), 0);
+  uint32_t e_hits = port_hits[e];
+  evtchn_port_t e2;
+  EXPECT_RC(evtchn_bind_interdomain(0, 1, &e2), 0);
+  CHECK(e2 == e, "rebinding the echo endpoint gave port %u, lowest free is %u", e2, e);
+  CHECK(WAIT_FOR(port_hits[e] == e_hits + 1, 2000), "rebind did not raise port %u", e);
+  EXPECT_RC(evtchn_send(e), 0);
+  CHECK(WAIT_FOR(port_hits[e] == e_hits + 2, 2000), "echo after rebind lost");
 
   /* bind_vcpu: move a loopback end to vCPU1 and back. */
   stage(14);

@@ -11,7 +11,7 @@ void guest_main(void) {
   printk("hello from a Xen PVH guest on xenkvm: Xen %ld.%ld\n", ver >> 16, ver & 0xffff);
   stage(11);
   CHECK(start_info->magic == XEN_HVM_START_MAGIC_VALUE, "start_info magic %x", start_info->magic);
-  if (start_info->cmdline_paddr)
+  if (start_info->cmdline_paddr && *(const char*)(uintptr_t)start_info->cmdline_paddr)
     printk("cmdline: %s\n", (const char*)(uintptr_t)start_info->cmdline_paddr);
   stage(12);
 }

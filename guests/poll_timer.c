@@ -1,6 +1,6 @@
 /* poll_timer: SCHEDOP_poll (ready at once, timeout at an absolute system time, woken by a
- * masked port becoming pending) and timers (VCPUOP_set_singleshot_timer, set_timer_op)
- * raising VIRQ_TIMER. System time is the pvclock in vcpu_info.time (xen.h). */
+ * masked port becoming pending), timers (VCPUOP_set_singleshot_timer, set_timer_op; in the
+ * past; cancelled) raising VIRQ_TIMER, and SCHEDOP_block woken by the timer event. System time is the pvclock in vcpu_info.time (xen.h). */
 #include "guest.h"
 
 GUEST_NAME("poll_timer");
@@ -84,17 +84,39 @@ void guest_main(void) {
   took = now_ns() - start;
   CHECK(took >= 9 * MS, "set_timer_op timer fired after %lu ns, asked 10 ms", took);
 
+  /* A deadline already in the past fires at once (without VCPU_SSHOTTMR_future). */
+  start = now_ns();
+  EXPECT_RC(set_singleshot_timer(start - 5 * MS), 0);
+  CHECK(WAIT_FOR(port_hits[t] == 4, 1000), "single-shot timer in the past did not fire");
+  EXPECT_RC(HYPERVISOR_set_timer_op(now_ns() - 5 * MS), 0);
+  CHECK(WAIT_FOR(port_hits[t] == 5, 1000), "set_timer_op in the past did not fire");
+
   /* Cancelling: set_timer_op(0) and VCPUOP_stop_singleshot_timer. */
   stage(16);
   EXPECT_RC(HYPERVISOR_set_timer_op(now_ns() + 20 * MS), 0);
   EXPECT_RC(HYPERVISOR_set_timer_op(0), 0);
   EXPECT_RC(set_singleshot_timer(now_ns() + 20 * MS), 0);
   EXPECT_RC(HYPERVISOR_vcpu_op(VCPUOP_stop_singleshot_timer, 0, NULL), 0);
-  CHECK(!WAIT_FOR(port_hits[t] != 3, 80), "a cancelled timer fired");
+  CHECK(!WAIT_FOR(port_hits[t] != 5, 80), "a cancelled timer fired");
 
   /* VCPU_SSHOTTMR_future refuses a time in the past. */
   vcpu_set_singleshot_timer_t past = {.timeout_abs_ns = now_ns() - 10 * MS,
                                       .flags = VCPU_SSHOTTMR_future};
   EXPECT_RC(HYPERVISOR_vcpu_op(VCPUOP_set_singleshot_timer, 0, &past), -XEN_ETIME);
+
+  /* SCHEDOP_block sleeps until an event (here the timer) is pending. */
+  stage(17);
+  uint32_t before = port_hits[t];
+  unsigned blocks = 0;
+  start = now_ns();
+  EXPECT_RC(set_singleshot_timer(start + 20 * MS), 0);
+  while (port_hits[t] == before && blocks < 100) {
+    EXPECT_RC(HYPERVISOR_sched_op(SCHEDOP_block, NULL), 0);
+    blocks++;
+  }
+  took = now_ns() - start;
+  CHECK(WAIT_FOR(port_hits[t] == before + 1, 1000), "timer event after SCHEDOP_block lost");
+  CHECK(blocks <= 3, "SCHEDOP_block returned %u times before a 20 ms timer fired", blocks);
+  CHECK(took >= 19 * MS, "SCHEDOP_block returned after %lu ns, timer was 20 ms", took);
   CHECK(stray_events == 0, "%u stray events", stray_events);
 }

@@ -1,6 +1,8 @@
 // /dev/kvm system handle; see system.h.
 #include "kvm/system.h"
 
+#include "kvm/flex_ioctl.h"
+
 #include <fcntl.h>
 #include <sys/ioctl.h>
 
@@ -26,11 +28,9 @@ int System::CheckExtension(long cap) const {
 Result<std::vector<kvm_cpuid_entry2>> System::SupportedCpuid() const {
   // The ioctl reports E2BIG until the buffer is large enough.
   for (uint32_t n = 64; n <= 4096; n *= 2) {
-    std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2));
-    auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buf.data());
-    cpuid->nent = n;
-    if (::ioctl(fd_.get(), KVM_GET_SUPPORTED_CPUID, cpuid) == 0) {
-      return std::vector<kvm_cpuid_entry2>(cpuid->entries, cpuid->entries + cpuid->nent);
+    FlexArg<kvm_cpuid_entry2> cpuid(n);
+    if (::ioctl(fd_.get(), kIoctlGetSupportedCpuid, cpuid.data()) == 0) {
+      return std::vector<kvm_cpuid_entry2>(cpuid.entries(), cpuid.entries() + cpuid.count());
     }
     if (errno != E2BIG) return Fail(errno, "KVM_GET_SUPPORTED_CPUID");
   }

@@ -1,6 +1,8 @@
 // KVM vCPU; see vcpu.h.
 #include "kvm/vcpu.h"
 
+#include "kvm/flex_ioctl.h"
+
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -72,11 +74,9 @@ Result<> Vcpu::SetSregs(const kvm_sregs& sregs) {
 }
 
 Result<> Vcpu::SetCpuid(std::span<const kvm_cpuid_entry2> entries) {
-  std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2));
-  auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buf.data());
-  cpuid->nent = static_cast<uint32_t>(entries.size());
-  std::memcpy(cpuid->entries, entries.data(), entries.size_bytes());
-  if (::ioctl(fd_.get(), KVM_SET_CPUID2, cpuid) < 0) return Fail(errno, "KVM_SET_CPUID2");
+  FlexArg<kvm_cpuid_entry2> cpuid(static_cast<uint32_t>(entries.size()));
+  std::memcpy(cpuid.entries(), entries.data(), entries.size_bytes());
+  if (::ioctl(fd_.get(), kIoctlSetCpuid2, cpuid.data()) < 0) return Fail(errno, "KVM_SET_CPUID2");
   return {};
 }
 
@@ -103,29 +103,25 @@ Result<> Vcpu::Interrupt(uint32_t vector) {
   return {};
 }
 
-namespace {
-// kvm_msrs ends in a flexible array: build one header + one entry in an aligned buffer.
-struct OneMsr {
-  alignas(kvm_msrs) uint8_t bytes[sizeof(kvm_msrs) + sizeof(kvm_msr_entry)]{};
-  kvm_msrs* msrs() { return reinterpret_cast<kvm_msrs*>(bytes); }
-};
-}  // namespace
-
 Result<uint64_t> Vcpu::GetMsr(uint32_t index) {
-  OneMsr buf;
-  buf.msrs()->nmsrs = 1;
-  buf.msrs()->entries[0].index = index;
-  if (::ioctl(fd_.get(), KVM_GET_MSRS, buf.msrs()) != 1) return Fail(XEN_EIO, "KVM_GET_MSRS");
-  return buf.msrs()->entries[0].data;
+  FlexArg<kvm_msr_entry> msrs(1);
+  msrs.entries()[0].index = index;
+  if (::ioctl(fd_.get(), kIoctlGetMsrs, msrs.data()) != 1) return Fail(XEN_EIO, "KVM_GET_MSRS");
+  return msrs.entries()[0].data;
 }
 
 Result<> Vcpu::SetMsr(uint32_t index, uint64_t value) {
-  OneMsr buf;
-  buf.msrs()->nmsrs = 1;
-  buf.msrs()->entries[0].index = index;
-  buf.msrs()->entries[0].data = value;
-  if (::ioctl(fd_.get(), KVM_SET_MSRS, buf.msrs()) != 1) return Fail(XEN_EIO, "KVM_SET_MSRS");
+  FlexArg<kvm_msr_entry> msrs(1);
+  msrs.entries()[0].index = index;
+  msrs.entries()[0].data = value;
+  if (::ioctl(fd_.get(), kIoctlSetMsrs, msrs.data()) != 1) return Fail(XEN_EIO, "KVM_SET_MSRS");
   return {};
+}
+
+Result<uint32_t> Vcpu::TscKhz() {
+  int r = ::ioctl(fd_.get(), KVM_GET_TSC_KHZ, 0);
+  if (r <= 0) return Fail(r < 0 ? errno : XEN_ENOSYS, "KVM_GET_TSC_KHZ");
+  return static_cast<uint32_t>(r);
 }
 
 void Vcpu::EnableSyncRegs() { run_->kvm_valid_regs = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS; }

@@ -50,6 +50,8 @@ class Vcpu {
   // Queue an external interrupt (split irqchip: an ExtINT, accepted while LVT0 is ExtINT).
   Result<> Interrupt(uint32_t vector);
   Result<uint64_t> GetMsr(uint32_t index);
+  // KVM_GET_TSC_KHZ: the guest TSC frequency.
+  Result<uint32_t> TscKhz();
   Result<> SetMsr(uint32_t index, uint64_t value);
 
   // KVM_CAP_SYNC_REGS: have KVM_RUN publish regs+sregs in run()->s.regs on every exit.

@@ -1,6 +1,8 @@
 // KVM virtual machine; see vm.h.
 #include "kvm/vm.h"
 
+#include "kvm/flex_ioctl.h"
+
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
@@ -85,16 +87,14 @@ Result<bool> Vm::SignalMsi(uint64_t address, uint32_t data) {
 }
 
 Result<> Vm::SetMsiRoute(uint32_t gsi, uint64_t address, uint32_t data) {
-  std::vector<uint8_t> buf(sizeof(kvm_irq_routing) + sizeof(kvm_irq_routing_entry));
-  auto* routing = reinterpret_cast<kvm_irq_routing*>(buf.data());
-  routing->nr = 1;
-  kvm_irq_routing_entry& e = routing->entries[0];
+  FlexArg<kvm_irq_routing_entry> routing(1);
+  kvm_irq_routing_entry& e = routing.entries()[0];
   e.gsi = gsi;
   e.type = KVM_IRQ_ROUTING_MSI;
   e.u.msi.address_lo = static_cast<uint32_t>(address);
   e.u.msi.address_hi = static_cast<uint32_t>(address >> 32);
   e.u.msi.data = data;
-  if (::ioctl(fd_.get(), KVM_SET_GSI_ROUTING, routing) < 0) return Fail(errno, "KVM_SET_GSI_ROUTING");
+  if (::ioctl(fd_.get(), kIoctlSetGsiRouting, routing.data()) < 0) return Fail(errno, "KVM_SET_GSI_ROUTING");
   return {};
 }
 

@@ -1,48 +1,25 @@
 // GuestMemory: memslots and bounds-checked GPA -> host translation (see guest_memory.h).
 #include "mem/guest_memory.h"
 
+#include <cassert>
 #include <thread>
 
 namespace xenkvm::mem {
 
-// ---- reader/writer word ----
-// A reader increments the count and backs out if a writer is announced; the writer announces
-// itself first and then waits for the count to drain. Both act on the same atomic word, so
-// their read-modify-writes are totally ordered and one of them always sees the other.
-
-bool GuestMemory::TryLockShared() const {
-  uint64_t prev = state_.fetch_add(1, std::memory_order_acquire);
-  if ((prev & kWriterBit) == 0) return true;
-  state_.fetch_sub(1, std::memory_order_release);
-  return false;
-}
-
-void GuestMemory::LockShared() const {
-  while (!TryLockShared()) {
-    uint64_t seen = state_.load(std::memory_order_relaxed);
-    if (seen & kWriterBit) state_.wait(seen, std::memory_order_relaxed);
-  }
-}
-
-void GuestMemory::UnlockShared() const {
-  uint64_t prev = state_.fetch_sub(1, std::memory_order_release);
-  // The last reader out wakes a writer waiting for the count to drain.
-  if ((prev & kWriterBit) && (prev & ~kWriterBit) == 1) state_.notify_all();
-}
+// ---- the writer side of LayoutGuard ----
 
 class GuestMemory::LayoutChange {
  public:
   explicit LayoutChange(GuestMemory& memory) : memory_(memory), lock_(memory.writers_) {
-    uint64_t seen = memory_.state_.fetch_or(kWriterBit, std::memory_order_acquire) | kWriterBit;
-    while (seen != kWriterBit) {
-      memory_.state_.wait(seen, std::memory_order_acquire);
-      seen = memory_.state_.load(std::memory_order_acquire);
-    }
+    // Changing the layout while holding a guard on it would wait for ourselves.
+    assert(detail::ThisThreadReader().reading.load(std::memory_order_relaxed) != &memory);
+    memory_.writer_active_.store(1, std::memory_order_seq_cst);
+    WaitForReadersToLeave(&memory_);
   }
   ~LayoutChange() {
     memory_.generation_.fetch_add(1, std::memory_order_release);
-    memory_.state_.fetch_and(~kWriterBit, std::memory_order_release);
-    memory_.state_.notify_all();
+    memory_.writer_active_.store(0, std::memory_order_release);
+    memory_.writer_active_.notify_all();
   }
 
  private:
@@ -50,17 +27,15 @@ class GuestMemory::LayoutChange {
   std::lock_guard<std::mutex> lock_;
 };
 
-LayoutGuard LayoutGuard::TryAcquire(const GuestMemory& memory) {
-  return LayoutGuard(memory.TryLockShared() ? &memory : nullptr);
-}
-
 LayoutGuard LayoutGuard::Acquire(const GuestMemory& memory) {
-  memory.LockShared();
-  return LayoutGuard(&memory);
-}
-
-LayoutGuard::~LayoutGuard() {
-  if (memory_) memory_->UnlockShared();
+  // A thread holding a guard on another memory would spin here forever.
+  assert(detail::ThisThreadReader().depth == 0 ||
+         detail::ThisThreadReader().reading.load(std::memory_order_relaxed) == &memory);
+  for (;;) {
+    if (ReaderRecord* record = TryAcquireFor(&memory, memory.writer_active_))
+      return LayoutGuard(record);
+    memory.writer_active_.wait(1, std::memory_order_acquire);
+  }
 }
 
 // ---- layout ----
@@ -106,6 +81,8 @@ Result<> GuestMemory::MoveSlot(uint32_t slot, uint64_t new_gpa) {
   s.gpa = new_gpa;
   return {};
 }
+
+void GuestMemory::WaitForReaders() { LayoutChange change(*this); }
 
 // ---- translation and access ----
 

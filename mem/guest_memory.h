@@ -2,8 +2,9 @@
 // Every access is bounds and overflow checked. The layout (slots) can change at run time;
 // accessors hold a LayoutGuard so a translation can't go stale between two accesses.
 //
-// Threads: any. Lock: one reader/writer word (state_) — readers are short and never block
-// while holding it; a layout change sets the writer bit and waits for readers to drain.
+// Threads: any. Lock: LayoutGuard (layout_guard.h) — readers announce themselves in a record of
+// their own thread and never block while holding it; a layout change raises writer_active_,
+// then waits until no reader record names this memory.
 #pragma once
 
 #include <array>
@@ -17,26 +18,9 @@
 
 #include "abi/result.h"
 #include "abi/xen.h"
+#include "mem/layout_guard.h"
 
 namespace xenkvm::mem {
-
-class GuestMemory;
-
-// Holds the memory layout still. TryAcquire never blocks (fails while a layout change is in
-// flight); Acquire waits for the change to finish.
-class LayoutGuard {
- public:
-  static LayoutGuard TryAcquire(const GuestMemory& memory);
-  static LayoutGuard Acquire(const GuestMemory& memory);
-  LayoutGuard(LayoutGuard&& other) noexcept : memory_(other.memory_) { other.memory_ = nullptr; }
-  LayoutGuard& operator=(LayoutGuard&&) = delete;
-  ~LayoutGuard();
-  explicit operator bool() const { return memory_ != nullptr; }
-
- private:
-  explicit LayoutGuard(const GuestMemory* memory) : memory_(memory) {}
-  const GuestMemory* memory_;
-};
 
 class GuestMemory {
  public:
@@ -47,6 +31,10 @@ class GuestMemory {
   Result<> AddSlot(uint32_t slot, uint64_t gpa, uint64_t size, void* host);
   Result<> RemoveSlot(uint32_t slot);
   Result<> MoveSlot(uint32_t slot, uint64_t new_gpa);
+  // A layout change that changes nothing: returns once every LayoutGuard taken before the call
+  // has been released, so no thread still uses a translation it made earlier. Invalidates all
+  // cached mappings like any layout change.
+  void WaitForReaders();
 
   // Changes on every layout change; a translation made under generation G is valid while
   // generation() == G, checked under a LayoutGuard.
@@ -82,17 +70,17 @@ class GuestMemory {
   };
   class LayoutChange;  // RAII writer side
 
-  static constexpr uint64_t kWriterBit = 1ull << 63;
-  bool TryLockShared() const;
-  void LockShared() const;
-  void UnlockShared() const;
   bool OverlapsLocked(uint64_t gpa, uint64_t size, uint32_t except_slot) const;
 
-  std::mutex writers_;                  // serialises layout changes
-  mutable std::atomic<uint64_t> state_{0};  // kWriterBit | reader count
+  std::mutex writers_;                       // serialises layout changes
+  mutable std::atomic<uint32_t> writer_active_{0};  // 1 while a layout change is in flight
   std::atomic<uint64_t> generation_{1};
   std::array<Slot, kMaxSlots> slots_{};  // written only with the writer bit set and no readers
 };
+
+inline LayoutGuard LayoutGuard::TryAcquire(const GuestMemory& memory) {
+  return LayoutGuard(TryAcquireFor(&memory, memory.writer_active_));
+}
 
 // Atomic access to naturally aligned guest words through a host pointer obtained under a
 // LayoutGuard. Guest memory is shared with guest vCPUs running concurrently.

@@ -4,29 +4,19 @@
 namespace xenkvm::mem {
 
 void CachedMapping::Store(uint64_t gpa, uint8_t* host, uint64_t generation) {
+  // Fence-free seqcount: a reader that sees any of the new fields (release stores after the
+  // odd count) is guaranteed to see the count change when it re-reads it.
   uint32_t seq = seq_.load(std::memory_order_relaxed);
   seq_.store(seq + 1, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_release);
-  gpa_.store(gpa, std::memory_order_relaxed);
-  host_.store(host, std::memory_order_relaxed);
-  generation_.store(generation, std::memory_order_relaxed);
+  gpa_.store(gpa, std::memory_order_release);
+  host_.store(host, std::memory_order_release);
+  generation_.store(generation, std::memory_order_release);
   seq_.store(seq + 2, std::memory_order_release);
 }
 
 void CachedMapping::SetGpa(uint64_t gpa) {
   std::lock_guard lock(update_mutex_);
   Store(gpa, nullptr, 0);
-}
-
-uint8_t* CachedMapping::Get(const GuestMemory& memory) const {
-  uint32_t seq = seq_.load(std::memory_order_acquire);
-  if (seq & 1) return nullptr;
-  uint8_t* host = host_.load(std::memory_order_relaxed);
-  uint64_t generation = generation_.load(std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_acquire);
-  if (seq_.load(std::memory_order_relaxed) != seq) return nullptr;
-  if (host == nullptr || generation != memory.generation()) return nullptr;
-  return host;
 }
 
 Result<uint8_t*> CachedMapping::Refresh(const GuestMemory& memory) {

@@ -26,7 +26,15 @@ class CachedMapping {
 
   // Host address of the page if the cached translation is current. The caller must hold a
   // LayoutGuard on `memory` for as long as it uses the address.
-  uint8_t* Get(const GuestMemory& memory) const;
+  uint8_t* Get(const GuestMemory& memory) const {
+    uint32_t seq = seq_.load(std::memory_order_acquire);
+    if (seq & 1) return nullptr;
+    uint8_t* host = host_.load(std::memory_order_acquire);
+    uint64_t generation = generation_.load(std::memory_order_acquire);
+    if (seq_.load(std::memory_order_relaxed) != seq) return nullptr;
+    if (host == nullptr || generation != memory.generation()) return nullptr;
+    return host;
+  }
 
   // Translate again under the caller's LayoutGuard; -ENOENT if no GPA is set, -EFAULT if the
   // GPA is not backed in the current layout.

@@ -158,14 +158,29 @@ Domain::Ret Domain::MapSharedInfo(uint64_t gfn) {
     }
     for (uint32_t v = 0; v < registered_vcpu_info_.size() && v < abi::Layout64::kLegacyVcpus; ++v) {
       if (registered_vcpu_info_[v] != kNoGpa) continue;
-      uint64_t slot = VcpuInfoGpaLocked(v);
+      const uint64_t slot = VcpuInfoGpaLocked(v);
       (void)engine_.SetVcpuInfoGpa(v, slot);
+      if (old_gpa != kNoGpa) MergeLateVcpuInfo(old_gpa + (slot - new_gpa), slot);
       WriteVcpuTime(v, slot);
       default_slot_vcpus.push_back(v);
     }
   }
   for (uint32_t v : default_slot_vcpus) platform_.RaiseUpcall(v);
   return 0;
+}
+
+// Selector bits and upcall_pending that deliveries wrote to a vcpu_info's old place after the
+// page was copied: OR them into the new place (set-only bits, so nothing is duplicated).
+void Domain::MergeLateVcpuInfo(uint64_t old_gpa, uint64_t new_gpa) {
+  mem::LayoutGuard guard = mem::LayoutGuard::Acquire(memory_);
+  auto old_host = memory_.TranslateLocked(old_gpa, sizeof(vcpu_info));
+  auto new_host = memory_.TranslateLocked(new_gpa, sizeof(vcpu_info));
+  if (!old_host || !new_host) return;
+  const uint64_t sel = mem::GuestAtomic<uint64_t>(*old_host + abi::Layout64::kPendingSel).load();
+  if (sel != 0) mem::GuestAtomic<uint64_t>(*new_host + abi::Layout64::kPendingSel).fetch_or(sel);
+  if (mem::GuestAtomic<uint8_t>(*old_host + abi::Layout64::kUpcallPending).load() != 0) {
+    mem::GuestAtomic<uint8_t>(*new_host + abi::Layout64::kUpcallPending).store(1);
+  }
 }
 
 // VCPUOP_register_vcpu_info (xen/vcpu.h): the vcpu_info moves out of shared_info for good.

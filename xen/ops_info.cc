@@ -71,12 +71,10 @@ Domain::Ret Domain::XenVersion(const HypercallCall& c) {
     }
     case XENVER_get_features: {
       auto fi = TRY(guest.ReadObj<xen_feature_info_t>(arg));
-      // What an HVM guest of ours really gets: translated physmap and the callback vector.
-      fi.submap = fi.submap_idx == 0 ? (1u << XENFEAT_writable_page_tables) |
-                                           (1u << XENFEAT_auto_translated_physmap) |
-                                           (1u << XENFEAT_hvm_callback_vector) |
-                                           (1u << XENFEAT_hvm_safe_pvclock)
-                                     : 0;
+      if (fi.submap_idx != 0) return Fail(XEN_EINVAL, "get_features submap");  // Xen has one
+      // What an HVM guest of ours really gets: translated physmap, the callback vector, pvclock.
+      fi.submap = (1u << XENFEAT_writable_page_tables) | (1u << XENFEAT_auto_translated_physmap) |
+                  (1u << XENFEAT_hvm_callback_vector) | (1u << XENFEAT_hvm_safe_pvclock);
       TRY(guest.WriteObj(arg, fi));
       return 0;
     }

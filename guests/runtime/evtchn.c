@@ -12,6 +12,7 @@
 #define BITS_PER_WORD 64u
 
 shared_info_t* volatile shinfo;
+vcpu_info_t* volatile vcpu_info_registered[GUEST_MAX_VCPUS];
 uint8_t shinfo_pages[2][4096] __attribute__((aligned(4096), section(".bss.pages")));
 
 volatile uint32_t port_hits[GUEST_NR_PORTS];
@@ -21,6 +22,9 @@ volatile uint32_t stray_events;
 static port_handler_t port_handler[GUEST_NR_PORTS];
 /* Ports each vCPU's handler owns, as bit words parallel to evtchn_pending. */
 static xen_ulong_t owned[GUEST_MAX_VCPUS][GUEST_NR_PORTS / BITS_PER_WORD];
+/* Ports some vCPU owns: a pending port outside this set is a stray event. (A port owned by
+ * another vCPU may be seen pending here before its owner handles it: that is no stray.) */
+static xen_ulong_t owned_any[GUEST_NR_PORTS / BITS_PER_WORD];
 
 long shinfo_map(void* page) {
   struct xen_add_to_physmap xatp = {
@@ -31,6 +35,16 @@ long shinfo_map(void* page) {
   };
   long rc = HYPERVISOR_memory_op(XENMEM_add_to_physmap, &xatp);
   if (rc == 0) shinfo = (shared_info_t*)page;
+  return rc;
+}
+
+long vcpu_info_register(unsigned vcpu, void* at) {
+  struct vcpu_register_vcpu_info info = {
+      .mfn = (uintptr_t)at >> 12,
+      .offset = (uint32_t)((uintptr_t)at & 0xfff),
+  };
+  long rc = HYPERVISOR_vcpu_op(VCPUOP_register_vcpu_info, vcpu, &info);
+  if (rc == 0 && vcpu < GUEST_MAX_VCPUS) vcpu_info_registered[vcpu] = at;
   return rc;
 }
 
@@ -63,6 +77,8 @@ void port_track(evtchn_port_t port, unsigned vcpu, port_handler_t handler) {
                        __ATOMIC_SEQ_CST);
   __atomic_fetch_or(&owned[vcpu][port / BITS_PER_WORD], 1ul << (port % BITS_PER_WORD),
                     __ATOMIC_SEQ_CST);
+  __atomic_fetch_or(&owned_any[port / BITS_PER_WORD], 1ul << (port % BITS_PER_WORD),
+                    __ATOMIC_SEQ_CST);
 }
 
 void port_untrack(evtchn_port_t port) {
@@ -70,6 +86,8 @@ void port_untrack(evtchn_port_t port) {
   for (unsigned v = 0; v < GUEST_MAX_VCPUS; v++)
     __atomic_fetch_and(&owned[v][port / BITS_PER_WORD], ~(1ul << (port % BITS_PER_WORD)),
                        __ATOMIC_SEQ_CST);
+  __atomic_fetch_and(&owned_any[port / BITS_PER_WORD], ~(1ul << (port % BITS_PER_WORD)),
+                     __ATOMIC_SEQ_CST);
   port_handler[port] = NULL;
 }
 
@@ -79,7 +97,7 @@ void evtchn_upcall(int eoi) {
   shared_info_t* s = shinfo;
   upcall_count[cpu]++;
   if (s) {
-    vcpu_info_t* vi = &s->vcpu_info[cpu];
+    vcpu_info_t* vi = vcpu_info_of(cpu);
     while (__atomic_load_n(&vi->evtchn_upcall_pending, __ATOMIC_ACQUIRE)) {
       __atomic_store_n(&vi->evtchn_upcall_pending, 0, __ATOMIC_SEQ_CST);
       xen_ulong_t sel = __atomic_exchange_n(&vi->evtchn_pending_sel, 0, __ATOMIC_SEQ_CST);
@@ -89,7 +107,7 @@ void evtchn_upcall(int eoi) {
         xen_ulong_t pending = __atomic_load_n(&s->evtchn_pending[w], __ATOMIC_ACQUIRE) &
                               ~__atomic_load_n(&s->evtchn_mask[w], __ATOMIC_ACQUIRE);
         xen_ulong_t mine = pending & owned[cpu][w];
-        if (pending & ~mine) stray_events++;
+        if (pending & ~owned_any[w]) stray_events++;
         while (mine) {
           unsigned b = (unsigned)__builtin_ctzl(mine);
           mine &= mine - 1;
@@ -120,13 +138,13 @@ long evtchn_bind_interdomain(domid_t remote_dom, evtchn_port_t remote_port, evtc
   evtchn_bind_interdomain_t op = {.remote_dom = remote_dom, .remote_port = remote_port};
   /* Xen sets the new port pending at once: keep upcalls off until the port is tracked, or
    * the handler would count that event as stray. */
-  irq_disable();
+  uint64_t flags = irq_save();
   long rc = HYPERVISOR_event_channel_op(EVTCHNOP_bind_interdomain, &op);
   if (rc == 0) {
     *port = op.local_port;
     port_track(op.local_port, 0, NULL);
   }
-  irq_enable();
+  irq_restore(flags);
   return rc;
 }
 
@@ -186,6 +204,7 @@ long evtchn_reset_self(void) {
   long rc = HYPERVISOR_event_channel_op(EVTCHNOP_reset, &op);
   if (rc == 0) {
     memset(owned, 0, sizeof(owned));
+    memset(owned_any, 0, sizeof(owned_any));
     memset(port_handler, 0, sizeof(port_handler));
   }
   return rc;

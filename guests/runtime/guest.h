@@ -112,6 +112,15 @@ static inline uint64_t rdtsc(void) {
 }
 static inline void irq_enable(void) { __asm__ volatile("sti" ::: "memory"); }
 static inline void irq_disable(void) { __asm__ volatile("cli" ::: "memory"); }
+/* cli, returning the previous RFLAGS for irq_restore. */
+static inline uint64_t irq_save(void) {
+  uint64_t flags;
+  __asm__ volatile("pushfq; popq %0; cli" : "=r"(flags)::"memory");
+  return flags;
+}
+static inline void irq_restore(uint64_t flags) {
+  if (flags & 0x200) irq_enable();
+}
 /* Enable interrupts and halt until one arrives (sti's shadow makes the pair atomic). */
 static inline void safe_halt(void) { __asm__ volatile("sti; hlt" ::: "memory"); }
 static inline void cpu_relax(void) { __asm__ volatile("sti; pause" ::: "memory"); }
@@ -190,6 +199,8 @@ bool deadline_expired(deadline_t* d);
     }                                               \
     ok_;                                            \
   })
+/* Busy-wait ms with interrupts left as they are (e.g. off, to hold back an upcall). */
+void delay_ms_irqs_unchanged(uint64_t ms);
 /* Halt (sti; hlt) until expr holds: use only where an interrupt is sure to come. */
 #define HALT_UNTIL(expr)                 \
   do {                                   \
@@ -206,7 +217,14 @@ extern shared_info_t* volatile shinfo;
 /* Maps shared_info at the guest physical page `page` (XENMEM_add_to_physmap). */
 long shinfo_map(void* page);
 extern uint8_t shinfo_pages[2][4096]; /* two spare pages for guests that move shared_info */
-static inline vcpu_info_t* vcpu_info_of(unsigned vcpu) { return &shinfo->vcpu_info[vcpu]; }
+/* A vCPU's vcpu_info: the one it registered, else its default slot in shared_info. */
+extern vcpu_info_t* volatile vcpu_info_registered[GUEST_MAX_VCPUS];
+static inline vcpu_info_t* vcpu_info_of(unsigned vcpu) {
+  vcpu_info_t* vi = vcpu_info_registered[vcpu];
+  return vi ? vi : &shinfo->vcpu_info[vcpu];
+}
+/* VCPUOP_register_vcpu_info: move vCPU vcpu's vcpu_info to the guest physical address at. */
+long vcpu_info_register(unsigned vcpu, void* at);
 
 void lapic_enable(void); /* x2APIC on, software-enabled via SVR */
 /* Per-vCPU upcall vector for vCPU id (HVMOP_set_evtchn_upcall_vector). */
@@ -219,7 +237,7 @@ typedef void (*port_handler_t)(evtchn_port_t port, unsigned vcpu);
 extern volatile uint32_t port_hits[GUEST_NR_PORTS];
 extern volatile uint8_t port_last_vcpu[GUEST_NR_PORTS];
 extern volatile uint32_t upcall_count[GUEST_MAX_VCPUS];
-extern volatile uint32_t stray_events; /* pending ports nobody on that vCPU owns */
+extern volatile uint32_t stray_events; /* upcalls that found a pending port no vCPU owns */
 /* Which vCPU's upcall handler handles port (the guest-side view of notify_vcpu). */
 void port_track(evtchn_port_t port, unsigned vcpu, port_handler_t handler);
 void port_untrack(evtchn_port_t port);

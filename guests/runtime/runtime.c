@@ -353,3 +353,8 @@ bool deadline_expired(deadline_t* d) {
   d->spins_left--;
   return false;
 }
+
+void delay_ms_irqs_unchanged(uint64_t ms) {
+  deadline_t d = deadline_in_ms(ms);
+  while (!deadline_expired(&d)) __asm__ volatile("pause" ::: "memory");
+}

@@ -100,9 +100,13 @@ TEST(LayoutGuard, TryAcquireFailsWhileALayoutChangeWaitsForReaders) {
       EXPECT_TRUE(m.MoveSlot(0, 0x20000));
       changed = true;
     });
-    // The change is announced but must wait for us; new readers back off meanwhile.
-    while (LayoutGuard::TryAcquire(m)) std::this_thread::yield();
+    // The change is announced but must wait for us; new readers (on other threads) back off.
+    bool other_reader_got_in = true;
+    while (other_reader_got_in) {
+      std::thread([&] { other_reader_got_in = bool(LayoutGuard::TryAcquire(m)); }).join();
+    }
     EXPECT_FALSE(changed);
+    EXPECT_TRUE(LayoutGuard::TryAcquire(m));  // a nested guard on this thread is still fine
     EXPECT_EQ(*m.TranslateLocked(0x10000, 8), b.bytes);  // our translation still holds
   }
   changer.join();

@@ -1,0 +1,127 @@
+// The VMM's KVM-free parts: per-vCPU timers, the PV console backend's ring draining (including
+// hostile ring indices), and the guest clock's pvclock scale.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <functional>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+
+extern "C" {
+#include <xen/io/console.h>
+}
+
+#include "evtchn/engine.h"
+#include "mem/guest_memory.h"
+#include "vmm/console_backend.h"
+#include "vmm/guest_clock.h"
+#include "vmm/timers.h"
+
+namespace xenkvm::vmm {
+namespace {
+
+uint64_t MonotonicNs() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+}
+
+bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds limit) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+TEST(Timers, SingleShotPeriodicAndStop) {
+  std::atomic<int> fired[3] = {0, 0, 0};
+  Timers timers(3, MonotonicNs, [&](uint32_t v) { fired[v]++; });
+  timers.Set(0, MonotonicNs() + 2'000'000, 0);
+  timers.Set(1, MonotonicNs() + 1'000'000, 2'000'000);
+  timers.Set(2, MonotonicNs() + 50'000'000, 0);
+  timers.Set(2, 0, 0);  // stopped before it fires
+  timers.Set(7, 1, 0);  // no such vCPU: ignored
+  EXPECT_TRUE(WaitFor([&] { return fired[0] == 1 && fired[1] >= 3; }, std::chrono::seconds(5)));
+  timers.Set(1, 0, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(80));
+  EXPECT_EQ(fired[0], 1);
+  EXPECT_EQ(fired[2], 0);
+  const int periodic = fired[1];
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(fired[1], periodic);
+  timers.Set(2, 1, 0);  // already in the past: fires at once
+  EXPECT_TRUE(WaitFor([&] { return fired[2] == 1; }, std::chrono::seconds(5)));
+}
+
+TEST(GuestClock, PvclockScale) {
+  GuestClock clock;
+  EXPECT_FALSE(clock.TimeInfo());  // not calibrated yet
+  clock.Calibrate(1000, 2'000'000);  // 2 GHz: 0.5 ns per tick
+  auto t = clock.TimeInfo();
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->tsc_shift, 0);
+  EXPECT_NEAR(t->tsc_to_system_mul / 4294967296.0, 0.5, 1e-6);
+  clock.Calibrate(0, 500'000);  // 500 MHz: 2 ns per tick needs a shift
+  t = clock.TimeInfo();
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->tsc_shift, 1);
+  EXPECT_NEAR(t->tsc_to_system_mul / 4294967296.0, 1.0, 1e-6);
+}
+
+class ConsoleBackendTest : public ::testing::Test {
+ protected:
+  static constexpr uint64_t kRam = 1 << 20;
+  static constexpr uint64_t kRing = 0x8000;
+  ConsoleBackendTest() : ram_(static_cast<uint8_t*>(std::aligned_alloc(4096, kRam))) {
+    std::memset(ram_.get(), 0, kRam);
+    EXPECT_TRUE(memory_.AddSlot(0, 0, kRam, ram_.get()));
+    engine_ = std::make_unique<evtchn::Engine>(memory_, evtchn::Engine::Options{.domid = 1, .start_worker = false});
+    engine_->SetAbi(evtchn::Abi::k64);
+    EXPECT_TRUE(engine_->SetSharedInfoGpa(0x1000));
+    backend_ = std::make_unique<ConsoleBackend>(memory_, *engine_, kRing,
+                                                [this](std::span<const char> t) { out_.append(t.data(), t.size()); });
+    auto port = engine_->ConnectBackend(backend_.get());
+    EXPECT_TRUE(port);
+    port_ = port ? *port : 0;
+  }
+  xencons_interface* ring() { return reinterpret_cast<xencons_interface*>(ram_.get() + kRing); }
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint8_t, FreeDeleter> ram_;
+  mem::GuestMemory memory_;
+  std::unique_ptr<evtchn::Engine> engine_;
+  std::unique_ptr<ConsoleBackend> backend_;
+  evtchn::Port port_ = 0;
+  std::string out_;
+};
+
+TEST_F(ConsoleBackendTest, DrainsOutputAcrossTheWrap) {
+  ring()->out_cons = ring()->out_prod = 2046;
+  const char text[] = "wrap!";
+  for (uint32_t i = 0; i < 5; ++i) ring()->out[(2046 + i) % 2048] = text[i];
+  ring()->out_prod = 2051;
+  backend_->OnGuestSend(port_);
+  EXPECT_EQ(out_, "wrap!");
+  EXPECT_EQ(ring()->out_cons, 2051u);
+  // The guest is notified that space was made.
+  uint64_t pending_word;
+  std::memcpy(&pending_word, ram_.get() + 0x1000 + 0x800, 8);
+  EXPECT_TRUE(pending_word >> port_ & 1);
+}
+
+TEST_F(ConsoleBackendTest, HostileIndicesReadAtMostOneRing) {
+  ring()->out_cons = 0;
+  ring()->out_prod = 0x7fffffff;
+  backend_->OnGuestSend(port_);
+  EXPECT_EQ(out_.size(), sizeof(ring()->out));
+  EXPECT_EQ(ring()->out_cons, 0x7fffffffu);
+}
+
+}  // namespace
+}  // namespace xenkvm::vmm

@@ -1,0 +1,287 @@
+// The VM: setup, run, end, and the xen::Platform mechanism; see machine.h.
+#include "vmm/machine.h"
+
+#include <sched.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+#include "abi/platform.h"
+#include "vmm/console_backend.h"
+#include "vmm/pvh_loader.h"
+#include "vmm/vcpu_runner.h"
+
+namespace xenkvm::vmm {
+
+namespace {
+constexpr uint64_t kMaxMemoryMib = 3072;  // RAM stays below the LAPIC page at 0xfee00000
+constexpr uint32_t kMaxVcpus = 64;
+constexpr uint32_t kRamSlot = 0;
+constexpr uint64_t kSpecialPages = 2;  // console ring, xenstore ring (not served yet)
+
+void WriteAll(int fd, const char* data, size_t len) {
+  while (len > 0) {
+    ssize_t n = ::write(fd, data, len);
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      return;
+    }
+    data += n;
+    len -= static_cast<size_t>(n);
+  }
+}
+}  // namespace
+
+Machine::Machine(const MachineConfig& config) : config_(config) {}
+
+Machine::~Machine() {
+  stopping_ = true;
+  if (retry_thread_.joinable()) {
+    {
+      std::lock_guard lock(retry_mutex_);
+      retry_stop_ = true;
+    }
+    retry_cv_.notify_all();
+    retry_thread_.join();
+  }
+  for (auto& r : runners_) {
+    r->Wake();
+    r->Kick();
+  }
+  if (stuck_) {
+    for (auto& r : runners_) (void)r.release();  // threads still inside KVM_RUN: never join
+  }
+  runners_.clear();  // joins
+  timers_.reset();
+  echo_.reset();
+  console_.reset();
+  domain_.reset();
+  engine_.reset();
+  if (ram_ != nullptr) ::munmap(ram_, ram_size_);
+}
+
+Result<std::unique_ptr<Machine>> Machine::Create(const MachineConfig& config) {
+  if (config.vcpus == 0 || config.vcpus > kMaxVcpus) return Fail(XEN_EINVAL, "--vcpus must be 1..64");
+  if (config.memory_mib < 2 || config.memory_mib > kMaxMemoryMib) return Fail(XEN_EINVAL, "--memory must be 2..3072 MiB");
+  std::unique_ptr<Machine> m(new Machine(config));
+  TRY(m->Setup());
+  return m;
+}
+
+Result<> Machine::Setup() {
+  kvm::InstallKickHandler();
+  system_.emplace(TRY(kvm::System::Open()));
+  vm_.emplace(TRY(kvm::Vm::Create(*system_)));
+  TRY(vm_->EnableX2apicApi());
+  TRY(vm_->EnableSplitIrqchip());
+  TRY(vm_->EnableUserSpaceMsrExits());
+  TRY(vm_->TrapMsrs(XENKVM_HYPERCALL_PAGE_MSR, 1));
+  if (!system_->CheckExtension(KVM_CAP_SYNC_REGS)) return Fail(XEN_ENOSYS, "no KVM_CAP_SYNC_REGS");
+
+  ram_size_ = config_.memory_mib << 20;
+  ram_ = ::mmap(nullptr, ram_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (ram_ == MAP_FAILED) {
+    ram_ = nullptr;
+    return Fail(errno, "mmap guest RAM");
+  }
+  TRY(vm_->SetMemory(kRamSlot, 0, ram_size_, ram_));
+  TRY(memory_.AddSlot(kRamSlot, 0, ram_size_, ram_));
+  // The top pages of RAM are Xen's "special pages" (console ring, xenstore), reserved in the
+  // memory map so the guest doesn't use them as RAM.
+  const uint64_t special = ram_size_ - kSpecialPages * abi::kPageSize;
+  memory_map_ = {{0, special, XEN_HVM_MEMMAP_TYPE_RAM},
+                 {special, kSpecialPages * abi::kPageSize, XEN_HVM_MEMMAP_TYPE_RESERVED},
+                 {0xfee00000, 0x1000, XEN_HVM_MEMMAP_TYPE_RESERVED}};
+  console_ring_gpa_ = special;
+
+  engine_ = std::make_unique<evtchn::Engine>(memory_, evtchn::Engine::Options{});
+  engine_->SetAbi(evtchn::Abi::k64);
+  domain_ = std::make_unique<xen::Domain>(*this, memory_, *engine_, xen::Domain::Options{});
+  for (uint32_t i = 0; i < config_.vcpus; ++i) {
+    runners_.push_back(std::make_unique<VcpuRunner>(*this, TRY(vm_->CreateVcpu(i))));
+    TRY(engine_->AddVcpu(i, runners_.back().get()));
+  }
+  // The echo service is endpoint 1 of domain 0 (the first endpoint); guests rely on that.
+  echo_ = std::make_unique<EchoBackend>(*engine_);
+  TRY(engine_->AddBackendEndpoint(echo_.get()));
+  // The PV console, pre-connected like a toolstack would (HVM_PARAM_CONSOLE_PFN/EVTCHN). Its
+  // output goes to stdout unless the guest also writes with console_io, as XTF does with the
+  // same text: then console_io is the copy we print.
+  console_ = std::make_unique<ConsoleBackend>(memory_, *engine_, console_ring_gpa_, [this](std::span<const char> text) {
+    if (!console_io_used_.load(std::memory_order_relaxed)) WriteStdout(text);
+  });
+  const evtchn::Port console_port = TRY(engine_->ConnectBackend(console_.get()));
+  domain_->SetParamFromVmm(HVM_PARAM_CONSOLE_PFN, console_ring_gpa_ >> 12);
+  domain_->SetParamFromVmm(HVM_PARAM_CONSOLE_EVTCHN, console_port);
+  retry_thread_ = std::thread([this] { MsiRetryLoop(); });
+  timers_ = std::make_unique<Timers>(
+      config_.vcpus, [this] { return clock_.NowNs(); },
+      [this](uint32_t vcpu) { engine_->RaiseVirq(VIRQ_TIMER, vcpu); });
+  return {};
+}
+
+Result<> Machine::LoadGuest(std::span<const uint8_t> elf_image) {
+  PvhBoot boot = TRY(LoadPvhImage(elf_image, memory_, ram_size_, config_.cmdline, memory_map_));
+  boot_entry_ = boot.entry;
+  boot_start_info_ = boot.start_info_gpa;
+  return {};
+}
+
+MachineEnd Machine::Run() {
+  for (auto& r : runners_) r->StartThread();
+  std::unique_lock lock(end_mutex_);
+  end_cv_.wait(lock, [&] { return end_.has_value(); });
+  MachineEnd end = *end_;
+  // vCPU threads leave KVM_RUN on the kick; one stuck in a hung instruction can't be joined.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (finished_threads_ < runners_.size()) {
+    lock.unlock();
+    for (auto& r : runners_) {
+      r->Wake();
+      r->Kick();
+    }
+    lock.lock();
+    if (end_cv_.wait_until(lock, give_up, [&] { return finished_threads_ == runners_.size(); })) break;
+    if (std::chrono::steady_clock::now() >= give_up) {
+      end.reason = end.reason == EndReason::kPoweroff ? EndReason::kStuck : end.reason;
+      end.message += " (some vCPU threads did not stop)";
+      // Leave them: the process exits without joining (see the CLI); the destructor won't wait.
+      stuck_ = true;
+      return end;
+    }
+  }
+  return end;
+}
+
+void Machine::Stop(EndReason reason, std::string message) {
+  {
+    std::lock_guard lock(end_mutex_);
+    if (!end_) end_ = MachineEnd{reason, 0, std::move(message)};
+  }
+  stopping_ = true;
+  end_cv_.notify_all();
+  for (auto& r : runners_) {
+    r->Wake();
+    r->Kick();
+  }
+}
+
+void Machine::Shutdown(uint32_t reason) {
+  static const char* const kNames[] = {"poweroff", "reboot", "suspend", "crash", "watchdog", "soft_reset"};
+  const char* name = reason < std::size(kNames) ? kNames[reason] : "unknown";
+  EndReason end = reason == SHUTDOWN_poweroff ? EndReason::kPoweroff
+                  : reason == SHUTDOWN_reboot ? EndReason::kReboot
+                                              : EndReason::kCrash;
+  {
+    std::lock_guard lock(end_mutex_);
+    if (!end_) end_ = MachineEnd{end, reason, std::string("guest shutdown: ") + name};
+  }
+  stopping_ = true;
+  end_cv_.notify_all();
+  for (auto& r : runners_) {
+    r->Wake();
+    r->Kick();
+  }
+}
+
+void Machine::NoteDroppedMsi() {
+  {
+    std::lock_guard lock(retry_mutex_);
+    retry_wanted_ = true;
+  }
+  retry_cv_.notify_all();
+}
+
+void Machine::MsiRetryLoop() {
+  std::unique_lock lock(retry_mutex_);
+  while (!retry_stop_) {
+    if (!retry_wanted_) {
+      retry_cv_.wait(lock);
+      continue;
+    }
+    retry_wanted_ = false;
+    lock.unlock();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    bool again = false;
+    for (auto& r : runners_) again |= r->RetryDroppedMsi();
+    lock.lock();
+    retry_wanted_ |= again;
+  }
+}
+
+void Machine::NoteStage(uint32_t vcpu, uint32_t stage) {
+  last_stage_.store(stage, std::memory_order_relaxed);
+  if (config_.log_stages) std::fprintf(stderr, "xenkvm: vCPU %u stage %u\n", vcpu, stage);
+}
+
+void Machine::DebugconWrite(uint8_t byte) {
+  std::lock_guard lock(console_mutex_);
+  debugcon_line_.push_back(static_cast<char>(byte));
+  if (byte == '\n' || debugcon_line_.size() >= 256) {
+    WriteAll(STDOUT_FILENO, debugcon_line_.data(), debugcon_line_.size());
+    debugcon_line_.clear();
+  }
+}
+
+void Machine::ConsoleWrite(std::span<const char> bytes) {
+  console_io_used_.store(true, std::memory_order_relaxed);
+  WriteStdout(bytes);
+}
+
+void Machine::WriteStdout(std::span<const char> bytes) {
+  std::lock_guard lock(console_mutex_);
+  WriteAll(STDOUT_FILENO, bytes.data(), bytes.size());
+}
+
+size_t Machine::ConsoleRead(std::span<char> out) {
+  (void)out;
+  return 0;  // no console input yet: the guest sees an empty ring
+}
+
+Result<uint64_t> Machine::TranslateGva(uint32_t calling_vcpu, uint64_t gva) {
+  return WalkPageTables(memory_, runners_[calling_vcpu]->Paging(), gva);
+}
+
+Result<> Machine::InitialiseVcpu(uint32_t target, const vcpu_hvm_context& context) {
+  return runners_[target]->Initialise(context);
+}
+Result<> Machine::UpVcpu(uint32_t target) { return runners_[target]->Up(); }
+Result<> Machine::DownVcpu(uint32_t target) {
+  runners_[target]->Down();
+  return {};
+}
+bool Machine::VcpuIsUp(uint32_t target) const { return runners_[target]->IsUp(); }
+
+void Machine::SetUpcallVector(uint32_t target, uint8_t vector) { runners_[target]->SetUpcallVector(vector); }
+
+void Machine::SetCallbackVector(uint8_t vector) {
+  callback_vector_.store(vector, std::memory_order_release);
+  for (auto& r : runners_) r->OnCallbackVectorChanged();
+}
+
+void Machine::RaiseUpcall(uint32_t target) {
+  if (engine_->UpcallPending(target)) runners_[target]->InjectUpcall();
+}
+
+void Machine::SetTimer(uint32_t target, uint64_t deadline_ns, uint64_t period_ns) {
+  timers_->Set(target, deadline_ns, period_ns);
+}
+
+Result<vcpu_time_info> Machine::VcpuTime(uint32_t target) {
+  (void)target;  // one TSC offset for all vCPUs (KVM synchronises TSCs written together)
+  return clock_.TimeInfo();
+}
+
+uint64_t Machine::WakeSeq(uint32_t calling_vcpu) { return runners_[calling_vcpu]->WakeSeq(); }
+void Machine::Sleep(uint32_t calling_vcpu, uint64_t seq, uint64_t deadline_ns) {
+  runners_[calling_vcpu]->Sleep(seq, deadline_ns);
+}
+void Machine::Yield(uint32_t calling_vcpu) {
+  (void)calling_vcpu;
+  sched_yield();
+}
+
+}  // namespace xenkvm::vmm

@@ -1,0 +1,60 @@
+// Per-vCPU timers; see timers.h.
+#include "vmm/timers.h"
+
+#include <chrono>
+
+namespace xenkvm::vmm {
+
+Timers::Timers(uint32_t vcpus, Clock now, Expire expire)
+    : now_(std::move(now)), expire_(std::move(expire)), deadlines_(vcpus, 0), periods_(vcpus, 0),
+      thread_([this] { Loop(); }) {}
+
+Timers::~Timers() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void Timers::Set(uint32_t vcpu, uint64_t deadline_ns, uint64_t period_ns) {
+  {
+    std::lock_guard lock(mutex_);
+    if (vcpu >= deadlines_.size()) return;
+    deadlines_[vcpu] = deadline_ns;
+    periods_[vcpu] = deadline_ns == 0 ? 0 : period_ns;
+  }
+  cv_.notify_all();
+}
+
+void Timers::Loop() {
+  std::unique_lock lock(mutex_);
+  std::vector<uint32_t> due;
+  while (!stop_) {
+    const uint64_t now = now_();
+    uint64_t earliest = UINT64_MAX;
+    due.clear();
+    for (uint32_t v = 0; v < deadlines_.size(); ++v) {
+      if (deadlines_[v] == 0) continue;
+      if (deadlines_[v] <= now) {
+        due.push_back(v);
+        deadlines_[v] = periods_[v] ? now + periods_[v] : 0;
+      }
+      if (deadlines_[v] != 0) earliest = std::min(earliest, deadlines_[v]);
+    }
+    if (!due.empty()) {
+      lock.unlock();
+      for (uint32_t v : due) expire_(v);
+      lock.lock();
+      continue;
+    }
+    if (earliest == UINT64_MAX) {
+      cv_.wait(lock);
+    } else {
+      cv_.wait_for(lock, std::chrono::nanoseconds(earliest - now));
+    }
+  }
+}
+
+}  // namespace xenkvm::vmm

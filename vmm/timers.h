@@ -1,0 +1,37 @@
+// Per-vCPU Xen timers (VCPUOP_set_singleshot_timer, set_timer_op, periodic): one thread sleeps
+// until the earliest deadline and calls the expiry callback (which raises VIRQ_TIMER).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace xenkvm::vmm {
+
+// Threads: Set() from any thread; the callback runs on the timer thread without mutex_ held.
+// Lock: mutex_ guards deadlines_, periods_ and stop_.
+class Timers {
+ public:
+  using Clock = std::function<uint64_t()>;  // current system time, ns
+  using Expire = std::function<void(uint32_t vcpu)>;
+  Timers(uint32_t vcpus, Clock now, Expire expire);
+  ~Timers();
+  // deadline_ns == 0 stops the timer; a deadline in the past fires at once.
+  void Set(uint32_t vcpu, uint64_t deadline_ns, uint64_t period_ns);
+
+ private:
+  void Loop();
+  Clock now_;
+  Expire expire_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<uint64_t> deadlines_;  // 0 = off
+  std::vector<uint64_t> periods_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace xenkvm::vmm
