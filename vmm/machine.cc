@@ -37,8 +37,20 @@ void WriteAll(int fd, const char* data, size_t len) {
 
 Machine::Machine(const MachineConfig& config) : config_(config) {}
 
+// Teardown order matters: event sources (timers, backends, the retry thread, the engine's
+// worker) call into the runners, and the runners' threads call into the engine. So: stop and
+// join the vCPU threads, then the sources, then the engine, and free the runners last.
 Machine::~Machine() {
   stopping_ = true;
+  for (auto& r : runners_) {
+    r->Wake();
+    r->Kick();
+  }
+  if (stuck_) {
+    for (auto& r : runners_) (void)r.release();  // threads still inside KVM_RUN: never join
+    runners_.clear();
+  }
+  for (auto& r : runners_) r->Join();
   if (retry_thread_.joinable()) {
     {
       std::lock_guard lock(retry_mutex_);
@@ -47,20 +59,13 @@ Machine::~Machine() {
     retry_cv_.notify_all();
     retry_thread_.join();
   }
-  for (auto& r : runners_) {
-    r->Wake();
-    r->Kick();
-  }
-  if (stuck_) {
-    for (auto& r : runners_) (void)r.release();  // threads still inside KVM_RUN: never join
-  }
-  runners_.clear();  // joins
   timers_.reset();
   echo_.reset();
-  console_.reset();
   domain_.reset();
   engine_.reset();
-  if (ram_ != nullptr) ::munmap(ram_, ram_size_);
+  console_.reset();
+  runners_.clear();
+  if (ram_ != nullptr && !stuck_) ::munmap(ram_, ram_size_);
 }
 
 Result<std::unique_ptr<Machine>> Machine::Create(const MachineConfig& config) {

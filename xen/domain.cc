@@ -129,7 +129,7 @@ Domain::Ret Domain::MapSharedInfo(uint64_t gfn) {
     if (old_gpa == new_gpa) return 0;
     std::vector<std::byte> page(abi::kPageSize);
     if (old_gpa != kNoGpa) {
-      TRY(memory_.Read(old_gpa, page));
+      TRY(CopyGuestWords(old_gpa, page));
     } else {
       // First mapping: Xen's shared_info starts zeroed, with the wall clock filled in.
       uint64_t sec = 0;
@@ -169,6 +169,18 @@ Domain::Ret Domain::MapSharedInfo(uint64_t gfn) {
   return 0;
 }
 
+// Reads guest memory that vCPUs and deliveries update with atomics, with 8-byte atomic loads
+// (a plain memcpy would race with them). gpa and out.size() are multiples of 8.
+Result<> Domain::CopyGuestWords(uint64_t gpa, std::span<std::byte> out) {
+  mem::LayoutGuard guard = mem::LayoutGuard::Acquire(memory_);
+  uint8_t* host = TRY(memory_.TranslateLocked(gpa, out.size()));
+  for (size_t off = 0; off + 8 <= out.size(); off += 8) {
+    uint64_t word = mem::GuestAtomic<uint64_t>(host + off).load(std::memory_order_relaxed);
+    std::memcpy(out.data() + off, &word, 8);
+  }
+  return {};
+}
+
 // Selector bits and upcall_pending that deliveries wrote to a vcpu_info's old place after the
 // page was copied: OR them into the new place (set-only bits, so nothing is duplicated).
 void Domain::MergeLateVcpuInfo(uint64_t old_gpa, uint64_t new_gpa) {
@@ -198,7 +210,7 @@ Domain::Ret Domain::RegisterVcpuInfo(const HypercallCall& c, uint32_t target, ui
     if (registered_vcpu_info_[target] != kNoGpa) return Fail(XEN_EINVAL, "vcpu_info already registered");
     vcpu_info contents{};
     const uint64_t old_gpa = VcpuInfoGpaLocked(target);
-    if (old_gpa != kNoGpa) contents = TRY(memory_.ReadObj<vcpu_info>(old_gpa));
+    if (old_gpa != kNoGpa) TRY(CopyGuestWords(old_gpa, std::as_writable_bytes(std::span(&contents, 1))));
     contents.evtchn_upcall_pending = 1;
     contents.evtchn_pending_sel = ~xen_ulong_t{0};
     TRY(memory_.WriteObj(new_gpa, contents));

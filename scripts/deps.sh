@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages xenkvm builds with (only those missing; apt-get update once).
+set -euo pipefail
+packages=(cmake make g++ gcc libc6-dev libxen-dev libexpected-dev libgtest-dev libgmock-dev
+          googletest libbenchmark-dev python3)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
