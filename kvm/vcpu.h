@@ -35,6 +35,7 @@ class Vcpu {
 
   uint32_t id() const { return id_; }
   kvm_run* run() { return run_; }
+  const kvm_run* run() const { return run_; }
 
   // KVM_RUN. A kick (signal or immediate_exit) yields exit_reason KVM_EXIT_INTR, not an error.
   Result<> Run();

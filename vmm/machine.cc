@@ -192,6 +192,14 @@ void Machine::Shutdown(uint32_t reason) {
   }
 }
 
+void Machine::VcpuThreadFinished() {
+  {
+    std::lock_guard lock(end_mutex_);
+    ++finished_threads_;
+  }
+  end_cv_.notify_all();
+}
+
 void Machine::NoteDroppedMsi() {
   {
     std::lock_guard lock(retry_mutex_);

@@ -71,6 +71,8 @@ class Machine final : public xen::Platform {
   void Stop(EndReason reason, std::string message);
   uint32_t LastStage() const { return last_stage_.load(std::memory_order_relaxed); }
   void NoteStage(uint32_t vcpu, uint32_t stage);
+  // Called by each vCPU thread as it exits (Run waits for all of them).
+  void VcpuThreadFinished();
   evtchn::Engine& engine() { return *engine_; }
   xen::Domain& domain() { return *domain_; }
   mem::GuestMemory& memory() { return memory_; }
@@ -143,7 +145,6 @@ class Machine final : public xen::Platform {
   std::optional<MachineEnd> end_;  // guarded by end_mutex_; first end wins
   uint32_t finished_threads_ = 0;  // guarded by end_mutex_
   bool stuck_ = false;             // main thread only: some vCPU threads never finished
-  friend class VcpuRunner;
 
   void MsiRetryLoop();
   std::mutex retry_mutex_;

@@ -149,7 +149,8 @@ void VcpuRunner::Sleep(uint64_t seq, uint64_t deadline_ns) {
 
 Result<> VcpuRunner::Initialise(const vcpu_hvm_context& context) {
   std::lock_guard lock(wake_mutex_);
-  if (initialised_.load() && up_.load()) return Fail(XEN_EEXIST, "vcpu already initialised");
+  // Like Xen, a vCPU is initialised once (a downed one resumes with VCPUOP_up).
+  if (initialised_.load()) return Fail(XEN_EEXIST, "vcpu already initialised");
   context_ = context;
   initialised_ = true;
   return {};
@@ -194,7 +195,7 @@ bool VcpuRunner::WaitUntilUp() {
 }
 
 PagingState VcpuRunner::Paging() const {
-  const kvm_sregs& s = const_cast<kvm::Vcpu&>(vcpu_).run()->s.regs.sregs;
+  const kvm_sregs& s = vcpu_.run()->s.regs.sregs;
   return PagingState{s.cr0, s.cr3, s.cr4, s.efer};
 }
 
@@ -297,13 +298,7 @@ Result<> VcpuRunner::FixLvt0() {
 void VcpuRunner::ThreadMain() {
   struct Finished {  // tell Machine::Run this thread is gone, however it leaves
     Machine& m;
-    ~Finished() {
-      {
-        std::lock_guard lock(m.end_mutex_);
-        ++m.finished_threads_;
-      }
-      m.end_cv_.notify_all();
-    }
+    ~Finished() { m.VcpuThreadFinished(); }
   } finished{machine_};
   thread_id_.store(std::this_thread::get_id(), std::memory_order_release);
   vcpu_.BindToCurrentThread();
@@ -470,6 +465,7 @@ void VcpuRunner::HandleHypercall(uint32_t nr) {
   call.vcpu = id_;
   call.nr = nr;
   call.compat = !((sregs.efer & kEferLma) && sregs.cs.l);
+  call.cpl = static_cast<uint8_t>(sregs.ss.dpl);  // SS.DPL is the CPL
   if (call.compat) {
     call.args = {regs.rbx & 0xffffffffu, regs.rcx & 0xffffffffu, regs.rdx & 0xffffffffu,
                  regs.rsi & 0xffffffffu, regs.rdi & 0xffffffffu};

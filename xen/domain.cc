@@ -21,6 +21,9 @@ Domain::Domain(Platform& platform, mem::GuestMemory& memory, evtchn::Engine& eng
 
 long Domain::Hypercall(const HypercallCall& c) {
   if (c.nr < counts_.size()) counts_[c.nr].fetch_add(1, std::memory_order_relaxed);
+  // HVM guests' user mode may not make hypercalls (the guest kernel could let it reach the
+  // trap port through the I/O bitmap; Xen answers -EPERM whatever the number).
+  if (c.cpl != 0) return -XEN_EPERM;
   Ret r = [&]() -> Ret {
     switch (c.nr) {
       case __HYPERVISOR_set_timer_op: return SetTimerOp(c);

@@ -31,6 +31,7 @@ struct HypercallCall {
   uint64_t nr = 0;
   std::array<uint64_t, 5> args{};  // 64-bit: rdi rsi rdx r10 r8; compat: ebx ecx edx esi edi
   bool compat = false;             // caller runs in 32-bit mode (not in long mode)
+  uint8_t cpl = 0;                 // privilege level of the caller (Xen: only CPL0 may call)
 };
 
 class Domain {

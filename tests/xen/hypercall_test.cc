@@ -88,6 +88,14 @@ TEST_F(HypercallTest, UnknownHypercallIsEnosys) {
   EXPECT_EQ(Call(__HYPERVISOR_hvm_op, 999, kArg), -XEN_ENOSYS);
 }
 
+TEST_F(HypercallTest, UserModeMayNotCall) {
+  HypercallCall c;
+  c.nr = __HYPERVISOR_xen_version;
+  c.args = {XENVER_version, 0, 0, 0, 0};
+  c.cpl = 3;
+  EXPECT_EQ(domain_->Hypercall(c), -XEN_EPERM);
+}
+
 TEST_F(HypercallTest, XenVersion) {
   EXPECT_EQ(Call(__HYPERVISOR_xen_version, XENVER_version), (4 << 16) | 17);
   EXPECT_EQ(Call(__HYPERVISOR_xen_version, XENVER_extraversion, kArg), 0);

@@ -1,0 +1,78 @@
+// EventfdRouter: epoll loop turning eventfd signals into port/PIRQ events (see header).
+#include "evtchn/eventfd_router.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace xenkvm::evtchn {
+
+EventfdRouter::EventfdRouter(Engine& engine) : engine_(engine) {
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  // Out of file descriptors at start-up is a host failure, not a guest's doing.
+  if (epoll_fd_ < 0 || stop_fd_ < 0) std::abort();
+  epoll_event ev{.events = EPOLLIN, .data = {.fd = stop_fd_}};
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, stop_fd_, &ev);
+  thread_ = std::thread([this] { Loop(); });
+}
+
+EventfdRouter::~EventfdRouter() {
+  uint64_t one = 1;
+  (void)!write(stop_fd_, &one, sizeof(one));
+  thread_.join();
+  close(stop_fd_);
+  close(epoll_fd_);
+}
+
+Result<> EventfdRouter::AddPortRoute(int eventfd, Port port) {
+  return Add(eventfd, Route{false, port});
+}
+
+Result<> EventfdRouter::AddPirqRoute(int eventfd, uint32_t pirq) {
+  return Add(eventfd, Route{true, pirq});
+}
+
+Result<> EventfdRouter::Add(int fd, Route route) {
+  std::lock_guard lock(routes_mutex_);
+  if (routes_.count(fd)) return Fail(XEN_EEXIST, "eventfd already routed");
+  epoll_event ev{.events = EPOLLIN, .data = {.fd = fd}};
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) return Fail(XEN_EINVAL, "not pollable");
+  routes_[fd] = route;
+  return {};
+}
+
+Result<> EventfdRouter::Remove(int fd) {
+  std::lock_guard lock(routes_mutex_);
+  if (!routes_.erase(fd)) return Fail(XEN_ENOENT, "eventfd not routed");
+  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+  return {};
+}
+
+void EventfdRouter::Loop() {
+  epoll_event events[16];
+  for (;;) {
+    int n = epoll_wait(epoll_fd_, events, 16, -1);
+    if (n < 0 && errno == EINTR) continue;
+    for (int i = 0; i < n; ++i) {
+      const int fd = events[i].data.fd;
+      if (fd == stop_fd_) return;
+      uint64_t count;
+      if (read(fd, &count, sizeof(count)) != sizeof(count)) continue;  // raced with another read
+      Route route;
+      {
+        std::lock_guard lock(routes_mutex_);
+        auto it = routes_.find(fd);
+        if (it == routes_.end()) continue;  // removed meanwhile
+        route = it->second;
+      }
+      if (route.is_pirq) engine_.RaisePirq(route.target);
+      else engine_.RaisePort(route.target);
+      signals_handled_.fetch_add(1, std::memory_order_release);
+    }
+  }
+}
+
+}  // namespace xenkvm::evtchn
