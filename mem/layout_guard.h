@@ -15,7 +15,7 @@ namespace xenkvm::mem {
 
 class GuestMemory;
 
-struct ReaderRecord {
+struct alignas(64) ReaderRecord {  // a cache line of its own: only its thread writes it
   std::atomic<const void*> reading{nullptr};  // the GuestMemory this thread holds a guard on
   std::atomic<bool> in_use{false};            // owned by a live thread
   uint32_t depth = 0;                         // nested guards; owner thread only
