@@ -97,6 +97,7 @@ Result<uint8_t*> GuestMemory::TranslateLocked(uint64_t gpa, uint64_t len) const 
 }
 
 Result<> GuestMemory::Read(uint64_t gpa, std::span<std::byte> out) const {
+  if (out.empty()) return {};
   auto guard = LayoutGuard::Acquire(*this);
   uint8_t* host = TRY(TranslateLocked(gpa, out.size()));
   std::memcpy(out.data(), host, out.size());
@@ -104,6 +105,7 @@ Result<> GuestMemory::Read(uint64_t gpa, std::span<std::byte> out) const {
 }
 
 Result<> GuestMemory::Write(uint64_t gpa, std::span<const std::byte> in) {
+  if (in.empty()) return {};
   auto guard = LayoutGuard::Acquire(*this);
   uint8_t* host = TRY(TranslateLocked(gpa, in.size()));
   std::memcpy(host, in.data(), in.size());

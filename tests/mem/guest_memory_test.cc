@@ -51,6 +51,8 @@ TEST(GuestMemory, TypedReadWriteAndMove) {
   ASSERT_TRUE(m.WriteObj<uint64_t>(0x10008, 0x1122334455667788ull));
   EXPECT_EQ(*m.ReadObj<uint64_t>(0x10008), 0x1122334455667788ull);
   EXPECT_FALSE(m.ReadObj<uint64_t>(0x13ffc));
+  EXPECT_TRUE(m.Write(0x10000, {}));  // empty accesses touch nothing
+  EXPECT_TRUE(m.Read(0x10000, {}));
   const uint64_t gen = m.generation();
   ASSERT_TRUE(m.MoveSlot(3, 0x40000));
   EXPECT_NE(m.generation(), gen);
