@@ -19,4 +19,8 @@
 /* 8-bit OUT: the Bochs/QEMU debug console; bytes go to the VMM's stdout like console_io. */
 #define XENKVM_DEBUGCON_PORT 0xe9u
 
+/* The VMM's echo service: EVTCHNOP_bind_interdomain(remote_dom = 0, remote_port =
+ * XENKVM_ECHO_ENDPOINT) connects; each send on the local port is answered by raising it. */
+#define XENKVM_ECHO_ENDPOINT 1u
+
 #endif

@@ -44,7 +44,7 @@ void Usage(FILE* out) {
                "usage: xenkvm run [--vcpus N] [--memory MiB] [--cmdline STR] [--timeout S] [--stats] [--quiet] "
                "[GUEST.elf]\n"
                "  Boots a 64-bit Xen PVH guest (ELF with XEN_ELFNOTE_PHYS32_ENTRY) on KVM; without GUEST,\n"
-               "  the bundled demo guest (on 2 vCPUs unless --vcpus). Defaults: 1 vCPU, 128 MiB, no timeout.\n"
+               "  the bundled demo guest (on 4 vCPUs unless --vcpus). Defaults: 1 vCPU, 128 MiB, no timeout.\n"
                "  Exit code: 0 poweroff, 3 crash, 4 reboot, 5 triple fault,\n"
                "  6 emulation error, 124 timeout, 1 host error, 2 usage.\n");
 }
@@ -58,31 +58,46 @@ bool ParseUnsigned(const char* s, uint64_t max, uint64_t* out) {
   return true;
 }
 
-bool Parse(int argc, char** argv, Options* o) {
-  if (argc < 2 || std::strcmp(argv[1], "run") != 0) return false;
+// On failure *why names the problem for the one-line error.
+bool Parse(int argc, char** argv, Options* o, std::string* why) {
+  if (argc < 2 || std::strcmp(argv[1], "run") != 0) {
+    *why = "the only command is `run`";
+    return false;
+  }
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
     uint64_t n = 0;
     if (a == "--vcpus") {
       const char* v = value();
-      if (!v || !ParseUnsigned(v, 64, &n) || n == 0) return false;
+      if (!v || !ParseUnsigned(v, 64, &n) || n == 0) {
+        *why = "--vcpus takes 1..64";
+        return false;
+      }
       o->machine.vcpus = static_cast<uint32_t>(n);
       o->vcpus_given = true;
     } else if (a == "--memory") {
       const char* v = value();
-      if (!v || !ParseUnsigned(v, 3072, &n) || n < 2) return false;
+      if (!v || !ParseUnsigned(v, 3072, &n) || n < 2) {
+        *why = "--memory takes 2..3072 (MiB; RAM stays below the LAPIC at 3.98 GiB)";
+        return false;
+      }
       o->machine.memory_mib = n;
     } else if (a == "--cmdline") {
       const char* v = value();
-      if (!v) return false;
+      if (!v) {
+        *why = "--cmdline needs a value";
+        return false;
+      }
       o->machine.cmdline = v;
     } else if (a == "--timeout") {
       const char* v = value();
       char* end = nullptr;
-      if (!v) return false;
-      o->timeout_s = std::strtod(v, &end);
-      if (*end != '\0' || o->timeout_s < 0) return false;
+      if (v) o->timeout_s = std::strtod(v, &end);
+      if (!v || *end != '\0' || o->timeout_s < 0) {
+        *why = "--timeout takes seconds (0 = none)";
+        return false;
+      }
     } else if (a == "--stats") {
       o->stats = true;
     } else if (a == "--quiet") {
@@ -91,10 +106,12 @@ bool Parse(int argc, char** argv, Options* o) {
       Usage(stdout);
       std::exit(0);
     } else if (!a.empty() && a[0] == '-') {
+      *why = "unknown option " + a;
       return false;
     } else if (o->guest.empty()) {
       o->guest = a;
     } else {
+      *why = "one guest image only";
       return false;
     }
   }
@@ -120,11 +137,12 @@ std::string DemoGuestPath() {
 
 void PrintStats(xenkvm::vmm::Machine& m) {
   std::fprintf(stderr, "xenkvm: event channel counters\n");
-  std::fprintf(stderr, "  %6s %12s %12s %12s %12s\n", "port", "sent", "delivered", "coalesced", "masked");
+  std::fprintf(stderr, "  %6s %10s %10s %10s %10s %10s\n", "port", "sent", "delivered", "coalesced", "masked",
+               "deferred");
   for (const auto& [port, c] : m.engine().AllCounters()) {
-    std::fprintf(stderr, "  %6u %12llu %12llu %12llu %12llu\n", port, static_cast<unsigned long long>(c.sent),
+    std::fprintf(stderr, "  %6u %10llu %10llu %10llu %10llu %10llu\n", port, static_cast<unsigned long long>(c.sent),
                  static_cast<unsigned long long>(c.delivered), static_cast<unsigned long long>(c.coalesced),
-                 static_cast<unsigned long long>(c.masked));
+                 static_cast<unsigned long long>(c.masked), static_cast<unsigned long long>(c.deferred));
   }
   std::fprintf(stderr, "xenkvm: hypercalls by number:");
   for (const auto& [nr, count] : m.domain().HypercallCounts()) {
@@ -141,14 +159,16 @@ int main(int argc, char** argv) {
     Usage(stdout);
     return 0;
   }
-  if (!Parse(argc, argv, &o)) {
+  std::string why;
+  if (!Parse(argc, argv, &o, &why)) {
+    std::fprintf(stderr, "xenkvm: %s\n", why.c_str());
     Usage(stderr);
     return kExitUsage;
   }
   if (o.guest.empty()) {
-    // The demo shows event channels across vCPUs: give it two unless told otherwise.
+    // The demo shows event channels across vCPUs (guests/ declares it for 4): give it four.
     o.guest = DemoGuestPath();
-    if (!o.vcpus_given) o.machine.vcpus = 2;
+    if (!o.vcpus_given) o.machine.vcpus = 4;
   }
 
   std::ifstream file(o.guest, std::ios::binary);

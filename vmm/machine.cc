@@ -109,9 +109,11 @@ Result<> Machine::Setup() {
     runners_.push_back(std::make_unique<VcpuRunner>(*this, TRY(vm_->CreateVcpu(i))));
     TRY(engine_->AddVcpu(i, runners_.back().get()));
   }
-  // The echo service is endpoint 1 of domain 0 (the first endpoint); guests rely on that.
+  // The echo service is the first endpoint of domain 0 (abi/platform.h); guests rely on that.
   echo_ = std::make_unique<EchoBackend>(*engine_);
-  TRY(engine_->AddBackendEndpoint(echo_.get()));
+  if (TRY(engine_->AddBackendEndpoint(echo_.get())) != XENKVM_ECHO_ENDPOINT) {
+    return Fail(XEN_EINVAL, "echo backend did not get endpoint XENKVM_ECHO_ENDPOINT");
+  }
   // The PV console, pre-connected like a toolstack would (HVM_PARAM_CONSOLE_PFN/EVTCHN). Its
   // output goes to stdout unless the guest also writes with console_io, as XTF does with the
   // same text: then console_io is the copy we print.

@@ -7,14 +7,6 @@
 
 namespace xenkvm::xen {
 
-namespace {
-// abi/xen.h includes Xen's headers at the legacy interface version, where the names
-// __HYPERVISOR_sched_op / __HYPERVISOR_event_channel_op alias the *_compat numbers. The
-// numbers themselves are fixed ABI (xen/xen.h), so spell them out.
-constexpr uint64_t kHypercallSchedOp = 29;
-constexpr uint64_t kHypercallEventChannelOp = 32;
-}  // namespace
-
 Domain::Domain(Platform& platform, mem::GuestMemory& memory, evtchn::Engine& engine, Options options)
     : platform_(platform), memory_(memory), engine_(engine), domid_(options.domid),
       registered_vcpu_info_(platform.VcpuCount(), kNoGpa) {}
@@ -37,7 +29,7 @@ long Domain::Hypercall(const HypercallCall& c) {
       case __HYPERVISOR_grant_table_op: return GrantTableOp(c);
       case __HYPERVISOR_memory_op: return MemoryOp(c);
       case __HYPERVISOR_vcpu_op: return VcpuOp(c);
-      case kHypercallSchedOp: return SchedOp(c, c.args[0], c.args[1]);
+      case __HYPERVISOR_sched_op: return SchedOp(c, c.args[0], c.args[1]);
       case __HYPERVISOR_sched_op_compat: {
         // Legacy form: SCHEDOP_shutdown passes the reason itself, not a pointer.
         if (c.args[0] == SCHEDOP_shutdown) {
@@ -48,7 +40,7 @@ long Domain::Hypercall(const HypercallCall& c) {
         LogUnknownOnce(c.nr, c.args[0]);
         return Fail(XEN_ENOSYS, "sched_op_compat");
       }
-      case kHypercallEventChannelOp: return EventChannelOp(c, c.args[0], c.args[1]);
+      case __HYPERVISOR_event_channel_op: return EventChannelOp(c, c.args[0], c.args[1]);
       case __HYPERVISOR_hvm_op: return HvmOp(c);
       default:
         LogUnknownOnce(c.nr, UINT64_MAX);
@@ -119,8 +111,9 @@ void Domain::WriteVcpuTime(uint32_t vcpu, uint64_t vcpu_info_gpa) {
 }
 
 // XENMAPSPACE_shared_info. In Xen the page is Xen's and the GFN only names where the guest sees
-// it, so a move keeps its contents: copy the old page to the new frame, switch the engine over,
-// then OR in the pending bits that raced into the old frame during the copy.
+// it, so a move keeps its contents; the engine moves it (and the default-slot vcpu_infos) in
+// one step with no event lost. The first mapping starts as Xen's page does: zeroed, with the
+// wall clock filled in.
 Domain::Ret Domain::MapSharedInfo(uint64_t gfn) {
   if (gfn > (UINT64_MAX >> 12)) return Fail(XEN_EINVAL, "shared_info gfn");
   const uint64_t new_gpa = gfn << 12;
@@ -128,13 +121,9 @@ Domain::Ret Domain::MapSharedInfo(uint64_t gfn) {
   std::vector<uint32_t> default_slot_vcpus;
   {
     std::lock_guard lock(mutex_);
-    const uint64_t old_gpa = shared_info_gpa_;
-    if (old_gpa == new_gpa) return 0;
-    std::vector<std::byte> page(abi::kPageSize);
-    if (old_gpa != kNoGpa) {
-      TRY(CopyGuestWords(old_gpa, page));
-    } else {
-      // First mapping: Xen's shared_info starts zeroed, with the wall clock filled in.
+    if (shared_info_gpa_ == new_gpa) return 0;
+    if (shared_info_gpa_ == kNoGpa) {
+      std::vector<std::byte> page(abi::kPageSize);
       uint64_t sec = 0;
       uint32_t nsec = 0;
       platform_.BootWallclock(&sec, &nsec);
@@ -143,64 +132,22 @@ Domain::Ret Domain::MapSharedInfo(uint64_t gfn) {
       info->wc_sec = static_cast<uint32_t>(sec);
       info->wc_sec_hi = static_cast<uint32_t>(sec >> 32);
       info->wc_nsec = nsec;
-    }
-    TRY(memory_.Write(new_gpa, page));
-    shared_info_gpa_ = new_gpa;
-    TRY(engine_.SetSharedInfoGpa(new_gpa));
-    if (old_gpa != kNoGpa) {
-      // Late bits: events raised on the old frame between the copy and the switch.
-      mem::LayoutGuard guard = mem::LayoutGuard::Acquire(memory_);
-      auto old_host = memory_.TranslateLocked(old_gpa, abi::kPageSize);
-      auto new_host = memory_.TranslateLocked(new_gpa, abi::kPageSize);
-      if (old_host && new_host) {
-        for (size_t off = abi::Layout64::kEvtchnPending; off < abi::Layout64::kEvtchnMask; off += 8) {
-          uint64_t late = mem::GuestAtomic<uint64_t>(*old_host + off).load();
-          if (late != 0) mem::GuestAtomic<uint64_t>(*new_host + off).fetch_or(late);
-        }
-      }
+      TRY(memory_.Write(new_gpa, page));
     }
     for (uint32_t v = 0; v < registered_vcpu_info_.size() && v < abi::Layout64::kLegacyVcpus; ++v) {
-      if (registered_vcpu_info_[v] != kNoGpa) continue;
-      const uint64_t slot = VcpuInfoGpaLocked(v);
-      (void)engine_.SetVcpuInfoGpa(v, slot);
-      if (old_gpa != kNoGpa) MergeLateVcpuInfo(old_gpa + (slot - new_gpa), slot);
-      WriteVcpuTime(v, slot);
-      default_slot_vcpus.push_back(v);
+      if (registered_vcpu_info_[v] == kNoGpa) default_slot_vcpus.push_back(v);
     }
+    TRY(engine_.SetSharedInfoGpa(new_gpa, default_slot_vcpus));
+    shared_info_gpa_ = new_gpa;
+    for (uint32_t v : default_slot_vcpus) WriteVcpuTime(v, VcpuInfoGpaLocked(v));
   }
   for (uint32_t v : default_slot_vcpus) platform_.RaiseUpcall(v);
   return 0;
 }
 
-// Reads guest memory that vCPUs and deliveries update with atomics, with 8-byte atomic loads
-// (a plain memcpy would race with them). gpa and out.size() are multiples of 8.
-Result<> Domain::CopyGuestWords(uint64_t gpa, std::span<std::byte> out) {
-  mem::LayoutGuard guard = mem::LayoutGuard::Acquire(memory_);
-  uint8_t* host = TRY(memory_.TranslateLocked(gpa, out.size()));
-  for (size_t off = 0; off + 8 <= out.size(); off += 8) {
-    uint64_t word = mem::GuestAtomic<uint64_t>(host + off).load(std::memory_order_relaxed);
-    std::memcpy(out.data() + off, &word, 8);
-  }
-  return {};
-}
-
-// Selector bits and upcall_pending that deliveries wrote to a vcpu_info's old place after the
-// page was copied: OR them into the new place (set-only bits, so nothing is duplicated).
-void Domain::MergeLateVcpuInfo(uint64_t old_gpa, uint64_t new_gpa) {
-  mem::LayoutGuard guard = mem::LayoutGuard::Acquire(memory_);
-  auto old_host = memory_.TranslateLocked(old_gpa, sizeof(vcpu_info));
-  auto new_host = memory_.TranslateLocked(new_gpa, sizeof(vcpu_info));
-  if (!old_host || !new_host) return;
-  const uint64_t sel = mem::GuestAtomic<uint64_t>(*old_host + abi::Layout64::kPendingSel).load();
-  if (sel != 0) mem::GuestAtomic<uint64_t>(*new_host + abi::Layout64::kPendingSel).fetch_or(sel);
-  if (mem::GuestAtomic<uint8_t>(*old_host + abi::Layout64::kUpcallPending).load() != 0) {
-    mem::GuestAtomic<uint8_t>(*new_host + abi::Layout64::kUpcallPending).store(1);
-  }
-}
-
 // VCPUOP_register_vcpu_info (xen/vcpu.h): the vcpu_info moves out of shared_info for good.
-// Like Xen, copy the current contents and mark every selector bit pending so nothing raised
-// during the move is lost (the guest sees at worst a spurious scan).
+// Like Xen's map_vcpu_info, the engine copies the current contents and marks every selector
+// bit pending so nothing raised during the move is lost (the guest sees at worst a rescan).
 Domain::Ret Domain::RegisterVcpuInfo(const HypercallCall& c, uint32_t target, uint64_t arg) {
   auto info = TRY(GuestAccess(platform_, memory_, c.vcpu).ReadObj<vcpu_register_vcpu_info>(arg));
   if (info.rsvd != 0) return Fail(XEN_EINVAL, "register_vcpu_info rsvd");
@@ -211,14 +158,13 @@ Domain::Ret Domain::RegisterVcpuInfo(const HypercallCall& c, uint32_t target, ui
   {
     std::lock_guard lock(mutex_);
     if (registered_vcpu_info_[target] != kNoGpa) return Fail(XEN_EINVAL, "vcpu_info already registered");
-    vcpu_info contents{};
-    const uint64_t old_gpa = VcpuInfoGpaLocked(target);
-    if (old_gpa != kNoGpa) TRY(CopyGuestWords(old_gpa, std::as_writable_bytes(std::span(&contents, 1))));
-    contents.evtchn_upcall_pending = 1;
-    contents.evtchn_pending_sel = ~xen_ulong_t{0};
-    TRY(memory_.WriteObj(new_gpa, contents));
-    registered_vcpu_info_[target] = new_gpa;
+    if (VcpuInfoGpaLocked(target) == kNoGpa) {
+      // No current vcpu_info to carry over (shared_info not mapped, or vCPU >= 32): start
+      // from Xen's, which is zeroed.
+      TRY(memory_.WriteObj(new_gpa, vcpu_info{}));
+    }
     TRY(engine_.SetVcpuInfoGpa(target, new_gpa));
+    registered_vcpu_info_[target] = new_gpa;
     WriteVcpuTime(target, new_gpa);
   }
   platform_.RaiseUpcall(target);

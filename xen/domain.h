@@ -78,8 +78,6 @@ class Domain {
   // vcpu_info GPA of `vcpu` now: registered, else the default slot in shared_info (n < 32).
   uint64_t VcpuInfoGpaLocked(uint32_t vcpu) const;
   void WriteVcpuTime(uint32_t vcpu, uint64_t vcpu_info_gpa);
-  void MergeLateVcpuInfo(uint64_t old_gpa, uint64_t new_gpa);
-  Result<> CopyGuestWords(uint64_t gpa, std::span<std::byte> out);
   void LogUnknownOnce(uint64_t nr, uint64_t cmd);
 
   Platform& platform_;

@@ -9,20 +9,6 @@
 namespace xenkvm::xen {
 
 namespace {
-// Grant-table v2 era ops: public ABI (xen/grant_table.h) but hidden by the legacy interface
-// version abi/xen.h includes the headers at; same layouts.
-constexpr uint64_t kGnttabSetVersion = 8;
-constexpr uint64_t kGnttabGetVersion = 10;
-struct GnttabSetVersion {
-  uint32_t version;
-};
-struct GnttabGetVersion {
-  domid_t dom;
-  uint16_t pad;
-  uint32_t version;
-};
-static_assert(sizeof(GnttabGetVersion) == 8);
-
 template <size_t N>
 void CopyString(char (&dst)[N], const char* src) {
   std::memset(dst, 0, N);
@@ -140,9 +126,9 @@ Domain::Ret Domain::GrantTableOp(const HypercallCall& c) {
       TRY(guest.WriteObj(uop, q));
       return 0;
     }
-    case kGnttabSetVersion: {
+    case GNTTABOP_set_version: {
       if (count != 1) return Fail(XEN_EINVAL, "set_version count");
-      auto v = TRY(guest.ReadObj<GnttabSetVersion>(uop));
+      auto v = TRY(guest.ReadObj<gnttab_set_version_t>(uop));
       long rc = 0;
       if (v.version != 1 && v.version != 2) {
         rc = -XEN_EINVAL;
@@ -153,9 +139,9 @@ Domain::Ret Domain::GrantTableOp(const HypercallCall& c) {
       TRY(guest.WriteObj(uop, v));
       return rc;
     }
-    case kGnttabGetVersion: {
+    case GNTTABOP_get_version: {
       if (count != 1) return Fail(XEN_EINVAL, "get_version count");
-      auto v = TRY(guest.ReadObj<GnttabGetVersion>(uop));
+      auto v = TRY(guest.ReadObj<gnttab_get_version_t>(uop));
       if (!ValidDomid(v.dom)) return Fail(XEN_ESRCH, "get_version domid");
       v.version = 1;
       TRY(guest.WriteObj(uop, v));

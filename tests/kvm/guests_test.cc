@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <ostream>
 #include <regex>
 #include <string>
@@ -159,6 +160,28 @@ TEST(XenkvmCli, FatalGuestFaultIsReported) {
   EXPECT_TRUE(o.output.find("triple fault") != std::string::npos ||
               o.output.find("KVM internal error") != std::string::npos)
       << o.output;
+}
+
+#ifdef XENKVM_BENCH_GUEST
+// Not a timed test: checks the benchmark guest runs and prints both ratios (see ctest -V).
+TEST(XenkvmBench, HypercallAndIpiRatios) {
+  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--vcpus", "2", "--timeout", "60", XENKVM_BENCH_GUEST},
+                        std::chrono::seconds(75));
+  ASSERT_EQ(o.exit_code, 0) << o.output;
+  EXPECT_NE(o.output.find("hypercall/exit = "), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("evtchn/native = "), std::string::npos) << o.output;
+  std::printf("%s", o.output.c_str());
+}
+#endif
+
+TEST(XenkvmCli, BundledDemoWithStats) {
+  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "60"}, std::chrono::seconds(75));
+  EXPECT_EQ(o.exit_code, 0) << o.output;
+  EXPECT_NE(o.output.find("xenkvm-test: PASS demo"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("delivered  coalesced     masked   deferred"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("xenkvm: hypercalls by number:"), std::string::npos) << o.output;
 }
 
 TEST(XenkvmCli, UsageErrorIsTwo) {

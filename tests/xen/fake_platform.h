@@ -82,11 +82,13 @@ class FakePlatform : public Platform {
     // Time "passes" to the deadline; a test that sleeps forever would be a bug: end it.
     now_ns = deadline_ns != 0 ? deadline_ns : now_ns + 1;
     ++wake_seq_;
-    ++sleeps;
+    // SCHEDOP_block with nothing pending would wait forever: stop the "VM" instead.
+    if (++sleeps > max_sleeps) shutdown_reason = SHUTDOWN_crash;
   }
   void Yield(uint32_t) override { ++yields; }
 
   int sleeps = 0;
+  int max_sleeps = 1000;
   int yields = 0;
 
  private:

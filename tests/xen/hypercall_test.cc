@@ -78,8 +78,9 @@ class HypercallTest : public ::testing::Test {
   std::unique_ptr<Domain> domain_;
 };
 
-constexpr uint64_t kSchedOp = 29;         // __HYPERVISOR_sched_op (see xen/domain.cc)
-constexpr uint64_t kEventChannelOp = 32;  // __HYPERVISOR_event_channel_op
+constexpr uint64_t kSchedOp = __HYPERVISOR_sched_op;
+constexpr uint64_t kEventChannelOp = __HYPERVISOR_event_channel_op;
+static_assert(kSchedOp == 29 && kEventChannelOp == 32, "abi/xen.h must use the current interface");
 
 TEST_F(HypercallTest, UnknownHypercallIsEnosys) {
   EXPECT_EQ(Call(100), -XEN_ENOSYS);
@@ -343,12 +344,12 @@ TEST_F(HypercallTest, GrantTable) {
   EXPECT_EQ(q.nr_frames, 1u);
   EXPECT_EQ(q.max_nr_frames, Domain::kMaxGrantFrames);
   Put<uint32_t>(kArg, 1);
-  EXPECT_EQ(Call(__HYPERVISOR_grant_table_op, 8 /* set_version */, kArg, 1), 0);
+  EXPECT_EQ(Call(__HYPERVISOR_grant_table_op, GNTTABOP_set_version, kArg, 1), 0);
   Put<uint32_t>(kArg, 2);
-  EXPECT_EQ(Call(__HYPERVISOR_grant_table_op, 8, kArg, 1), -XEN_EOPNOTSUPP);
+  EXPECT_EQ(Call(__HYPERVISOR_grant_table_op, GNTTABOP_set_version, kArg, 1), -XEN_EOPNOTSUPP);
   EXPECT_EQ(Get<uint32_t>(kArg), 1u);
   Put<uint32_t>(kArg, 3);
-  EXPECT_EQ(Call(__HYPERVISOR_grant_table_op, 8, kArg, 1), -XEN_EINVAL);
+  EXPECT_EQ(Call(__HYPERVISOR_grant_table_op, GNTTABOP_set_version, kArg, 1), -XEN_EINVAL);
 
   xen_add_to_physmap_t x{};
   x.domid = DOMID_SELF;
@@ -364,6 +365,47 @@ TEST_F(HypercallTest, GrantTable) {
   Put(kArg, q);
   EXPECT_EQ(Call(__HYPERVISOR_grant_table_op, GNTTABOP_query_size, kArg, 1), 0);
   EXPECT_EQ(Get<gnttab_query_size_t>(kArg).nr_frames, 3u);
+}
+
+// A hostile guest: random hypercall numbers, sub-ops and arguments (pointers into and out of
+// RAM, page-straddling, huge counts). Nothing may crash or hang, and every answer is 0, a
+// positive value from an op that returns one, or -errno.
+TEST_F(HypercallTest, RandomHypercallsNeverCrash) {
+  ASSERT_EQ(MapSharedInfo(0x40), 0);
+  uint64_t seed = 0x9e3779b97f4a7c15ull;
+  auto next = [&seed] {
+    seed ^= seed << 13;
+    seed ^= seed >> 7;
+    seed ^= seed << 17;
+    return seed;
+  };
+  const uint64_t nrs[] = {__HYPERVISOR_set_timer_op, __HYPERVISOR_event_channel_op_compat, __HYPERVISOR_xen_version,
+                          __HYPERVISOR_console_io, __HYPERVISOR_grant_table_op, __HYPERVISOR_memory_op,
+                          __HYPERVISOR_vcpu_op, kSchedOp, __HYPERVISOR_sched_op_compat, kEventChannelOp,
+                          __HYPERVISOR_hvm_op, 0, 127, 1000};
+  for (int i = 0; i < 20000; ++i) {
+    // Fill the scratch area with noise so copied-in structs are garbage too.
+    for (int w = 0; w < 64; ++w) Put<uint64_t>(kArg + 8 * w, next());
+    auto pointerish = [&]() -> uint64_t {
+      switch (next() % 4) {
+        case 0: return kArg + next() % 256;
+        case 1: return kRamSize - 1 - next() % 64;  // straddles the end of RAM
+        case 2: return next();
+        default: return next() % 16;
+      }
+    };
+    const uint64_t nr = nrs[next() % std::size(nrs)];
+    if (nr == kSchedOp || nr == __HYPERVISOR_sched_op_compat) {
+      // Shutdown and block end or stop the run in this fake; keep them rare.
+      if (next() % 16 != 0) continue;
+    }
+    platform_.shutdown_reason = UINT32_MAX;
+    platform_.sleeps = 0;
+    const uint64_t cmd = next() % 40;
+    const long r = Call(nr, cmd, pointerish(), next() % 2 ? pointerish() : next() % 300, pointerish(),
+                        static_cast<uint32_t>(next() % kVcpus));
+    EXPECT_GE(r, -200L) << "nr " << nr << " cmd " << cmd;
+  }
 }
 
 TEST(HypercallPage, StubsLoadEaxThenTrap) {
