@@ -67,6 +67,12 @@ struct Engine::Impl {
 
   // ---- lookup (any thread) ----
   PortOps& ops() const { return *ops_.load(std::memory_order_acquire); }
+  // The delivery path calls the concrete implementation so the compiler can inline it.
+  template <class F>
+  decltype(auto) WithOps(F&& f) {
+    if (ops_.load(std::memory_order_acquire) == &two_level_64_) return f(two_level_64_);
+    return f(two_level_compat_);
+  }
 
   PortEntry* Find(Port port) const {
     if (port >= max_ports_.load(std::memory_order_acquire)) return nullptr;
@@ -107,7 +113,8 @@ struct Engine::Impl {
     VcpuState* vcpu = FindVcpu(binding.vcpu);
     if (!vcpu) return;  // bound vCPUs exist: only a port rebound concurrently lands here
     bool needs_sync = false;
-    const RaiseOutcome outcome = ops().Raise(port, *vcpu, shared_info, &needs_sync);
+    const RaiseOutcome outcome =
+        WithOps([&](auto& ops) { return ops.Raise(port, *vcpu, shared_info, &needs_sync); });
     if (count) {
       std::atomic<uint64_t>& counter = needs_sync                                ? entry.deferred
                                        : outcome == RaiseOutcome::kCoalesced ? entry.coalesced
