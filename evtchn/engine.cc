@@ -89,13 +89,15 @@ struct Engine::Impl {
   void Raise(Port port) {
     PortEntry* entry = Find(port);
     if (!entry) return;
+    // The binding is read under the guard: a close drains guard holders before it clears the
+    // pending bit, so a sender that saw the port bound has finished by then.
+    auto guard = mem::LayoutGuard::TryAcquire(memory_);
     Binding binding = Binding::Unpack(entry->binding.load(std::memory_order_acquire));
     if (!IsDeliverable(binding.state)) return;
-    auto guard = mem::LayoutGuard::TryAcquire(memory_);
     uint8_t* shared_info = guard ? MapSharedInfoNoWait() : nullptr;
     if (!shared_info) {
       entry->deferred.fetch_add(1, std::memory_order_relaxed);
-      Defer(port);
+      Defer(port);  // the worker reads the binding again under its own guard
       return;
     }
     DeliverLocked(port, *entry, binding, shared_info);
@@ -264,7 +266,48 @@ struct Engine::Impl {
     return Fail(XEN_ESRCH, "no such domain");
   }
 
+  // Closing follows Xen's __evtchn_close. Xen's senders hold the channel lock, so once a close
+  // returns no send is still setting the port's pending bit; ours take no lock, so the close
+  // waits for deliveries in flight (they hold a LayoutGuard) before clearing pending.
   Result<> CloseLocked(Port port) {
+    TRY(UnbindLocked(port));
+    ClearClosedLocked(std::span<const Port>(&port, 1));
+    return {};
+  }
+
+  void CloseAllLocked(std::span<const Port> ports) {
+    std::vector<Port> closed;
+    for (Port port : ports)
+      if (UnbindLocked(port)) closed.push_back(port);
+    ClearClosedLocked(closed);
+  }
+
+  // The second half of a close, for ports already unbound: drain senders, clear pending.
+  void ClearClosedLocked(std::span<const Port> ports) {
+    if (ports.empty()) return;
+    memory_.WaitForReaders();
+    auto guard = mem::LayoutGuard::Acquire(memory_);
+    uint8_t* shared_info = MapSharedInfo();
+    for (Port port : ports) {
+      deferred_[port / 64].fetch_and(~(uint64_t(1) << (port % 64)), std::memory_order_acq_rel);
+      if (shared_info) ops().ClearPending(port, shared_info);
+    }
+  }
+
+  // Every port in [first, end) that is open.
+  std::vector<Port> OpenPortsLocked(Port first, Port end) const {
+    std::vector<Port> open;
+    for (Port port = first; port < end; ++port) {
+      const PortEntry* entry = Find(port);
+      if (entry && BindingOf(*entry).state != PortState::kFree &&
+          BindingOf(*entry).state != PortState::kReserved)
+        open.push_back(port);
+    }
+    return open;
+  }
+
+  // The state half of a close: unhook the port from its source and mark it free.
+  Result<> UnbindLocked(Port port) {
     PortEntry* entry = Find(port);
     if (!entry) return Fail(XEN_EINVAL, "bad port");
     Binding binding = BindingOf(*entry);
@@ -298,20 +341,13 @@ struct Engine::Impl {
         break;
     }
     Publish(*entry, Binding{PortState::kFree, 0, 0});
-    deferred_[port / 64].fetch_and(~(uint64_t(1) << (port % 64)), std::memory_order_acq_rel);
-    {
-      auto guard = mem::LayoutGuard::Acquire(memory_);
-      if (uint8_t* shared_info = MapSharedInfo()) ops().ClearPending(port, shared_info);
-    }
     if (port < lowest_free_hint_) lowest_free_hint_ = port;
     return {};
   }
 
   void SetPortLimitLocked(PortOps* new_ops) {
     const uint32_t new_max = new_ops->MaxPorts();
-    for (Port port = new_max; port < ops().MaxPorts(); ++port) {
-      if (Find(port)) (void)CloseLocked(port);  // -EINVAL for free ports is expected
-    }
+    CloseAllLocked(OpenPortsLocked(new_max, ops().MaxPorts()));
     ops_.store(new_ops, std::memory_order_release);
     max_ports_.store(new_max, std::memory_order_release);
     if (lowest_free_hint_ > new_max) lowest_free_hint_ = new_max;
@@ -640,9 +676,7 @@ Result<> Engine::Unmask(const evtchn_unmask& op) {
 Result<> Engine::Reset(const evtchn_reset& op) {
   TRY(impl_->CheckSelf(op.dom));
   std::lock_guard lock(impl_->table_mutex_);
-  for (Port port = 1; port < impl_->ops().MaxPorts(); ++port) {
-    if (impl_->Find(port)) (void)impl_->CloseLocked(port);
-  }
+  impl_->CloseAllLocked(impl_->OpenPortsLocked(1, impl_->ops().MaxPorts()));
   return {};
 }
 

@@ -182,3 +182,35 @@ TEST(EngineStress, NothingIsLostWhileLayoutChangesAndPortsChurn) {
 
 }  // namespace
 }  // namespace xenkvm::evtchn
+
+namespace xenkvm::evtchn {
+namespace {
+
+// Once EVTCHNOP_close returns, no send that started before it may leave the port pending
+// (Xen guarantees this with the channel lock; the engine drains senders instead).
+TEST(EngineStress, CloseLeavesNoPendingBitBehindConcurrentSenders) {
+  testing::FakeGuest<L> g(2, /*start_worker=*/true);
+  for (int round = 0; round < 200; ++round) {
+    evtchn_bind_ipi op{.vcpu = 1, .port = 0};
+    ASSERT_TRUE(g.engine->BindIpi(op));
+    std::atomic<bool> started{false}, stop{false};
+    std::thread sender([&] {
+      while (!stop.load()) {
+        g.ClearPending(op.port);
+        (void)g.engine->Send(evtchn_send{.port = op.port});
+        started = true;
+      }
+    });
+    while (!started.load()) std::this_thread::yield();
+    ASSERT_TRUE(g.engine->Close(evtchn_close{.port = op.port}));
+    const bool pending_after_close = g.Pending(op.port);
+    stop = true;
+    sender.join();
+    // The sender's own ClearPending may run after the close; only a set bit is a failure.
+    EXPECT_FALSE(pending_after_close) << "round " << round;
+    EXPECT_FALSE(g.Pending(op.port)) << "round " << round;
+  }
+}
+
+}  // namespace
+}  // namespace xenkvm::evtchn
