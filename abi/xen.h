@@ -14,18 +14,18 @@
 #endif
 
 extern "C" {
-#include <xen/xen.h>
-#include <xen/event_channel.h>
-#include <xen/sched.h>
-#include <xen/vcpu.h>
-#include <xen/memory.h>
-#include <xen/version.h>
-#include <xen/grant_table.h>
-#include <xen/elfnote.h>
-#include <xen/hvm/hvm_op.h>
-#include <xen/hvm/params.h>
 #include <xen/arch-x86/cpuid.h>
 #include <xen/arch-x86/hvm/start_info.h>
+#include <xen/elfnote.h>
+#include <xen/event_channel.h>
+#include <xen/grant_table.h>
+#include <xen/hvm/hvm_op.h>
+#include <xen/hvm/params.h>
+#include <xen/memory.h>
+#include <xen/sched.h>
+#include <xen/vcpu.h>
+#include <xen/version.h>
+#include <xen/xen.h>
 }
 
 namespace xenkvm::abi {
@@ -113,7 +113,8 @@ inline constexpr size_t kPageSize = 4096;
 // DESIGN.md §7, checked against the real headers.
 static_assert(Layout64::kPorts == 4096 && LayoutCompat::kPorts == 1024);
 static_assert(Layout64::kVcpuInfoSize == 64 && LayoutCompat::kVcpuInfoSize == 64);
-static_assert(Layout64::kUpcallPending == 0 && Layout64::kUpcallMask == 1 && Layout64::kPendingSel == 8);
+static_assert(Layout64::kUpcallPending == 0 && Layout64::kUpcallMask == 1 &&
+              Layout64::kPendingSel == 8);
 static_assert(LayoutCompat::kUpcallPending == 0 && LayoutCompat::kUpcallMask == 1 &&
               LayoutCompat::kPendingSel == 4);
 static_assert(Layout64::kVcpuTime == 0x20 && LayoutCompat::kVcpuTime == 0x20);

@@ -39,10 +39,18 @@ struct Setup {
     std::free(page);
   }
   uint8_t* shinfo() { return page + kSharedInfoGpa; }
-  std::atomic_ref<Word> Pending() { return std::atomic_ref<Word>(*reinterpret_cast<Word*>(shinfo() + L::kEvtchnPending)); }
-  std::atomic_ref<Word> Mask() { return std::atomic_ref<Word>(*reinterpret_cast<Word*>(shinfo() + L::kEvtchnMask)); }
-  std::atomic_ref<Word> Sel() { return std::atomic_ref<Word>(*reinterpret_cast<Word*>(shinfo() + L::kPendingSel)); }
-  std::atomic_ref<uint8_t> Upcall() { return std::atomic_ref<uint8_t>(shinfo()[L::kUpcallPending]); }
+  std::atomic_ref<Word> Pending() {
+    return std::atomic_ref<Word>(*reinterpret_cast<Word*>(shinfo() + L::kEvtchnPending));
+  }
+  std::atomic_ref<Word> Mask() {
+    return std::atomic_ref<Word>(*reinterpret_cast<Word*>(shinfo() + L::kEvtchnMask));
+  }
+  std::atomic_ref<Word> Sel() {
+    return std::atomic_ref<Word>(*reinterpret_cast<Word*>(shinfo() + L::kPendingSel));
+  }
+  std::atomic_ref<uint8_t> Upcall() {
+    return std::atomic_ref<uint8_t>(shinfo()[L::kUpcallPending]);
+  }
   // What the guest does between two new events: acknowledge and consume.
   void Consume() {
     Upcall().store(0, std::memory_order_relaxed);
@@ -80,7 +88,8 @@ void BM_Engine_New(benchmark::State& state) {
     s.engine->RaisePort(s.port);
     s.Consume();
   }
-  if (s.sink.injects != uint64_t(state.iterations())) state.SkipWithError("engine missed injections");
+  if (s.sink.injects != uint64_t(state.iterations()))
+    state.SkipWithError("engine missed injections");
 }
 void BM_Raw_Coalesced(benchmark::State& state) {
   Setup s;

@@ -17,9 +17,9 @@ namespace xenkvm::evtchn {
 
 namespace {
 
-constexpr uint32_t kMaxVcpus = 128;       // Xen's HVM_MAX_VCPUS
-constexpr uint32_t kMaxPirqs = 1024;      // PIRQs a guest may bind
-constexpr uint32_t kMaxEndpoints = 64;    // VMM backend endpoints
+constexpr uint32_t kMaxVcpus = 128;     // Xen's HVM_MAX_VCPUS
+constexpr uint32_t kMaxPirqs = 1024;    // PIRQs a guest may bind
+constexpr uint32_t kMaxEndpoints = 64;  // VMM backend endpoints
 constexpr uint32_t kDeferredWords = abi::kFifoPorts / 64;
 
 bool VirqIsPerVcpu(uint32_t virq) {
@@ -118,7 +118,7 @@ struct Engine::Impl {
     const RaiseOutcome outcome =
         WithOps([&](auto& ops) { return ops.Raise(port, *vcpu, shared_info, &needs_sync); });
     if (count) {
-      std::atomic<uint64_t>& counter = needs_sync                                ? entry.deferred
+      std::atomic<uint64_t>& counter = needs_sync                            ? entry.deferred
                                        : outcome == RaiseOutcome::kCoalesced ? entry.coalesced
                                        : outcome == RaiseOutcome::kMasked    ? entry.masked
                                                                              : entry.delivered;
@@ -457,9 +457,7 @@ void Engine::SetAbi(Abi abi) {
   if (ops != &impl_->ops()) impl_->SetPortLimitLocked(ops);
 }
 
-Abi Engine::abi() const {
-  return &impl_->ops() == &impl_->two_level_64_ ? Abi::k64 : Abi::kCompat;
-}
+Abi Engine::abi() const { return &impl_->ops() == &impl_->two_level_64_ ? Abi::k64 : Abi::kCompat; }
 
 uint32_t Engine::MaxPorts() const { return impl_->ops().MaxPorts(); }
 
@@ -589,7 +587,8 @@ Result<> Engine::Send(const evtchn_send& op) {
       return {};
     case PortState::kBackend:
       entry->sent.fetch_add(1, std::memory_order_relaxed);
-      if (Backend* backend = impl_->endpoints_[binding.peer].backend.load(std::memory_order_acquire))
+      if (Backend* backend =
+              impl_->endpoints_[binding.peer].backend.load(std::memory_order_acquire))
         backend->OnGuestSend(op.port);
       return {};
     case PortState::kUnbound:

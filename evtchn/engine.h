@@ -20,10 +20,10 @@
 
 #include "abi/result.h"
 #include "abi/xen.h"
-#include "mem/guest_memory.h"
-#include "mem/page_cache.h"
 #include "evtchn/port_table.h"
 #include "evtchn/sink.h"
+#include "mem/guest_memory.h"
+#include "mem/page_cache.h"
 
 namespace xenkvm::evtchn {
 
@@ -46,8 +46,8 @@ struct PortCounters {
 class Engine {
  public:
   struct Options {
-    uint16_t domid = 1;          // this guest's domain id (DOMID_SELF resolves to it)
-    bool start_worker = true;    // false: tests drive RunDeferredWork() themselves
+    uint16_t domid = 1;        // this guest's domain id (DOMID_SELF resolves to it)
+    bool start_worker = true;  // false: tests drive RunDeferredWork() themselves
   };
   Engine(mem::GuestMemory& memory, Options options);
   ~Engine();

@@ -68,8 +68,10 @@ void EventfdRouter::Loop() {
         if (it == routes_.end()) continue;  // removed meanwhile
         route = it->second;
       }
-      if (route.is_pirq) engine_.RaisePirq(route.target);
-      else engine_.RaisePort(route.target);
+      if (route.is_pirq)
+        engine_.RaisePirq(route.target);
+      else
+        engine_.RaisePort(route.target);
       signals_handled_.fetch_add(1, std::memory_order_release);
     }
   }

@@ -25,7 +25,8 @@ class PortOps {
   // Mark `port` pending and, if unmasked, route it to `vcpu` (selector -> upcall_pending ->
   // inject). Where vcpu_info is unmapped, the selector bit lands in vcpu.shadow_sel and
   // `*needs_sync` is set.
-  virtual RaiseOutcome Raise(Port port, VcpuState& vcpu, uint8_t* shared_info, bool* needs_sync) = 0;
+  virtual RaiseOutcome Raise(Port port, VcpuState& vcpu, uint8_t* shared_info,
+                             bool* needs_sync) = 0;
   // EVTCHNOP_unmask: clear the mask; if the port is pending, re-raise it on `vcpu`.
   virtual void Unmask(Port port, VcpuState& vcpu, uint8_t* shared_info, bool* needs_sync) = 0;
   virtual void ClearPending(Port port, uint8_t* shared_info) = 0;

@@ -36,9 +36,7 @@ struct Binding {
   uint16_t vcpu = 0;  // Xen vCPU id the event is delivered to (Xen's notify_vcpu_id)
   uint32_t peer = 0;  // kInterdomain: the other local port; kBackend: the endpoint number
 
-  uint64_t Pack() const {
-    return uint64_t(state) | uint64_t(vcpu) << 8 | uint64_t(peer) << 32;
-  }
+  uint64_t Pack() const { return uint64_t(state) | uint64_t(vcpu) << 8 | uint64_t(peer) << 32; }
   static Binding Unpack(uint64_t word) {
     return Binding{PortState(word & 0xff), uint16_t(word >> 8), uint32_t(word >> 32)};
   }

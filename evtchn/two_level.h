@@ -60,10 +60,12 @@ class TwoLevel final : public PortOps {
  private:
   static Word Bit(Port port) { return Word(1) << (port % kBits); }
   static std::atomic_ref<Word> PendingWord(uint8_t* shared_info, Port port) {
-    return mem::GuestAtomic<Word>(shared_info + Layout::kEvtchnPending + (port / kBits) * sizeof(Word));
+    return mem::GuestAtomic<Word>(shared_info + Layout::kEvtchnPending +
+                                  (port / kBits) * sizeof(Word));
   }
   static std::atomic_ref<Word> MaskWord(uint8_t* shared_info, Port port) {
-    return mem::GuestAtomic<Word>(shared_info + Layout::kEvtchnMask + (port / kBits) * sizeof(Word));
+    return mem::GuestAtomic<Word>(shared_info + Layout::kEvtchnMask +
+                                  (port / kBits) * sizeof(Word));
   }
   static std::atomic_ref<Word> Selector(uint8_t* vcpu_info) {
     return mem::GuestAtomic<Word>(vcpu_info + Layout::kPendingSel);

@@ -38,10 +38,14 @@ class ByteReader {
   }
   uint16_t Dom() {
     switch (U8() % 4) {
-      case 0: return DOMID_SELF;
-      case 1: return 1;  // our own id
-      case 2: return 0;  // the VMM's backends
-      default: return uint16_t(U32());
+      case 0:
+        return DOMID_SELF;
+      case 1:
+        return 1;  // our own id
+      case 2:
+        return 0;  // the VMM's backends
+      default:
+        return uint16_t(U32());
     }
   }
 
@@ -107,7 +111,8 @@ inline bool RunEvtchnOps(std::span<const uint8_t> input) {
           break;
         }
         case 1: {
-          evtchn_bind_interdomain op{.remote_dom = in.Dom(), .remote_port = in.U32(), .local_port = 0};
+          evtchn_bind_interdomain op{
+              .remote_dom = in.Dom(), .remote_port = in.U32(), .local_port = 0};
           Result<> r = engine.BindInterdomain(op);  // before reading op.local_port
           fresh(r, op.local_port, EVTCHNSTAT_interdomain);
           break;
@@ -137,7 +142,9 @@ inline bool RunEvtchnOps(std::span<const uint8_t> input) {
           if (r) check(status_of(port) == EVTCHNSTAT_closed, "closed port not closed");
           break;
         }
-        case 6: allowed(engine.Send(evtchn_send{.port = in.U32()})); break;
+        case 6:
+          allowed(engine.Send(evtchn_send{.port = in.U32()}));
+          break;
         case 7: {
           evtchn_status st{};
           st.dom = in.Dom();
@@ -145,11 +152,21 @@ inline bool RunEvtchnOps(std::span<const uint8_t> input) {
           allowed(engine.Status(st));
           break;
         }
-        case 8: allowed(engine.BindVcpu(evtchn_bind_vcpu{.port = in.U32(), .vcpu = in.U32()})); break;
-        case 9: allowed(engine.Unmask(evtchn_unmask{.port = in.U32()})); break;
-        case 10: allowed(engine.Reset(evtchn_reset{.dom = in.Dom()})); break;
-        case 11: engine.RaiseVirq(in.U32(), in.U32()); break;
-        case 12: engine.RaisePirq(in.U32()); break;
+        case 8:
+          allowed(engine.BindVcpu(evtchn_bind_vcpu{.port = in.U32(), .vcpu = in.U32()}));
+          break;
+        case 9:
+          allowed(engine.Unmask(evtchn_unmask{.port = in.U32()}));
+          break;
+        case 10:
+          allowed(engine.Reset(evtchn_reset{.dom = in.Dom()}));
+          break;
+        case 11:
+          engine.RaiseVirq(in.U32(), in.U32());
+          break;
+        case 12:
+          engine.RaisePirq(in.U32());
+          break;
         case 13: {
           evtchn::Port ports[3] = {in.U32(), in.U32(), in.U32()};
           auto r = engine.BeginPoll(in.U32(), std::span(ports, 1 + in.U8() % 3));
@@ -162,11 +179,15 @@ inline bool RunEvtchnOps(std::span<const uint8_t> input) {
         case 14: {
           // The guest moves shared_info or registers a vcpu_info anywhere it likes.
           const uint64_t gpa = uint64_t(in.U32()) << (in.U8() % 2 ? 12 : 3);
-          if (in.U8() % 2) allowed(engine.SetSharedInfoGpa(gpa));
-          else allowed(engine.SetVcpuInfoGpa(in.U32(), gpa));
+          if (in.U8() % 2)
+            allowed(engine.SetSharedInfoGpa(gpa));
+          else
+            allowed(engine.SetVcpuInfoGpa(in.U32(), gpa));
           break;
         }
-        case 15: engine.SetAbi(in.U8() % 2 ? evtchn::Abi::k64 : evtchn::Abi::kCompat); break;
+        case 15:
+          engine.SetAbi(in.U8() % 2 ? evtchn::Abi::k64 : evtchn::Abi::kCompat);
+          break;
       }
     }
     engine.RunDeferredWork();

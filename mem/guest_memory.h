@@ -72,7 +72,7 @@ class GuestMemory {
 
   bool OverlapsLocked(uint64_t gpa, uint64_t size, uint32_t except_slot) const;
 
-  std::mutex writers_;                       // serialises layout changes
+  std::mutex writers_;                              // serialises layout changes
   mutable std::atomic<uint32_t> writer_active_{0};  // 1 while a layout change is in flight
   std::atomic<uint64_t> generation_{1};
   std::array<Slot, kMaxSlots> slots_{};  // written only with the writer bit set and no readers

@@ -15,7 +15,7 @@ namespace xenkvm::mem {
 
 class GuestMemory;
 
-struct alignas(64) ReaderRecord {  // a cache line of its own: only its thread writes it
+struct alignas(64) ReaderRecord {             // a cache line of its own: only its thread writes it
   std::atomic<const void*> reading{nullptr};  // the GuestMemory this thread holds a guard on
   std::atomic<bool> in_use{false};            // owned by a live thread
   uint32_t depth = 0;                         // nested guards; owner thread only
@@ -56,7 +56,8 @@ class LayoutGuard {
 
   // The reader side of the protocol, on `memory` with its writer flag. Returns this thread's
   // record on success.
-  static ReaderRecord* TryAcquireFor(const void* memory, const std::atomic<uint32_t>& writer_active) {
+  static ReaderRecord* TryAcquireFor(const void* memory,
+                                     const std::atomic<uint32_t>& writer_active) {
     ReaderRecord& record = detail::ThisThreadReader();
     if (record.depth > 0) {
       // Nested guard on this thread: the layout is already held for us.

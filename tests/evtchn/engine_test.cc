@@ -38,7 +38,9 @@ class EngineTest : public ::testing::Test {
   Result<> Close(Port p) { return e().Close(evtchn_close{.port = p}); }
   int Errno(const Result<>& r) { return r ? 0 : r.error().xen_errno; }
   template <class T>
-  int Errno(const Result<T>& r) { return r ? 0 : r.error().xen_errno; }
+  int Errno(const Result<T>& r) {
+    return r ? 0 : r.error().xen_errno;
+  }
   evtchn_status Status(Port p) {
     evtchn_status op{};
     op.dom = DOMID_SELF;
@@ -52,7 +54,9 @@ using Layouts = ::testing::Types<abi::Layout64, abi::LayoutCompat>;
 class LayoutNames {
  public:
   template <class T>
-  static std::string GetName(int) { return T::kName; }
+  static std::string GetName(int) {
+    return T::kName;
+  }
 };
 TYPED_TEST_SUITE(EngineTest, Layouts, LayoutNames);
 
@@ -141,7 +145,8 @@ TYPED_TEST(EngineTest, PortsOutOfRangeForTheModeAreEINVAL) {
   for (Port bad : {Port(0), TypeParam::kPorts, TypeParam::kPorts + 1, Port(UINT32_MAX)}) {
     EXPECT_EQ(this->Errno(this->Send(bad)), XEN_EINVAL) << bad;
     EXPECT_EQ(this->Errno(this->Close(bad)), XEN_EINVAL) << bad;
-    EXPECT_EQ(this->Errno(this->e().BindVcpu(evtchn_bind_vcpu{.port = bad, .vcpu = 0})), XEN_EINVAL);
+    EXPECT_EQ(this->Errno(this->e().BindVcpu(evtchn_bind_vcpu{.port = bad, .vcpu = 0})),
+              XEN_EINVAL);
   }
   evtchn_status st{};
   st.dom = DOMID_SELF;
@@ -180,7 +185,7 @@ TYPED_TEST(EngineTest, VirqBindingRules) {
   EXPECT_EQ(this->Errno(this->Virq(NR_VIRQS, 0)), XEN_EINVAL);
   EXPECT_EQ(this->Errno(this->Virq(VIRQ_CONSOLE, 1)), XEN_EINVAL);  // global on vCPU != 0
   EXPECT_EQ(this->Errno(this->Virq(VIRQ_TIMER, 99)), XEN_ENOENT);
-  EXPECT_EQ(this->Errno(this->Virq(VIRQ_TIMER, 4)), XEN_ENOENT);    // vCPU never registered
+  EXPECT_EQ(this->Errno(this->Virq(VIRQ_TIMER, 4)), XEN_ENOENT);  // vCPU never registered
   auto t1 = this->Virq(VIRQ_TIMER, 1);
   ASSERT_TRUE(t1);
   EXPECT_EQ(this->Errno(this->Virq(VIRQ_TIMER, 1)), XEN_EEXIST);
@@ -220,8 +225,10 @@ TYPED_TEST(EngineTest, BindVcpuRules) {
   Port timer = *this->Virq(VIRQ_TIMER, 0);
   Port unbound = this->Unbound();
   EXPECT_EQ(this->Errno(this->e().BindVcpu(evtchn_bind_vcpu{.port = ipi, .vcpu = 1})), XEN_EINVAL);
-  EXPECT_EQ(this->Errno(this->e().BindVcpu(evtchn_bind_vcpu{.port = timer, .vcpu = 1})), XEN_EINVAL);
-  EXPECT_EQ(this->Errno(this->e().BindVcpu(evtchn_bind_vcpu{.port = unbound, .vcpu = 9})), XEN_ENOENT);
+  EXPECT_EQ(this->Errno(this->e().BindVcpu(evtchn_bind_vcpu{.port = timer, .vcpu = 1})),
+            XEN_EINVAL);
+  EXPECT_EQ(this->Errno(this->e().BindVcpu(evtchn_bind_vcpu{.port = unbound, .vcpu = 9})),
+            XEN_ENOENT);
   EXPECT_EQ(this->Errno(this->e().BindVcpu(evtchn_bind_vcpu{.port = 77, .vcpu = 1})), XEN_EINVAL);
   EXPECT_TRUE(this->e().BindVcpu(evtchn_bind_vcpu{.port = unbound, .vcpu = 2}));
   EXPECT_EQ(this->Status(unbound).vcpu, 2u);
@@ -479,7 +486,9 @@ TYPED_TEST(EngineTest, MovingSharedInfoKeepsItsContents) {
   EXPECT_EQ(this->Errno(this->e().SetSharedInfoGpa(kMovedGpa + 8)), XEN_EINVAL);
   Port q = this->Ipi(1);
   ASSERT_TRUE(this->Send(q));
-  EXPECT_EQ(word(TypeParam::kVcpuInfoSize + TypeParam::kPendingSel) >> (q / TypeParam::kBitsPerWord) & 1, 1u);
+  EXPECT_EQ(
+      word(TypeParam::kVcpuInfoSize + TypeParam::kPendingSel) >> (q / TypeParam::kBitsPerWord) & 1,
+      1u);
   EXPECT_EQ(page.get()[TypeParam::kVcpuInfoSize + TypeParam::kUpcallPending], 1);
   EXPECT_FALSE(this->g.SelectorBit(1, q));  // nothing written to the old page
 }
@@ -494,7 +503,8 @@ TYPED_TEST(EngineTest, RegisteringVcpuInfoElsewhereCopiesAndRescans) {
   using Word = typename TypeParam::Word;
   EXPECT_EQ(*reinterpret_cast<Word*>(vi + TypeParam::kPendingSel), Word(~Word(0)));
   EXPECT_EQ(vi[TypeParam::kUpcallPending], 1);
-  EXPECT_EQ(this->Errno(this->e().SetVcpuInfoGpa(3, 0x8000 + 4032 + 8)), XEN_EINVAL);  // crosses a page
+  EXPECT_EQ(this->Errno(this->e().SetVcpuInfoGpa(3, 0x8000 + 4032 + 8)),
+            XEN_EINVAL);  // crosses a page
   EXPECT_EQ(this->Errno(this->e().SetVcpuInfoGpa(3, 0x7000'0000)), XEN_EFAULT);
   EXPECT_EQ(this->Errno(this->e().SetVcpuInfoGpa(9, new_gpa)), XEN_ENOENT);
 }

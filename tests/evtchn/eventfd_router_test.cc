@@ -1,11 +1,12 @@
 // Eventfd routes raise ports and PIRQs, including while shared_info is unmapped.
+#include "evtchn/eventfd_router.h"
+
 #include <gtest/gtest.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <thread>
 
-#include "evtchn/eventfd_router.h"
 #include "tests/evtchn/fake_guest.h"
 
 namespace xenkvm::evtchn {

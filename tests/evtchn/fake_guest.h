@@ -43,7 +43,8 @@ struct FakeGuest {
       : ram(AllocPages(kRamSize)), shared_page(AllocPages(abi::kPageSize)), sinks(vcpus) {
     EXPECT_TRUE(memory.AddSlot(0, 0, kRamSize, ram.get()));
     EXPECT_TRUE(memory.AddSlot(kSharedInfoSlot, kSharedInfoGpa, abi::kPageSize, shared_page.get()));
-    engine = std::make_unique<Engine>(memory, Engine::Options{.domid = 1, .start_worker = start_worker});
+    engine =
+        std::make_unique<Engine>(memory, Engine::Options{.domid = 1, .start_worker = start_worker});
     engine->SetAbi(std::is_same_v<Layout, abi::Layout64> ? Abi::k64 : Abi::kCompat);
     EXPECT_TRUE(engine->SetSharedInfoGpa(kSharedInfoGpa));
     for (uint32_t i = 0; i < vcpus; ++i) {
@@ -58,18 +59,30 @@ struct FakeGuest {
   std::atomic_ref<Word> WordAt(uint64_t offset) {
     return std::atomic_ref<Word>(*reinterpret_cast<Word*>(shared_page.get() + offset));
   }
-  bool Pending(Port p) { return WordAt(Layout::kEvtchnPending + p / kBits * sizeof(Word)).load() >> (p % kBits) & 1; }
-  bool Masked(Port p) { return WordAt(Layout::kEvtchnMask + p / kBits * sizeof(Word)).load() >> (p % kBits) & 1; }
+  bool Pending(Port p) {
+    return WordAt(Layout::kEvtchnPending + p / kBits * sizeof(Word)).load() >> (p % kBits) & 1;
+  }
+  bool Masked(Port p) {
+    return WordAt(Layout::kEvtchnMask + p / kBits * sizeof(Word)).load() >> (p % kBits) & 1;
+  }
   void SetMask(Port p, bool on) {
     auto w = WordAt(Layout::kEvtchnMask + p / kBits * sizeof(Word));
-    if (on) w.fetch_or(Word(1) << (p % kBits)); else w.fetch_and(Word(~(Word(1) << (p % kBits))));
+    if (on)
+      w.fetch_or(Word(1) << (p % kBits));
+    else
+      w.fetch_and(Word(~(Word(1) << (p % kBits))));
   }
   void ClearPending(Port p) {
-    WordAt(Layout::kEvtchnPending + p / kBits * sizeof(Word)).fetch_and(Word(~(Word(1) << (p % kBits))));
+    WordAt(Layout::kEvtchnPending + p / kBits * sizeof(Word))
+        .fetch_and(Word(~(Word(1) << (p % kBits))));
   }
   // vcpu_info fields at the default slot of vCPU i.
-  Word Selector(uint32_t i) { return WordAt(i * Layout::kVcpuInfoSize + Layout::kPendingSel).load(); }
-  uint8_t& UpcallPending(uint32_t i) { return shared_page.get()[i * Layout::kVcpuInfoSize + Layout::kUpcallPending]; }
+  Word Selector(uint32_t i) {
+    return WordAt(i * Layout::kVcpuInfoSize + Layout::kPendingSel).load();
+  }
+  uint8_t& UpcallPending(uint32_t i) {
+    return shared_page.get()[i * Layout::kVcpuInfoSize + Layout::kUpcallPending];
+  }
   // What a guest's upcall handler does first: clear upcall_pending, take the selector.
   Word Acknowledge(uint32_t i) {
     std::atomic_ref<uint8_t>(UpcallPending(i)).store(0);

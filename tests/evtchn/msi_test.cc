@@ -1,7 +1,8 @@
 // PIRQ numbers carried in vector-0 MSIs.
+#include "evtchn/msi.h"
+
 #include <gtest/gtest.h>
 
-#include "evtchn/msi.h"
 #include "tests/evtchn/fake_guest.h"
 
 namespace xenkvm::evtchn {
@@ -10,8 +11,7 @@ namespace {
 TEST(PirqFromMsi, VectorZeroCarriesThePirqInTheDestinationBits) {
   EXPECT_EQ(PirqFromMsi(0xfee00000 | (0x2a << 12), 0x0000), 0x2au);
   EXPECT_EQ(PirqFromMsi(0xfee00000 | (0x34 << 12) | (uint64_t(0x12) << 40), 0x4000), 0x1234u);
-  EXPECT_EQ(PirqFromMsi(0xfee00000 | (0xff << 12) | (uint64_t(0xffffff) << 40), 0),
-            0xffffffffu);
+  EXPECT_EQ(PirqFromMsi(0xfee00000 | (0xff << 12) | (uint64_t(0xffffff) << 40), 0), 0xffffffffu);
   EXPECT_FALSE(PirqFromMsi(0xfee00000 | (0x2a << 12), 0x0031));  // vector 0x31: a real MSI
 }
 

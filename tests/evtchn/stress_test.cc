@@ -17,10 +17,10 @@ using L = abi::Layout64;
 using Word = L::Word;
 
 constexpr uint32_t kVcpus = 4;
-constexpr uint32_t kPorts = 200;           // verified ports 1..kPorts
+constexpr uint32_t kPorts = 200;  // verified ports 1..kPorts
 constexpr uint32_t kSenders = 3;
 constexpr uint32_t kMinSendsPerThread = 20000;
-constexpr uint64_t kLayoutRounds = 100;  // senders keep going until the churn has finished
+constexpr uint64_t kLayoutRounds = 100;      // senders keep going until the churn has finished
 constexpr uint64_t kVcpuInfoGpa = 0x180000;  // vCPUs 2, 3 keep vcpu_info in a page of their own
 constexpr uint32_t kVcpuInfoSlot = 2;
 
@@ -102,7 +102,8 @@ TEST(EngineStress, NothingIsLostWhileLayoutChangesAndPortsChurn) {
       ASSERT_GT(ipi.port, kPorts);
       evtchn_alloc_unbound unbound{.dom = DOMID_SELF, .remote_dom = DOMID_SELF, .port = 0};
       ASSERT_TRUE(engine.AllocUnbound(unbound));
-      evtchn_bind_interdomain loop{.remote_dom = DOMID_SELF, .remote_port = unbound.port, .local_port = 0};
+      evtchn_bind_interdomain loop{
+          .remote_dom = DOMID_SELF, .remote_port = unbound.port, .local_port = 0};
       ASSERT_TRUE(engine.BindInterdomain(loop));
       ASSERT_TRUE(engine.Send(evtchn_send{.port = loop.local_port}));
       ASSERT_TRUE(engine.Close(evtchn_close{.port = ipi.port}));
@@ -162,7 +163,8 @@ TEST(EngineStress, NothingIsLostWhileLayoutChangesAndPortsChurn) {
     ++outstanding;
     const uint32_t v = target[p];
     EXPECT_TRUE(g.Pending(p)) << "port " << p << " lost";
-    Word sel = std::atomic_ref<Word>(*reinterpret_cast<Word*>(vcpu_info(v) + L::kPendingSel)).load();
+    Word sel =
+        std::atomic_ref<Word>(*reinterpret_cast<Word*>(vcpu_info(v) + L::kPendingSel)).load();
     EXPECT_TRUE(sel >> (p / 64) & 1) << "port " << p << " selector lost";
     EXPECT_EQ(vcpu_info(v)[L::kUpcallPending], 1) << "port " << p << " upcall lost";
   }
@@ -174,10 +176,11 @@ TEST(EngineStress, NothingIsLostWhileLayoutChangesAndPortsChurn) {
   EXPECT_EQ(deliveries, total_sends.load());
   EXPECT_GT(consumed, 0u);
   EXPECT_EQ(layout_changes, 2 * kLayoutRounds);
-  std::printf("stress: %llu sends (%llu via the slow path), %llu consumed, %u outstanding, "
-              "%llu layout changes\n",
-              (unsigned long long)deliveries, (unsigned long long)deferred,
-              (unsigned long long)consumed, outstanding, (unsigned long long)layout_changes);
+  std::printf(
+      "stress: %llu sends (%llu via the slow path), %llu consumed, %u outstanding, "
+      "%llu layout changes\n",
+      (unsigned long long)deliveries, (unsigned long long)deferred, (unsigned long long)consumed,
+      outstanding, (unsigned long long)layout_changes);
 }
 
 }  // namespace

@@ -1,9 +1,10 @@
 // GuestMemory bounds/overflow checks, layout changes, and CachedMapping invalidation.
+#include "mem/guest_memory.h"
+
 #include <gtest/gtest.h>
 
 #include <thread>
 
-#include "mem/guest_memory.h"
 #include "mem/page_cache.h"
 
 namespace xenkvm::mem {
@@ -22,24 +23,24 @@ TEST(GuestMemory, TranslatesInsideSlotsOnly) {
   auto guard = LayoutGuard::Acquire(m);
   EXPECT_EQ(*m.TranslateLocked(0x10000, 16), b.bytes);
   EXPECT_EQ(*m.TranslateLocked(0x13ff0, 16), b.bytes + 0x3ff0);
-  EXPECT_FALSE(m.TranslateLocked(0x13ff8, 16));            // runs off the end
-  EXPECT_FALSE(m.TranslateLocked(0xfff0, 16));             // before the slot
-  EXPECT_FALSE(m.TranslateLocked(UINT64_MAX - 4, 16));     // wraps
-  EXPECT_FALSE(m.TranslateLocked(0x10000, UINT64_MAX));    // wraps
+  EXPECT_FALSE(m.TranslateLocked(0x13ff8, 16));          // runs off the end
+  EXPECT_FALSE(m.TranslateLocked(0xfff0, 16));           // before the slot
+  EXPECT_FALSE(m.TranslateLocked(UINT64_MAX - 4, 16));   // wraps
+  EXPECT_FALSE(m.TranslateLocked(0x10000, UINT64_MAX));  // wraps
   EXPECT_EQ(m.TranslateLocked(0x20000, 1).error().xen_errno, XEN_EFAULT);
 }
 
 TEST(GuestMemory, RejectsBadAndOverlappingSlots) {
   Backing b, c;
   GuestMemory m;
-  EXPECT_EQ(Errno(m.AddSlot(0, 0x1001, 4096, b.bytes)), XEN_EINVAL);   // unaligned
-  EXPECT_EQ(Errno(m.AddSlot(0, 0x1000, 0, b.bytes)), XEN_EINVAL);      // empty
+  EXPECT_EQ(Errno(m.AddSlot(0, 0x1001, 4096, b.bytes)), XEN_EINVAL);                  // unaligned
+  EXPECT_EQ(Errno(m.AddSlot(0, 0x1000, 0, b.bytes)), XEN_EINVAL);                     // empty
   EXPECT_EQ(Errno(m.AddSlot(0, UINT64_MAX & ~0xfffull, 8192, b.bytes)), XEN_EINVAL);  // wraps
   EXPECT_EQ(Errno(m.AddSlot(GuestMemory::kMaxSlots, 0, 4096, b.bytes)), XEN_EINVAL);
   ASSERT_TRUE(m.AddSlot(0, 0x10000, sizeof(b.bytes), b.bytes));
-  EXPECT_EQ(Errno(m.AddSlot(0, 0x80000, 4096, c.bytes)), XEN_EEXIST);   // slot in use
-  EXPECT_EQ(Errno(m.AddSlot(1, 0x13000, 8192, c.bytes)), XEN_EEXIST);   // overlaps
-  ASSERT_TRUE(m.AddSlot(1, 0x14000, 8192, c.bytes));                    // adjacent is fine
+  EXPECT_EQ(Errno(m.AddSlot(0, 0x80000, 4096, c.bytes)), XEN_EEXIST);  // slot in use
+  EXPECT_EQ(Errno(m.AddSlot(1, 0x13000, 8192, c.bytes)), XEN_EEXIST);  // overlaps
+  ASSERT_TRUE(m.AddSlot(1, 0x14000, 8192, c.bytes));                   // adjacent is fine
   EXPECT_EQ(Errno(m.MoveSlot(1, 0x12000)), XEN_EEXIST);
   EXPECT_EQ(Errno(m.RemoveSlot(2)), XEN_ENOENT);
 }
