@@ -2,8 +2,9 @@
  * (version, extraversion, capabilities, get_features), the Xen CPUID leaves (version, HVM
  * features with the vCPU id), the memory map (hvm_start_info and XENMEM_memory_map),
  * reservations, the grant table (size, version, frame mapping), HVM params, console read,
- * and secondary vCPU lifecycle (VCPUOP_is_up,
- * initialise, up, down, up again). */
+ * secondary vCPU lifecycle (VCPUOP_is_up, initialise, up, down, up again), ballooning
+ * (decrease_reservation, populate_physmap, increase_reservation), the FIFO event-channel ops
+ * of a Xen without FIFO support, and sysctl/domctl refused to an unprivileged guest. */
 #include "guest.h"
 
 #include <xen/grant_table.h>
@@ -14,6 +15,86 @@ GUEST_NAME("platform");
 extern char __image_start[], __image_end[];
 
 static uint8_t grant_frame[4096] __attribute__((aligned(4096)));
+static volatile uint8_t balloon_page[4096] __attribute__((aligned(4096)));
+
+/* The heads of struct xen_sysctl / xen_domctl (xen/sysctl.h and xen/domctl.h are tools-only
+ * headers); Xen copies in the whole struct, hence the padding to their full size. */
+#define SYSCTL_INTERFACE_VERSION 0x15u /* Xen 4.17's XEN_SYSCTL_INTERFACE_VERSION */
+#define DOMCTL_INTERFACE_VERSION 0x15u /* XEN_DOMCTL_INTERFACE_VERSION */
+struct sysctl_head {
+  uint32_t cmd;
+  uint32_t interface_version;
+  uint8_t u[128];
+};
+struct domctl_head {
+  uint32_t cmd;
+  uint32_t interface_version;
+  domid_t domain;
+  uint16_t pad[3];
+  uint8_t u[128];
+};
+
+/* One reservation op on a single extent. */
+static long reservation_op(int cmd, xen_pfn_t* gfn, unsigned order, domid_t domid) {
+  struct xen_memory_reservation r = {.nr_extents = 1, .extent_order = order, .domid = domid};
+  set_xen_guest_handle(r.extent_start, gfn);
+  return HYPERVISOR_memory_op(cmd, &r);
+}
+
+static void check_ballooning(void) {
+  domid_t self = DOMID_SELF;
+  const long cur = HYPERVISOR_memory_op(XENMEM_current_reservation, &self);
+  xen_pfn_t gfn = (uintptr_t)balloon_page >> 12;
+  for (unsigned i = 0; i < sizeof(balloon_page); i++) balloon_page[i] = 0xa5;
+  /* Refused requests do nothing: another domain, too large an extent. */
+  EXPECT_RC(reservation_op(XENMEM_decrease_reservation, &gfn, 0, 0), 0);
+  EXPECT_RC(reservation_op(XENMEM_decrease_reservation, &gfn, 10, DOMID_SELF), 0);
+  CHECK(balloon_page[100] == 0xa5, "refused decrease_reservation changed the page");
+  /* Out once, then there is nothing left to remove (XSA-277: twice, three times). */
+  EXPECT_RC(reservation_op(XENMEM_decrease_reservation, &gfn, 0, DOMID_SELF), 1);
+  EXPECT_RC(reservation_op(XENMEM_decrease_reservation, &gfn, 0, DOMID_SELF), 0);
+  EXPECT_RC(reservation_op(XENMEM_decrease_reservation, &gfn, 0, DOMID_SELF), 0);
+  EXPECT_RC(HYPERVISOR_memory_op(XENMEM_current_reservation, &self), cur - 1);
+  /* Xen copies nothing into a gfn that has no page. */
+  EXPECT_RC(HYPERVISOR_xen_version(XENVER_extraversion, (void*)balloon_page), -XEN_EFAULT);
+  /* Back with a fresh page, zeroed and usable. */
+  EXPECT_RC(reservation_op(XENMEM_populate_physmap, &gfn, 0, DOMID_SELF), 1);
+  EXPECT_RC(HYPERVISOR_memory_op(XENMEM_current_reservation, &self), cur);
+  for (unsigned i = 0; i < sizeof(balloon_page); i += 64)
+    CHECK(balloon_page[i] == 0, "populated page not zeroed: byte %u is 0x%x", i, balloon_page[i]);
+  balloon_page[7] = 0x5a;
+  CHECK(balloon_page[7] == 0x5a, "populated page not writable");
+  EXPECT_RC(HYPERVISOR_xen_version(XENVER_extraversion, (void*)balloon_page), 0);
+  /* Full again: populating over a present page needs a page the domain may not have. */
+  EXPECT_RC(reservation_op(XENMEM_populate_physmap, &gfn, 0, DOMID_SELF), 0);
+  /* increase_reservation hands a translated guest pages it can't reach, within its maximum. */
+  EXPECT_RC(reservation_op(XENMEM_increase_reservation, &gfn, 0, DOMID_SELF), 0);
+  CHECK(gfn == (uintptr_t)balloon_page >> 12, "increase_reservation wrote the extent list");
+}
+
+static void check_refused_ops(void) {
+  /* FIFO event channels: absent, as in a Xen built without them; 2-level has no priorities. */
+  struct evtchn_init_control init = {.control_gfn = (uintptr_t)balloon_page >> 12, .vcpu = 0};
+  EXPECT_RC(HYPERVISOR_event_channel_op(EVTCHNOP_init_control, &init), -XEN_EOPNOTSUPP);
+  struct evtchn_expand_array expand = {.array_gfn = (uintptr_t)balloon_page >> 12};
+  EXPECT_RC(HYPERVISOR_event_channel_op(EVTCHNOP_expand_array, &expand), -XEN_EOPNOTSUPP);
+  struct evtchn_set_priority prio = {.port = 1, .priority = 7};
+  EXPECT_RC(HYPERVISOR_event_channel_op(EVTCHNOP_set_priority, &prio), -XEN_ENOSYS);
+  prio.port = GUEST_NR_PORTS;
+  EXPECT_RC(HYPERVISOR_event_channel_op(EVTCHNOP_set_priority, &prio), -XEN_EINVAL);
+  /* The toolstack's hypercalls: wrong version -EACCES, else not privileged -EPERM. */
+  static struct sysctl_head sysctl;
+  sysctl.interface_version = SYSCTL_INTERFACE_VERSION;
+  EXPECT_RC(HC(__HYPERVISOR_sysctl, &sysctl, 0, 0), -XEN_EPERM);
+  sysctl.interface_version = SYSCTL_INTERFACE_VERSION - 1;
+  EXPECT_RC(HC(__HYPERVISOR_sysctl, &sysctl, 0, 0), -XEN_EACCES);
+  EXPECT_RC(HC(__HYPERVISOR_sysctl, UNMAPPED_GVA, 0, 0), -XEN_EFAULT);
+  static struct domctl_head domctl = {.cmd = 3 /* pausedomain */, .domain = 1};
+  domctl.interface_version = DOMCTL_INTERFACE_VERSION;
+  EXPECT_RC(HC(__HYPERVISOR_domctl, &domctl, 0, 0), -XEN_EPERM);
+  domctl.interface_version = 0;
+  EXPECT_RC(HC(__HYPERVISOR_domctl, &domctl, 0, 0), -XEN_EACCES);
+}
 static volatile uint64_t ap_counter;
 static volatile uint32_t ap_cpuid_vcpu = 0xffffffff;
 
@@ -170,4 +251,9 @@ void guest_main(void) {
   stage(16);
   fi.submap_idx = XENFEAT_NR_SUBMAPS; /* Xen knows one submap only */
   EXPECT_RC(HYPERVISOR_xen_version(XENVER_get_features, &fi), -XEN_EINVAL);
+
+  stage(17);
+  check_ballooning();
+  stage(18);
+  check_refused_ops();
 }

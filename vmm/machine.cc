@@ -256,6 +256,16 @@ size_t Machine::ConsoleRead(std::span<char> out) {
   return 0;  // no console input yet: the guest sees an empty ring
 }
 
+// Ballooning: the KVM memslot stays as it is (removing part of it would cost a slot split and
+// ~1 ms per change), so the guest still reaches the gfn; MADV_DONTNEED on our private anonymous
+// mapping gives the pages back to the host and they read as zeros until next touched. Xen would
+// show the gfn as absent instead (no p2m entry).
+void Machine::ReleaseRam(uint64_t gpa, uint64_t size) {
+  if (gpa >= ram_size_ || size > ram_size_ - gpa) return;  // the caller checked; never trust it
+  uint8_t* host = static_cast<uint8_t*>(ram_) + gpa;
+  if (::madvise(host, size, MADV_DONTNEED) != 0) std::memset(host, 0, size);
+}
+
 Result<uint64_t> Machine::TranslateGva(uint32_t calling_vcpu, uint64_t gva) {
   return WalkPageTables(memory_, runners_[calling_vcpu]->Paging(), gva);
 }

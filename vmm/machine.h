@@ -95,6 +95,7 @@ class Machine final : public xen::Platform {
   Result<uint64_t> TranslateGva(uint32_t calling_vcpu, uint64_t gva) override;
   std::span<const xen::MemoryMapEntry> MemoryMap() const override { return memory_map_; }
   uint64_t RamPages() const override { return ram_size_ >> 12; }
+  void ReleaseRam(uint64_t gpa, uint64_t size) override;
   void ConsoleWrite(std::span<const char> bytes) override;  // console_io
   size_t ConsoleRead(std::span<char> out) override;
   void Shutdown(uint32_t reason) override;

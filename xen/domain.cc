@@ -9,7 +9,7 @@ namespace xenkvm::xen {
 
 Domain::Domain(Platform& platform, mem::GuestMemory& memory, evtchn::Engine& engine, Options options)
     : platform_(platform), memory_(memory), engine_(engine), domid_(options.domid),
-      registered_vcpu_info_(platform.VcpuCount(), kNoGpa) {}
+      registered_vcpu_info_(platform.VcpuCount(), kNoGpa), reservation_(platform.RamPages()) {}
 
 long Domain::Hypercall(const HypercallCall& c) {
   if (c.nr < counts_.size()) counts_[c.nr].fetch_add(1, std::memory_order_relaxed);
@@ -21,7 +21,7 @@ long Domain::Hypercall(const HypercallCall& c) {
       case __HYPERVISOR_set_timer_op: return SetTimerOp(c);
       case __HYPERVISOR_event_channel_op_compat: {
         // Legacy form: one struct evtchn_op {cmd; union u} instead of (cmd, arg).
-        uint32_t cmd = TRY(GuestAccess(platform_, memory_, c.vcpu).ReadObj<uint32_t>(c.args[0]));
+        uint32_t cmd = TRY(Guest(c.vcpu).ReadObj<uint32_t>(c.args[0]));
         return EventChannelOp(c, cmd, c.args[0] + offsetof(evtchn_op, u));
       }
       case __HYPERVISOR_xen_version: return XenVersion(c);
@@ -42,6 +42,8 @@ long Domain::Hypercall(const HypercallCall& c) {
       }
       case __HYPERVISOR_event_channel_op: return EventChannelOp(c, c.args[0], c.args[1]);
       case __HYPERVISOR_hvm_op: return HvmOp(c);
+      case __HYPERVISOR_sysctl: return Sysctl(c);
+      case __HYPERVISOR_domctl: return Domctl(c);
       default:
         LogUnknownOnce(c.nr, UINT64_MAX);
         return Fail(XEN_ENOSYS, "unknown hypercall");
@@ -137,8 +139,11 @@ Domain::Ret Domain::MapSharedInfo(uint64_t gfn) {
     for (uint32_t v = 0; v < registered_vcpu_info_.size() && v < abi::Layout64::kLegacyVcpus; ++v) {
       if (registered_vcpu_info_[v] == kNoGpa) default_slot_vcpus.push_back(v);
     }
+    FillHoleLocked(gfn);
     TRY(engine_.SetSharedInfoGpa(new_gpa, default_slot_vcpus));
+    const uint64_t old_gpa = shared_info_gpa_;
     shared_info_gpa_ = new_gpa;
+    if (old_gpa != kNoGpa) ReleaseIfHoleLocked(old_gpa >> 12);
     for (uint32_t v : default_slot_vcpus) WriteVcpuTime(v, VcpuInfoGpaLocked(v));
   }
   for (uint32_t v : default_slot_vcpus) platform_.RaiseUpcall(v);
@@ -149,7 +154,7 @@ Domain::Ret Domain::MapSharedInfo(uint64_t gfn) {
 // Like Xen's map_vcpu_info, the engine copies the current contents and marks every selector
 // bit pending so nothing raised during the move is lost (the guest sees at worst a rescan).
 Domain::Ret Domain::RegisterVcpuInfo(const HypercallCall& c, uint32_t target, uint64_t arg) {
-  auto info = TRY(GuestAccess(platform_, memory_, c.vcpu).ReadObj<vcpu_register_vcpu_info>(arg));
+  auto info = TRY(Guest(c.vcpu).ReadObj<vcpu_register_vcpu_info>(arg));
   if (info.rsvd != 0) return Fail(XEN_EINVAL, "register_vcpu_info rsvd");
   if (info.offset > abi::kPageSize - sizeof(vcpu_info)) return Fail(XEN_EINVAL, "register_vcpu_info offset");
   if (info.mfn > (UINT64_MAX >> 12)) return Fail(XEN_EINVAL, "register_vcpu_info mfn");
@@ -157,6 +162,8 @@ Domain::Ret Domain::RegisterVcpuInfo(const HypercallCall& c, uint32_t target, ui
   if (!IsRam(new_gpa, sizeof(vcpu_info))) return Fail(XEN_EINVAL, "register_vcpu_info not RAM");
   {
     std::lock_guard lock(mutex_);
+    // Xen takes a reference on the guest's page: there must be one (not ballooned out).
+    if (reservation_.IsHole(info.mfn)) return Fail(XEN_EINVAL, "register_vcpu_info gfn ballooned out");
     if (registered_vcpu_info_[target] != kNoGpa) return Fail(XEN_EINVAL, "vcpu_info already registered");
     if (VcpuInfoGpaLocked(target) == kNoGpa) {
       // No current vcpu_info to carry over (shared_info not mapped, or vCPU >= 32): start

@@ -1,7 +1,8 @@
 // One Xen HVM/PVH domain as its guest sees it through hypercalls: the hypercall dispatcher and
 // the Xen-side state behind it (shared_info placement, vcpu_info registration, HVM params,
-// grant-table frames). Semantics and error codes follow Xen's public headers (xen/xen.h,
-// memory.h, hvm/hvm_op.h, vcpu.h, sched.h, event_channel.h, grant_table.h, version.h).
+// grant-table frames, the memory reservation). Semantics and error codes follow Xen's public
+// headers (xen/xen.h, memory.h, hvm/hvm_op.h, vcpu.h, sched.h, event_channel.h, grant_table.h,
+// version.h, sysctl.h, domctl.h).
 //
 // Threads: Hypercall() on the calling vCPU's thread; every vCPU thread may be in it at once.
 // Lock: mutex_ guards the state below it; it is never held while calling the Engine's
@@ -22,6 +23,7 @@
 #include "mem/guest_memory.h"
 #include "xen/guest_access.h"
 #include "xen/platform.h"
+#include "xen/reservation.h"
 
 namespace xenkvm::xen {
 
@@ -67,13 +69,26 @@ class Domain {
   Ret SetTimerOp(const HypercallCall& c);
   Ret ConsoleIo(const HypercallCall& c);
   Ret GrantTableOp(const HypercallCall& c);
+  Ret Sysctl(const HypercallCall& c);
+  Ret Domctl(const HypercallCall& c);
 
   Ret AddToPhysmap(const HypercallCall& c, uint64_t arg);
+  // XENMEM_increase_reservation / decrease_reservation / populate_physmap: extents done.
+  long ReservationOp(const HypercallCall& c, uint32_t op, uint64_t start_extent, uint64_t arg);
+  // Gfns whose page Xen (or a backend) keeps using: shared_info, registered vcpu_infos, grant
+  // frames, the console and xenstore rings. Their host memory is never released.
+  std::vector<uint64_t> PinnedGfnsLocked() const;
+  // A Xen page (shared_info, a grant frame) is now mapped at gfn: a hole there is filled.
+  void FillHoleLocked(uint64_t gfn);
+  // gfn stopped backing a Xen page: if the guest had ballooned it out, release it now.
+  void ReleaseIfHoleLocked(uint64_t gfn);
+  GuestAccess Guest(uint32_t vcpu) const { return GuestAccess(platform_, memory_, vcpu, &reservation_); }
   Ret MapSharedInfo(uint64_t gfn);
   Ret RegisterVcpuInfo(const HypercallCall& c, uint32_t target, uint64_t arg);
   Ret Block(uint32_t vcpu);
   Ret Poll(const HypercallCall& c, uint64_t arg);
   bool ValidDomid(domid_t domid) const { return domid == DOMID_SELF || domid == domid_; }
+  // Guest RAM (ballooned out or not: see reservation_).
   bool IsRam(uint64_t gpa, uint64_t len) const;
   // vcpu_info GPA of `vcpu` now: registered, else the default slot in shared_info (n < 32).
   uint64_t VcpuInfoGpaLocked(uint32_t vcpu) const;
@@ -91,6 +106,7 @@ class Domain {
   std::array<uint64_t, HVM_NR_PARAMS> params_{};      // guarded by mutex_
   std::array<uint64_t, kMaxGrantFrames> grant_gfns_{};  // guarded by mutex_; 0 = unmapped
   uint32_t grant_frames_ = 1;                         // guarded by mutex_
+  Reservation reservation_;                           // mutations guarded by mutex_
   std::set<std::pair<uint64_t, uint64_t>> unknown_logged_;  // guarded by mutex_; (nr, cmd)
   std::array<std::atomic<uint64_t>, 64> counts_{};    // per hypercall number; relaxed atomics
 };

@@ -1,6 +1,7 @@
 // Copying hypercall arguments to and from guest-virtual addresses of the calling vCPU, page by
 // page (Xen's copy_from_guest/copy_to_guest): a struct may straddle two pages whose
-// guest-physical frames are unrelated. Any unmapped byte fails the whole copy with -EFAULT.
+// guest-physical frames are unrelated. Any unmapped byte fails the whole copy with -EFAULT, and
+// so does a gfn the guest ballooned out (Xen's p2m has no page there).
 #pragma once
 
 #include <cstddef>
@@ -11,14 +12,16 @@
 #include "abi/result.h"
 #include "mem/guest_memory.h"
 #include "xen/platform.h"
+#include "xen/reservation.h"
 
 namespace xenkvm::xen {
 
 // Threads: the calling vCPU's thread (translation uses its paging state). Stateless.
 class GuestAccess {
  public:
-  GuestAccess(Platform& platform, mem::GuestMemory& memory, uint32_t vcpu)
-      : platform_(platform), memory_(memory), vcpu_(vcpu) {}
+  // reservation: the domain's ballooned-out gfns (none if null).
+  GuestAccess(Platform& platform, mem::GuestMemory& memory, uint32_t vcpu, const Reservation* reservation = nullptr)
+      : platform_(platform), memory_(memory), vcpu_(vcpu), reservation_(reservation) {}
 
   Result<> Read(uint64_t gva, std::span<std::byte> out) const;
   Result<> Write(uint64_t gva, std::span<const std::byte> in) const;
@@ -37,9 +40,12 @@ class GuestAccess {
   }
 
  private:
+  Result<uint64_t> Translate(uint64_t gva) const;
+
   Platform& platform_;
   mem::GuestMemory& memory_;
   uint32_t vcpu_;
+  const Reservation* reservation_;
 };
 
 }  // namespace xenkvm::xen

@@ -22,7 +22,7 @@ Result<long> In(const GuestAccess& guest, uint64_t arg, Op&& op) {
 }  // namespace
 
 Domain::Ret Domain::EventChannelOp(const HypercallCall& c, uint64_t cmd, uint64_t arg) {
-  GuestAccess guest(platform_, memory_, c.vcpu);
+  GuestAccess guest = Guest(c.vcpu);
   evtchn::Engine& e = engine_;
   switch (cmd) {
     case EVTCHNOP_alloc_unbound:
@@ -47,8 +47,23 @@ Domain::Ret Domain::EventChannelOp(const HypercallCall& c, uint64_t cmd, uint64_
       return In<evtchn_unmask_t>(guest, arg, [&](auto& op) { return e.Unmask(op); });
     case EVTCHNOP_reset:
       return In<evtchn_reset_t>(guest, arg, [&](auto& op) { return e.Reset(op); });
+    // FIFO event channels are a later issue. Until then answer as a Xen built without them
+    // (CONFIG_EVTCHN_FIFO=n): the argument is copied in first (-EFAULT), then init_control and
+    // expand_array are -EOPNOTSUPP, and guests (Linux) fall back to 2-level.
+    case EVTCHNOP_init_control:
+      return In<evtchn_init_control_t>(guest, arg, [](auto&) -> Result<> { return Fail(XEN_EOPNOTSUPP, "no FIFO event channels"); });
+    case EVTCHNOP_expand_array:
+      return In<evtchn_expand_array_t>(guest, arg, [](auto&) -> Result<> { return Fail(XEN_EOPNOTSUPP, "no FIFO event channels"); });
+    case EVTCHNOP_set_priority:
+      // A port that doesn't exist is -EINVAL; the 2-level ABI has no priorities: -ENOSYS.
+      return In<evtchn_set_priority_t>(guest, arg, [&](auto& op) -> Result<> {
+        evtchn_status_t status{};
+        status.dom = DOMID_SELF;
+        status.port = op.port;
+        if (!e.Status(status)) return Fail(XEN_EINVAL, "set_priority port");
+        return Fail(XEN_ENOSYS, "2-level event channels have no priorities");
+      });
     default:
-      // FIFO (init_control, expand_array, set_priority) is a later issue: guests fall back to 2L.
       LogUnknownOnce(c.nr, cmd);
       return Fail(XEN_ENOSYS, "event_channel_op cmd");
   }

@@ -17,7 +17,7 @@ void CopyString(char (&dst)[N], const char* src) {
 }  // namespace
 
 Domain::Ret Domain::XenVersion(const HypercallCall& c) {
-  GuestAccess guest(platform_, memory_, c.vcpu);
+  GuestAccess guest = Guest(c.vcpu);
   const uint64_t arg = c.args[1];
   switch (c.args[0]) {
     case XENVER_version:
@@ -83,7 +83,7 @@ Domain::Ret Domain::XenVersion(const HypercallCall& c) {
 }
 
 Domain::Ret Domain::ConsoleIo(const HypercallCall& c) {
-  GuestAccess guest(platform_, memory_, c.vcpu);
+  GuestAccess guest = Guest(c.vcpu);
   const uint32_t count = static_cast<uint32_t>(c.args[1]);
   const uint64_t buffer = c.args[2];
   char chunk[512];
@@ -108,7 +108,7 @@ Domain::Ret Domain::ConsoleIo(const HypercallCall& c) {
 }
 
 Domain::Ret Domain::GrantTableOp(const HypercallCall& c) {
-  GuestAccess guest(platform_, memory_, c.vcpu);
+  GuestAccess guest = Guest(c.vcpu);
   const uint64_t uop = c.args[1];
   const uint64_t count = c.args[2] & 0xffffffffu;
   switch (c.args[0]) {

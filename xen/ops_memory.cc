@@ -1,4 +1,5 @@
-// memory_op (xen/memory.h: add_to_physmap, memory_map, reservations) and hvm_op
+// memory_op (xen/memory.h: add_to_physmap, memory_map, reservation queries; the reservation
+// changes are in ops_reservation.cc) and hvm_op
 // (xen/hvm/hvm_op.h, hvm/params.h: set/get_param, set_evtchn_upcall_vector, get_time).
 #include <algorithm>
 #include <cstdio>
@@ -8,7 +9,7 @@
 namespace xenkvm::xen {
 
 namespace {
-constexpr uint64_t kMemopCmdMask = 0x3f;  // xen/memory.h MEMOP_CMD_MASK (Xen-internal there)
+constexpr uint64_t kMemopCmdMask = (uint64_t{1} << kMemopExtentShift) - 1;
 
 // Parameters an HVM guest may set or read on itself; the rest belong to the toolstack (-EPERM).
 bool GuestMaySetParam(uint32_t index) {
@@ -49,10 +50,17 @@ bool GuestMayGetParam(uint32_t index) {
 }  // namespace
 
 Domain::Ret Domain::MemoryOp(const HypercallCall& c) {
-  GuestAccess guest(platform_, memory_, c.vcpu);
-  const uint64_t cmd = c.args[0] & kMemopCmdMask;
+  GuestAccess guest = Guest(c.vcpu);
+  // A compat guest passes a 32-bit cmd (Xen's compat_memory_op takes an unsigned int).
+  const uint64_t full_cmd = c.compat ? (c.args[0] & 0xffffffffu) : c.args[0];
+  const uint64_t cmd = full_cmd & kMemopCmdMask;
+  const uint64_t start_extent = full_cmd >> kMemopExtentShift;
   const uint64_t arg = c.args[1];
   switch (cmd) {
+    case XENMEM_increase_reservation:
+    case XENMEM_decrease_reservation:
+    case XENMEM_populate_physmap:
+      return ReservationOp(c, static_cast<uint32_t>(cmd), start_extent, arg);
     case XENMEM_add_to_physmap:
       if (c.compat) break;  // xen_ulong_t/xen_pfn_t differ in compat; not translated
       return AddToPhysmap(c, arg);
@@ -69,11 +77,14 @@ Domain::Ret Domain::MemoryOp(const HypercallCall& c) {
     }
     case XENMEM_current_reservation:
     case XENMEM_maximum_reservation: {
+      if (start_extent != 0) return Fail(XEN_EINVAL, "reservation query continuation");
       auto domid = TRY(guest.ReadObj<domid_t>(arg));
       if (!ValidDomid(domid)) return Fail(XEN_ESRCH, "reservation domid");
-      return static_cast<long>(platform_.RamPages());
+      std::lock_guard lock(mutex_);
+      return static_cast<long>(cmd == XENMEM_current_reservation ? reservation_.tot_pages() : reservation_.max_pages());
     }
     case XENMEM_maximum_ram_page:
+      if (start_extent != 0) return Fail(XEN_EINVAL, "maximum_ram_page continuation");
       return static_cast<long>(platform_.RamPages() - 1);
     default:
       break;
@@ -83,7 +94,7 @@ Domain::Ret Domain::MemoryOp(const HypercallCall& c) {
 }
 
 Domain::Ret Domain::AddToPhysmap(const HypercallCall& c, uint64_t arg) {
-  GuestAccess guest(platform_, memory_, c.vcpu);
+  GuestAccess guest = Guest(c.vcpu);
   auto xatp = TRY(guest.ReadObj<xen_add_to_physmap_t>(arg));
   if (!ValidDomid(xatp.domid)) return Fail(XEN_ESRCH, "add_to_physmap domid");
   switch (xatp.space) {
@@ -98,12 +109,15 @@ Domain::Ret Domain::AddToPhysmap(const HypercallCall& c, uint64_t arg) {
         return Fail(XEN_EINVAL, "grant frame gfn");
       }
       std::lock_guard lock(mutex_);
+      FillHoleLocked(xatp.gpfn);
       if (grant_gfns_[xatp.idx] == 0) {
         // A new grant frame starts empty, as Xen's would.
         std::vector<std::byte> zero(abi::kPageSize);
         TRY(memory_.Write(xatp.gpfn << 12, zero));
       }
+      const uint64_t old_gfn = grant_gfns_[xatp.idx];
       grant_gfns_[xatp.idx] = xatp.gpfn;
+      if (old_gfn != 0 && old_gfn != xatp.gpfn) ReleaseIfHoleLocked(old_gfn);
       grant_frames_ = std::max<uint32_t>(grant_frames_, static_cast<uint32_t>(xatp.idx) + 1);
       return 0;
     }
@@ -114,7 +128,7 @@ Domain::Ret Domain::AddToPhysmap(const HypercallCall& c, uint64_t arg) {
 }
 
 Domain::Ret Domain::HvmOp(const HypercallCall& c) {
-  GuestAccess guest(platform_, memory_, c.vcpu);
+  GuestAccess guest = Guest(c.vcpu);
   const uint64_t arg = c.args[1];
   switch (c.args[0]) {
     case HVMOP_set_param:

@@ -13,7 +13,7 @@ constexpr uint64_t kMinPeriodNs = 1'000'000;  // VCPUOP_set_periodic_timer: at l
 }  // namespace
 
 Domain::Ret Domain::VcpuOp(const HypercallCall& c) {
-  GuestAccess guest(platform_, memory_, c.vcpu);
+  GuestAccess guest = Guest(c.vcpu);
   const uint64_t cmd = c.args[0];
   const uint64_t target64 = c.args[1];
   const uint64_t arg = c.args[2];
@@ -74,7 +74,7 @@ Domain::Ret Domain::SetTimerOp(const HypercallCall& c) {
 }
 
 Domain::Ret Domain::SchedOp(const HypercallCall& c, uint64_t cmd, uint64_t arg) {
-  GuestAccess guest(platform_, memory_, c.vcpu);
+  GuestAccess guest = Guest(c.vcpu);
   switch (cmd) {
     case SCHEDOP_yield:
       platform_.Yield(c.vcpu);
@@ -118,7 +118,7 @@ Domain::Ret Domain::Block(uint32_t vcpu) {
 // SCHEDOP_poll: sleep until one of the ports is pending (masked or not), the absolute timeout
 // passes (0 = none) or the vCPU is otherwise woken; Xen allows spurious returns.
 Domain::Ret Domain::Poll(const HypercallCall& c, uint64_t arg) {
-  GuestAccess guest(platform_, memory_, c.vcpu);
+  GuestAccess guest = Guest(c.vcpu);
   auto poll = TRY(guest.ReadObj<sched_poll_t>(arg));
   if (poll.nr_ports > kMaxPollPorts) return Fail(XEN_EINVAL, "poll nr_ports");
   std::vector<evtchn::Port> ports(poll.nr_ports);

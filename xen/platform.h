@@ -37,6 +37,10 @@ class Platform {
   virtual Result<uint64_t> TranslateGva(uint32_t calling_vcpu, uint64_t gva) = 0;
   virtual std::span<const MemoryMapEntry> MemoryMap() const = 0;
   virtual uint64_t RamPages() const = 0;
+  // Hand the host memory behind guest RAM [gpa, gpa + size) back (the guest ballooned it out);
+  // page aligned, inside RAM (checked by the caller). The range stays mapped and reads as zeros
+  // afterwards, where Xen's p2m would have no page at all.
+  virtual void ReleaseRam(uint64_t gpa, uint64_t size) = 0;
 
   // ---- console (CONSOLEIO_*) ----
   virtual void ConsoleWrite(std::span<const char> bytes) = 0;

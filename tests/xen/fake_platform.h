@@ -2,6 +2,7 @@
 // recorded console, and vCPU/upcall/timer calls recorded for assertions. Single-threaded.
 #pragma once
 
+#include <cstring>
 #include <map>
 #include <string>
 #include <vector>
@@ -28,6 +29,8 @@ class FakePlatform : public Platform {
   std::map<uint32_t, std::pair<uint64_t, uint64_t>> timers;
   std::map<uint32_t, bool> up;
   std::map<uint32_t, vcpu_hvm_context> contexts;
+  uint8_t* ram = nullptr;                                 // guest RAM, for ReleaseRam
+  std::vector<std::pair<uint64_t, uint64_t>> released;    // ReleaseRam(gpa, size) calls
 
   uint32_t VcpuCount() const override { return vcpus_; }
   Result<uint64_t> TranslateGva(uint32_t, uint64_t gva) override {
@@ -41,6 +44,11 @@ class FakePlatform : public Platform {
   }
   std::span<const MemoryMapEntry> MemoryMap() const override { return map_; }
   uint64_t RamPages() const override { return ram_size_ >> 12; }
+  // Zeroes the range in `ram` (if set), as MADV_DONTNEED would, and records it.
+  void ReleaseRam(uint64_t gpa, uint64_t size) override {
+    released.emplace_back(gpa, size);
+    if (ram != nullptr) std::memset(ram + gpa, 0, size);
+  }
   void ConsoleWrite(std::span<const char> bytes) override { console.append(bytes.data(), bytes.size()); }
   size_t ConsoleRead(std::span<char>) override { return 0; }
   void Shutdown(uint32_t reason) override { shutdown_reason = reason; }

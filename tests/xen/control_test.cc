@@ -1,0 +1,71 @@
+// What an unprivileged guest gets from the calls it may not use: sysctl and domctl (Xen 4.17's
+// do_sysctl/do_domctl: -EFAULT, then -EACCES for a wrong interface version, then the domain
+// lookup, then XSM's -EPERM), and the FIFO event-channel ops as a Xen built without
+// CONFIG_EVTCHN_FIFO answers them.
+#include <gtest/gtest.h>
+
+#include "tests/xen/hypercall_fixture.h"
+#include "xen/toolstack_abi.h"
+
+namespace xenkvm::xen {
+namespace {
+
+using testing::HypercallTest;
+using testing::kArg;
+using testing::kRamSize;
+
+constexpr uint64_t kEventChannelOp = __HYPERVISOR_event_channel_op;
+
+TEST_F(HypercallTest, FifoEventChannelsNotBuiltIn) {
+  EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_init_control, kArg), -XEN_EOPNOTSUPP);
+  EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_init_control, kRamSize + 0x1000), -XEN_EFAULT);
+  EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_expand_array, kArg), -XEN_EOPNOTSUPP);
+  EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_expand_array, kRamSize + 0x1000), -XEN_EFAULT);
+  // set_priority: a port that exists has no priority under 2-level (-ENOSYS); one beyond the
+  // port space is -EINVAL.
+  Put(kArg, evtchn_set_priority_t{1, 7});
+  EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_set_priority, kArg), -XEN_ENOSYS);
+  Put(kArg, evtchn_set_priority_t{4096, 7});
+  EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_set_priority, kArg), -XEN_EINVAL);
+  EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_set_priority, kRamSize + 0x1000), -XEN_EFAULT);
+  // Nothing was written back.
+  EXPECT_EQ(Get<evtchn_set_priority_t>(kArg).port, 4096u);
+}
+
+TEST_F(HypercallTest, SysctlRefused) {
+  Put(kArg, SysctlHead{0 /* XEN_SYSCTL_readconsole */, kSysctlInterfaceVersion});
+  EXPECT_EQ(Call(__HYPERVISOR_sysctl, kArg), -XEN_EPERM);
+  Put(kArg, SysctlHead{0, kSysctlInterfaceVersion - 1});
+  EXPECT_EQ(Call(__HYPERVISOR_sysctl, kArg), -XEN_EACCES);
+  EXPECT_EQ(Call(__HYPERVISOR_sysctl, kRamSize + 0x1000), -XEN_EFAULT);
+  // The whole struct is copied in, not just its head.
+  Put(kRamSize - 8, SysctlHead{0, kSysctlInterfaceVersion});
+  EXPECT_EQ(Call(__HYPERVISOR_sysctl, kRamSize - 8), -XEN_EFAULT);
+}
+
+TEST_F(HypercallTest, DomctlRefused) {
+  auto domctl = [&](uint32_t cmd, domid_t dom, uint32_t version = kDomctlInterfaceVersion) {
+    Put(kArg, DomctlHead{cmd, version, dom, {}});
+    return Call(__HYPERVISOR_domctl, kArg);
+  };
+  constexpr uint32_t kPauseDomain = 3;  // XEN_DOMCTL_pausedomain
+  EXPECT_EQ(domctl(kPauseDomain, 1), -XEN_EPERM);
+  EXPECT_EQ(domctl(kPauseDomain, 0), -XEN_EPERM);
+  EXPECT_EQ(domctl(kPauseDomain, 1, kDomctlInterfaceVersion + 1), -XEN_EACCES);
+  EXPECT_EQ(domctl(kPauseDomain, 9), -XEN_ESRCH);
+  EXPECT_EQ(domctl(kPauseDomain, DOMID_SELF), -XEN_ESRCH);  // looked up by id only
+  EXPECT_EQ(domctl(kDomctlCreateDomain, 9), -XEN_EPERM);
+  EXPECT_EQ(domctl(kDomctlGetDomainInfo, 1), -XEN_EPERM);
+  EXPECT_EQ(domctl(kDomctlGetDomainInfo, DOMID_SELF), -XEN_EINVAL);
+  EXPECT_EQ(domctl(kDomctlGetDomainInfo, 9), -XEN_ESRCH);
+  EXPECT_EQ(domctl(kDomctlAssignDevice, DOMID_INVALID), -XEN_ESRCH);
+  EXPECT_EQ(domctl(kDomctlAssignDevice, DOMID_IO), -XEN_EPERM);
+  EXPECT_EQ(domctl(kDomctlTestAssignDevice, DOMID_INVALID), -XEN_EPERM);
+  EXPECT_EQ(domctl(kDomctlVmEventOp, 9), -XEN_ESRCH);
+  EXPECT_EQ(Call(__HYPERVISOR_domctl, kRamSize + 0x1000), -XEN_EFAULT);
+  Put(kRamSize - 16, DomctlHead{kPauseDomain, kDomctlInterfaceVersion, 1, {}});
+  EXPECT_EQ(Call(__HYPERVISOR_domctl, kRamSize - 16), -XEN_EFAULT);
+}
+
+}  // namespace
+}  // namespace xenkvm::xen
