@@ -130,11 +130,13 @@ struct Engine::Impl {
   }
 
   void WakePollers(Port port) {
-    if (pollers_.load(std::memory_order_acquire) == 0) return;
+    // seq_cst, like the pending fetch_or before it and BeginPoll's registration: either the
+    // sender sees the poller or the poller sees the pending bit.
+    if (pollers_.load(std::memory_order_seq_cst) == 0) return;
     for (auto& slot : vcpus_) {
       VcpuState* vcpu = slot.load(std::memory_order_acquire);
       if (!vcpu) continue;
-      int64_t polled = vcpu->poll_port.load(std::memory_order_acquire);
+      int64_t polled = vcpu->poll_port.load(std::memory_order_seq_cst);
       if (polled == 0 || polled == int64_t(port)) vcpu->sink->WakePoller();
     }
   }

@@ -23,7 +23,8 @@ class TwoLevel final : public PortOps {
 
   RaiseOutcome Raise(Port port, VcpuState& vcpu, uint8_t* shared_info, bool* needs_sync) override {
     const Word bit = Bit(port);
-    if (PendingWord(shared_info, port).fetch_or(bit, std::memory_order_acq_rel) & bit)
+    // seq_cst: pairs with SCHEDOP_poll registering before it looks (see Engine::BeginPoll).
+    if (PendingWord(shared_info, port).fetch_or(bit, std::memory_order_seq_cst) & bit)
       return RaiseOutcome::kCoalesced;
     if (MaskWord(shared_info, port).load(std::memory_order_acquire) & bit)
       return RaiseOutcome::kMasked;
@@ -42,7 +43,7 @@ class TwoLevel final : public PortOps {
     PendingWord(shared_info, port).fetch_and(Word(~Bit(port)), std::memory_order_acq_rel);
   }
   bool IsPending(Port port, uint8_t* shared_info) const override {
-    return PendingWord(shared_info, port).load(std::memory_order_acquire) & Bit(port);
+    return PendingWord(shared_info, port).load(std::memory_order_seq_cst) & Bit(port);
   }
   bool IsMasked(Port port, uint8_t* shared_info) const override {
     return MaskWord(shared_info, port).load(std::memory_order_acquire) & Bit(port);
