@@ -114,18 +114,17 @@ struct Engine::Impl {
                      bool count = true) {
     VcpuState* vcpu = FindVcpu(binding.vcpu);
     if (!vcpu) return;  // bound vCPUs exist: only a port rebound concurrently lands here
-    bool needs_sync = false;
     const RaiseOutcome outcome =
-        WithOps([&](auto& ops) { return ops.Raise(port, *vcpu, shared_info, &needs_sync); });
+        WithOps([&](auto& ops) { return ops.Raise(port, *vcpu, shared_info); });
     if (count) {
-      std::atomic<uint64_t>& counter = needs_sync                            ? entry.deferred
+      std::atomic<uint64_t>& counter = outcome == RaiseOutcome::kDelivered   ? entry.delivered
                                        : outcome == RaiseOutcome::kCoalesced ? entry.coalesced
                                        : outcome == RaiseOutcome::kMasked    ? entry.masked
-                                                                             : entry.delivered;
+                                                                             : entry.deferred;
       counter.fetch_add(1, std::memory_order_relaxed);
     }
     if (outcome == RaiseOutcome::kCoalesced) return;
-    if (needs_sync) RequestSync(*vcpu);
+    if (outcome == RaiseOutcome::kShadowed) RequestSync(*vcpu);
     WakePollers(port);
   }
 
@@ -668,9 +667,7 @@ Result<> Engine::Unmask(const evtchn_unmask& op) {
   auto guard = mem::LayoutGuard::Acquire(impl_->memory_);
   uint8_t* shared_info = impl_->MapSharedInfo();
   if (!shared_info || !vcpu) return {};  // nothing the guest can see is masked
-  bool needs_sync = false;
-  impl_->ops().Unmask(op.port, *vcpu, shared_info, &needs_sync);
-  if (needs_sync) impl_->SyncLocked(*vcpu);
+  if (impl_->ops().Unmask(op.port, *vcpu, shared_info)) impl_->SyncLocked(*vcpu);
   return {};
 }
 

@@ -16,6 +16,8 @@ enum class RaiseOutcome : uint8_t {
   kCoalesced,  // already pending: nothing new
   kMasked,     // newly pending, but masked: no upcall
   kDelivered,  // newly pending and unmasked: selector/upcall path taken
+  kShadowed,   // newly pending and unmasked, but vcpu_info was unmapped: the selector bit is
+               // in vcpu.shadow_sel and the vCPU must sync
 };
 
 class PortOps {
@@ -23,12 +25,11 @@ class PortOps {
   virtual ~PortOps() = default;
   virtual uint32_t MaxPorts() const = 0;
   // Mark `port` pending and, if unmasked, route it to `vcpu` (selector -> upcall_pending ->
-  // inject). Where vcpu_info is unmapped, the selector bit lands in vcpu.shadow_sel and
-  // `*needs_sync` is set.
-  virtual RaiseOutcome Raise(Port port, VcpuState& vcpu, uint8_t* shared_info,
-                             bool* needs_sync) = 0;
-  // EVTCHNOP_unmask: clear the mask; if the port is pending, re-raise it on `vcpu`.
-  virtual void Unmask(Port port, VcpuState& vcpu, uint8_t* shared_info, bool* needs_sync) = 0;
+  // inject). Where vcpu_info is unmapped, the selector bit lands in vcpu.shadow_sel.
+  virtual RaiseOutcome Raise(Port port, VcpuState& vcpu, uint8_t* shared_info) = 0;
+  // EVTCHNOP_unmask: clear the mask; if the port is pending, re-raise it on `vcpu`. Returns
+  // whether the selector bit went to the shadow (the vCPU must sync).
+  virtual bool Unmask(Port port, VcpuState& vcpu, uint8_t* shared_info) = 0;
   virtual void ClearPending(Port port, uint8_t* shared_info) = 0;
   virtual bool IsPending(Port port, uint8_t* shared_info) const = 0;
   virtual bool IsMasked(Port port, uint8_t* shared_info) const = 0;

@@ -21,22 +21,22 @@ class TwoLevel final : public PortOps {
   uint32_t MaxPorts() const override { return Layout::kPorts; }
   uint64_t AllSelectorBits() const override { return Word(~Word(0)); }
 
-  RaiseOutcome Raise(Port port, VcpuState& vcpu, uint8_t* shared_info, bool* needs_sync) override {
+  RaiseOutcome Raise(Port port, VcpuState& vcpu, uint8_t* shared_info) override {
     const Word bit = Bit(port);
     // seq_cst: pairs with SCHEDOP_poll registering before it looks (see Engine::BeginPoll).
     if (PendingWord(shared_info, port).fetch_or(bit, std::memory_order_seq_cst) & bit)
       return RaiseOutcome::kCoalesced;
     if (MaskWord(shared_info, port).load(std::memory_order_acquire) & bit)
       return RaiseOutcome::kMasked;
-    MarkSelector(vcpu, port / kBits, needs_sync);
-    return RaiseOutcome::kDelivered;
+    return MarkSelector(vcpu, port / kBits) ? RaiseOutcome::kDelivered : RaiseOutcome::kShadowed;
   }
 
-  void Unmask(Port port, VcpuState& vcpu, uint8_t* shared_info, bool* needs_sync) override {
+  bool Unmask(Port port, VcpuState& vcpu, uint8_t* shared_info) override {
     const Word bit = Bit(port);
     if ((MaskWord(shared_info, port).fetch_and(Word(~bit), std::memory_order_acq_rel) & bit) &&
         (PendingWord(shared_info, port).load(std::memory_order_acquire) & bit))
-      MarkSelector(vcpu, port / kBits, needs_sync);
+      return !MarkSelector(vcpu, port / kBits);
+    return false;
   }
 
   void ClearPending(Port port, uint8_t* shared_info) override {
@@ -72,17 +72,18 @@ class TwoLevel final : public PortOps {
     return mem::GuestAtomic<Word>(vcpu_info + Layout::kPendingSel);
   }
 
-  void MarkSelector(VcpuState& vcpu, uint32_t word_index, bool* needs_sync) {
+  // Returns false if vcpu_info was unmapped and the bit went to the shadow instead.
+  bool MarkSelector(VcpuState& vcpu, uint32_t word_index) {
     const Word sel_bit = Word(1) << word_index;
     uint8_t* vcpu_info = vcpu.vcpu_info.Get(memory_);
     if (vcpu_info == nullptr) vcpu_info = vcpu.vcpu_info.TryRefresh(memory_);
     if (vcpu_info == nullptr) {
       vcpu.shadow_sel.fetch_or(sel_bit, std::memory_order_acq_rel);
-      *needs_sync = true;
-      return;
+      return false;
     }
-    if (Selector(vcpu_info).fetch_or(sel_bit, std::memory_order_acq_rel) & sel_bit) return;
-    MarkUpcallPending(vcpu, vcpu_info);
+    if (!(Selector(vcpu_info).fetch_or(sel_bit, std::memory_order_acq_rel) & sel_bit))
+      MarkUpcallPending(vcpu, vcpu_info);
+    return true;
   }
 
   static void MarkUpcallPending(VcpuState& vcpu, uint8_t* vcpu_info) {
