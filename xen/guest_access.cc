@@ -20,28 +20,30 @@ Result<uint64_t> GuestAccess::Translate(uint64_t gva) const {
   return gpa;
 }
 
-Result<> GuestAccess::Read(uint64_t gva, std::span<std::byte> out) const {
-  if (gva + out.size() < gva) return Fail(XEN_EFAULT, "guest range wraps");
-  uint64_t done = 0;
-  while (done < out.size()) {
-    uint64_t chunk = ChunkAt(gva + done, out.size() - done);
-    uint64_t gpa = TRY(Translate(gva + done));
-    TRY(memory_.Read(gpa, out.subspan(done, chunk)));
+// Calls copy(gpa, offset, length) for each piece of [gva, gva+size) that lies in one page: a
+// struct may straddle pages that are not contiguous in guest-physical memory.
+template <class Copy>
+Result<> GuestAccess::ForEachPiece(uint64_t gva, uint64_t size, Copy&& copy) const {
+  if (gva + size < gva) return Fail(XEN_EFAULT, "guest range wraps");
+  for (uint64_t done = 0; done < size;) {
+    const uint64_t chunk = ChunkAt(gva + done, size - done);
+    const uint64_t gpa = TRY(Translate(gva + done));
+    TRY(copy(gpa, done, chunk));
     done += chunk;
   }
   return {};
 }
 
+Result<> GuestAccess::Read(uint64_t gva, std::span<std::byte> out) const {
+  return ForEachPiece(gva, out.size(), [&](uint64_t gpa, uint64_t offset, uint64_t length) {
+    return memory_.Read(gpa, out.subspan(offset, length));
+  });
+}
+
 Result<> GuestAccess::Write(uint64_t gva, std::span<const std::byte> in) const {
-  if (gva + in.size() < gva) return Fail(XEN_EFAULT, "guest range wraps");
-  uint64_t done = 0;
-  while (done < in.size()) {
-    uint64_t chunk = ChunkAt(gva + done, in.size() - done);
-    uint64_t gpa = TRY(Translate(gva + done));
-    TRY(memory_.Write(gpa, in.subspan(done, chunk)));
-    done += chunk;
-  }
-  return {};
+  return ForEachPiece(gva, in.size(), [&](uint64_t gpa, uint64_t offset, uint64_t length) {
+    return memory_.Write(gpa, in.subspan(offset, length));
+  });
 }
 
 }  // namespace xenkvm::xen

@@ -41,6 +41,8 @@ class GuestAccess {
 
  private:
   Result<uint64_t> Translate(uint64_t gva) const;
+  template <class Copy>
+  Result<> ForEachPiece(uint64_t gva, uint64_t size, Copy&& copy) const;
 
   Platform& platform_;
   mem::GuestMemory& memory_;
