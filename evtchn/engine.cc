@@ -1,7 +1,8 @@
 // Engine: the port table and EVTCHNOP_* semantics of xen/common/event_channel.c, delivery via
 // PortOps, and the deferred path for events that arrive while guest pages are unmapped.
 //
-// Lock order: table_mutex_ -> GuestMemory LayoutGuard -> CachedMapping update mutex.
+// Lock order: table_mutex_ -> deferred_mutex_ -> GuestMemory LayoutGuard -> CachedMapping
+// update mutex.
 // Senders (Raise*, Send) take no mutex: they read PortEntry::binding and the bucket and vCPU
 // pointer arrays with acquire loads; those are published with release stores under
 // table_mutex_ and never freed before the engine.
@@ -59,8 +60,10 @@ struct Engine::Impl {
   std::array<Endpoint, kMaxEndpoints> endpoints_{};
   uint32_t endpoint_count_ = 0;  // table_mutex_; endpoint numbers start at 1
 
-  // Ports raised while shared_info was unmapped, waiting for the worker.
+  // Ports raised while shared_info was unmapped, waiting for the worker. Senders set bits
+  // without a lock; deferred_mutex_ serialises the batches that replay them.
   std::array<std::atomic<uint64_t>, kDeferredWords> deferred_{};
+  std::mutex deferred_mutex_;
   std::atomic<uint32_t> work_seq_{0};
   std::atomic<bool> stopping_{false};
   std::thread worker_;
@@ -68,10 +71,11 @@ struct Engine::Impl {
   // ---- lookup (any thread) ----
   PortOps& ops() const { return *ops_.load(std::memory_order_acquire); }
   // The delivery path calls the concrete implementation so the compiler can inline it.
-  template <class F>
-  decltype(auto) WithOps(F&& f) {
-    if (ops_.load(std::memory_order_acquire) == &two_level_64_) return f(two_level_64_);
-    return f(two_level_compat_);
+  [[gnu::always_inline]] RaiseOutcome RaiseInGuest(Port port, VcpuState& vcpu,
+                                                   uint8_t* shared_info) {
+    if (ops_.load(std::memory_order_acquire) == &two_level_64_)
+      return two_level_64_.Raise(port, vcpu, shared_info);
+    return two_level_compat_.Raise(port, vcpu, shared_info);
   }
 
   PortEntry* Find(Port port) const {
@@ -86,7 +90,7 @@ struct Engine::Impl {
   }
 
   // ---- delivery (any thread, never blocks) ----
-  void Raise(Port port) {
+  [[gnu::always_inline]] void Raise(Port port) {
     PortEntry* entry = Find(port);
     if (!entry) return;
     // The binding is read under the guard: a close drains guard holders before it clears the
@@ -110,12 +114,11 @@ struct Engine::Impl {
 
   // Caller holds a LayoutGuard under which shared_info is mapped at `shared_info`. A replay
   // of a deferred event was already counted (as deferred) and passes count = false.
-  void DeliverLocked(Port port, PortEntry& entry, Binding binding, uint8_t* shared_info,
-                     bool count = true) {
+  [[gnu::always_inline]] void DeliverLocked(Port port, PortEntry& entry, Binding binding,
+                                            uint8_t* shared_info, bool count = true) {
     VcpuState* vcpu = FindVcpu(binding.vcpu);
     if (!vcpu) return;  // bound vCPUs exist: only a port rebound concurrently lands here
-    const RaiseOutcome outcome =
-        WithOps([&](auto& ops) { return ops.Raise(port, *vcpu, shared_info); });
+    const RaiseOutcome outcome = RaiseInGuest(port, *vcpu, shared_info);
     if (count) {
       std::atomic<uint64_t>& counter = outcome == RaiseOutcome::kDelivered   ? entry.delivered
                                        : outcome == RaiseOutcome::kCoalesced ? entry.coalesced
@@ -157,7 +160,10 @@ struct Engine::Impl {
 
   // ---- blocking paths ----
   // Returns false if something could not be done yet (a page is not backed right now).
+  // One batch at a time: a caller that needs "everything deferred before now has landed"
+  // (SetSharedInfoGpa, tests) must not return while the worker is halfway through a batch.
   bool RunDeferredWork() {
+    std::lock_guard lock(deferred_mutex_);
     bool complete = true;
     auto guard = mem::LayoutGuard::Acquire(memory_);
     uint8_t* shared_info = MapSharedInfo();

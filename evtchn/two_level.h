@@ -21,7 +21,8 @@ class TwoLevel final : public PortOps {
   uint32_t MaxPorts() const override { return Layout::kPorts; }
   uint64_t AllSelectorBits() const override { return Word(~Word(0)); }
 
-  RaiseOutcome Raise(Port port, VcpuState& vcpu, uint8_t* shared_info) override {
+  [[gnu::always_inline]] RaiseOutcome Raise(Port port, VcpuState& vcpu,
+                                            uint8_t* shared_info) override {
     const Word bit = Bit(port);
     // seq_cst: pairs with SCHEDOP_poll registering before it looks (see Engine::BeginPoll).
     if (PendingWord(shared_info, port).fetch_or(bit, std::memory_order_seq_cst) & bit)
@@ -73,7 +74,7 @@ class TwoLevel final : public PortOps {
   }
 
   // Returns false if vcpu_info was unmapped and the bit went to the shadow instead.
-  bool MarkSelector(VcpuState& vcpu, uint32_t word_index) {
+  [[gnu::always_inline]] bool MarkSelector(VcpuState& vcpu, uint32_t word_index) {
     const Word sel_bit = Word(1) << word_index;
     uint8_t* vcpu_info = vcpu.vcpu_info.Get(memory_);
     if (vcpu_info == nullptr) vcpu_info = vcpu.vcpu_info.TryRefresh(memory_);

@@ -25,9 +25,9 @@ constexpr uint64_t kVcpuInfoGpa = 0x180000;  // vCPUs 2, 3 keep vcpu_info in a p
 constexpr uint32_t kVcpuInfoSlot = 2;
 
 TEST(EngineStress, NothingIsLostWhileLayoutChangesAndPortsChurn) {
+  auto vcpu_page = testing::AllocPages(abi::kPageSize);  // outlives the engine's worker
   testing::FakeGuest<L> g(kVcpus, /*start_worker=*/true);
   Engine& engine = *g.engine;
-  auto vcpu_page = testing::AllocPages(abi::kPageSize);
   ASSERT_TRUE(g.memory.AddSlot(kVcpuInfoSlot, kVcpuInfoGpa, abi::kPageSize, vcpu_page.get()));
   auto vcpu_info = [&](uint32_t v) -> uint8_t* {
     return v < 2 ? g.shared_page.get() + v * L::kVcpuInfoSize
