@@ -1,4 +1,5 @@
-// libFuzzer entry: hostile blkif rings and requests against the backend's validator (see the harness).
+// libFuzzer entry: hostile blkif rings and requests against the backend's validator (see the
+// harness).
 #include <cstdlib>
 
 #include "fuzz/blkif_requests_harness.h"

@@ -55,7 +55,8 @@ inline bool RunBlkifRequests(std::span<const uint8_t> input) {
 
   {
     std::vector<GrantMapping> pages;
-    for (uint32_t p = 0; p < (1u << order); ++p) pages.push_back(std::move(*grants.Map(refs[p], true)));
+    for (uint32_t p = 0; p < (1u << order); ++p)
+      pages.push_back(std::move(*grants.Map(refs[p], true)));
     BackRing ring(std::move(pages), abi, "fuzz");
     ParsedRequest parsed;
     std::vector<GrantMapping> maps;
@@ -69,15 +70,14 @@ inline bool RunBlkifRequests(std::span<const uint8_t> input) {
       ++taken;
       check(taken <= ring.size(), "ring yielded more requests than it holds");
       const int16_t status = ParseRequest(*req, limits, grants, parsed);
-      check(status == BLKIF_RSP_OKAY || status == BLKIF_RSP_ERROR ||
-                status == BLKIF_RSP_EOPNOTSUPP,
+      check(status == BLKIF_RSP_OKAY || status == BLKIF_RSP_ERROR || status == BLKIF_RSP_EOPNOTSUPP,
             "status outside blkif's set");
       if (status == BLKIF_RSP_OKAY) {
         check(!limits.read_only || parsed.op == Op::kRead, "read-only disk accepted a write");
         check(parsed.offset % kSectorSize == 0 && parsed.length % kSectorSize == 0, "unaligned");
-        check(parsed.length == 0 || (parsed.offset / kSectorSize <= limits.sectors &&
-                                     parsed.length / kSectorSize <=
-                                         limits.sectors - parsed.offset / kSectorSize),
+        check(parsed.length == 0 ||
+                  (parsed.offset / kSectorSize <= limits.sectors &&
+                   parsed.length / kSectorSize <= limits.sectors - parsed.offset / kSectorSize),
               "request outside the disk");
         uint64_t sum = 0;
         for (const Segment& s : parsed.segments) {
@@ -86,8 +86,8 @@ inline bool RunBlkifRequests(std::span<const uint8_t> input) {
           sum += s.length;
         }
         if (parsed.op != Op::kDiscard) check(sum == parsed.length, "segments disagree with length");
-        check(parsed.segments.size() <= std::max<uint32_t>(BLKIF_MAX_SEGMENTS_PER_REQUEST,
-                                                           limits.max_indirect_segments),
+        check(parsed.segments.size() <=
+                  std::max<uint32_t>(BLKIF_MAX_SEGMENTS_PER_REQUEST, limits.max_indirect_segments),
               "too many segments");
         if (MapSegments(parsed, grants, maps)) {
           check(maps.size() == parsed.segments.size(), "a segment left unmapped");

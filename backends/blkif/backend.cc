@@ -43,9 +43,9 @@ Result<> BlkifBackend::Connect(const ConnectionParams& params, GrantAccess& gran
       if (!page) return Fail(XEN_EINVAL, "blkif: ring grant refused");
       pages.push_back(std::move(*page));
     }
-    queues.push_back(std::make_unique<Queue>(disk_, limits, grants,
-                                             BackRing(std::move(pages), params.abi, labels_[q].c_str()),
-                                             [notify, q] { notify(q); }, stats_));
+    queues.push_back(std::make_unique<Queue>(
+        disk_, limits, grants, BackRing(std::move(pages), params.abi, labels_[q].c_str()),
+        [notify, q] { notify(q); }, stats_));
   }
   for (auto& queue : queues) TRY(queue->Start());
   queues_ = std::move(queues);

@@ -37,7 +37,8 @@ class BlkifBackend {
   KeyValues Keys() const { return BackendKeys(features_); }
 
   // Maps every queue's ring and starts its I/O thread. notify(q) raises queue q's interdomain
-  // port toward the guest. Errors: a ring grant refused (XEN_EINVAL), already connected (XEN_EBUSY).
+  // port toward the guest. Errors: a ring grant refused (XEN_EINVAL), already connected
+  // (XEN_EBUSY).
   Result<> Connect(const ConnectionParams& params, GrantAccess& grants,
                    std::function<void(uint32_t queue)> notify);
   // What the guest's send on queue q's port calls (EVTCHNOP_send -> evtchn::Backend).
@@ -51,6 +52,8 @@ class BlkifBackend {
   void Disconnect();
 
   DiskStatsSnapshot Stats() const { return stats_.Snapshot(); }
+  // The alignment O_DIRECT needs on this image, 0 if it goes through the page cache.
+  uint32_t direct_alignment() const { return disk_.dio_align; }
 
  private:
   explicit BlkifBackend(Disk disk) : disk_(std::move(disk)) {}

@@ -30,7 +30,7 @@ namespace {
 // The smallest alignment O_DIRECT accepts on this fd, or 0.
 uint32_t DirectAlignment(int fd) {
 #ifdef STATX_DIOALIGN
-  struct statx stx{};
+  struct statx stx {};
   if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 && (stx.stx_mask & STATX_DIOALIGN)) {
     const uint32_t align = std::max(stx.stx_dio_mem_align, stx.stx_dio_offset_align);
     return align <= 4096 ? align : 0;
@@ -56,7 +56,7 @@ Result<Disk> Disk::Open(const std::string& path, bool read_only) {
   const int flags = (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
   disk.buffered = UniqueFd(open(path.c_str(), flags));
   if (!disk.buffered) return Fail(XEN_ENOENT, "disk: cannot open image");
-  struct stat st{};
+  struct stat st {};
   if (fstat(disk.buffered.get(), &st) != 0) return Fail(XEN_EINVAL, "disk: fstat failed");
   if (S_ISBLK(st.st_mode)) {
     disk.block_device = true;

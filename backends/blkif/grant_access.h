@@ -1,6 +1,6 @@
 // How the block backend reaches guest pages: by grant reference (xen/include/public/grant_table.h).
-// The integrator adapts the domain's grant table to GrantAccess; tests use a fake over plain memory.
-// A mapping lives as long as its GrantMapping (the RAII handle) and covers one 4 KiB page.
+// The integrator adapts the domain's grant table to GrantAccess; tests use a fake over plain
+// memory. A mapping lives as long as its GrantMapping (the RAII handle) and covers one 4 KiB page.
 #pragma once
 
 #include <cstdint>
@@ -30,7 +30,9 @@ class GrantMapping {
 
   // The guest's page: guest-controlled contents, may change under us at any time.
   uint8_t* data() const { return page_; }
-  std::span<uint8_t, kPageSize> page() const { return std::span<uint8_t, kPageSize>(page_, kPageSize); }
+  std::span<uint8_t, kPageSize> page() const {
+    return std::span<uint8_t, kPageSize>(page_, kPageSize);
+  }
   explicit operator bool() const { return page_ != nullptr; }
   void Reset();
 

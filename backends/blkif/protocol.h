@@ -9,9 +9,9 @@
 #include <cstdint>
 
 extern "C" {
-#include <xen/xen.h>
 #include <xen/grant_table.h>
 #include <xen/io/blkif.h>
+#include <xen/xen.h>
 }
 
 namespace xenkvm::blkif {

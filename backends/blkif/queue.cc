@@ -30,7 +30,8 @@ Queue::Queue(const Disk& disk, const DiskLimits& limits, GrantAccess& grants, Ba
       stats_(stats),
       slots_(ring_.size()) {
   for (uint32_t i = ring_.size(); i-- > 0;) free_.push_back(i);
-  const size_t max_segments = std::max<size_t>(BLKIF_MAX_SEGMENTS_PER_REQUEST, limits.max_indirect_segments);
+  const size_t max_segments =
+      std::max<size_t>(BLKIF_MAX_SEGMENTS_PER_REQUEST, limits.max_indirect_segments);
   for (Slot& slot : slots_) {
     slot.req.segments.reserve(max_segments);
     slot.maps.reserve(max_segments);
@@ -62,9 +63,9 @@ void Queue::Kick() {
 
 void Queue::Quiesce() {
   if (!thread_.joinable()) return;
+  MutexLock lock(mutex_);
   state_.store(State::kQuiescing, std::memory_order_release);
   Kick();
-  MutexLock lock(mutex_);
   quiesced_cv_.wait(lock.native(), [&] {
     mutex_.AssertHeld();
     return quiesced_;
@@ -75,8 +76,8 @@ void Queue::Resume() {
   {
     MutexLock lock(mutex_);
     quiesced_ = false;
+    state_.store(State::kRunning, std::memory_order_release);
   }
-  state_.store(State::kRunning, std::memory_order_release);
   Kick();  // requests may have arrived while we were quiesced
 }
 
@@ -113,7 +114,9 @@ void Queue::Run() {
     if (state != State::kRunning && free_.size() == slots_.size()) {
       if (state == State::kStopping) return;
       MutexLock lock(mutex_);
-      if (!quiesced_) {
+      // Re-read under the lock: a Resume since the load above must not be acknowledged as a
+      // quiesce (a later Quiesce would then return without draining).
+      if (state_.load(std::memory_order_acquire) == State::kQuiescing && !quiesced_) {
         quiesced_ = true;
         quiesced_cv_.notify_all();
       }
@@ -242,8 +245,8 @@ void Queue::Complete(const io_uring_cqe& cqe) {
   const uint32_t index = uint32_t(tag >> 1);
   Slot& slot = slots_[index];
   const bool data = (tag & 1) != 0;
-  const bool ok = data && slot.req.op != Op::kDiscard ? cqe.res == int64_t(slot.req.length)
-                                                      : cqe.res == 0;
+  const bool ok =
+      data && slot.req.op != Op::kDiscard ? cqe.res == int64_t(slot.req.length) : cqe.res == 0;
   if (!ok && slot.status == BLKIF_RSP_OKAY) {
     slot.status = cqe.res == -EOPNOTSUPP ? BLKIF_RSP_EOPNOTSUPP : BLKIF_RSP_ERROR;
   }

@@ -4,7 +4,8 @@
 // In-flight requests are bounded by the ring size (one slot each, preallocated).
 //
 // Threads: the I/O thread owns the ring, the slots and the io_uring. Kick/OnGuestSend, Quiesce,
-// Resume and Stop may be called from any thread. Lock: mutex_ guards the quiesce handshake only.
+// Resume and Stop may be called from any thread. Lock: mutex_ guards the quiesce handshake
+// (quiesced_, and changes of state_ between running and quiescing); it is a leaf lock.
 #pragma once
 
 #include <liburing.h>

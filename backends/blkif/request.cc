@@ -9,8 +9,8 @@ namespace {
 bool AddSegment(const blkif_request_segment& seg, ParsedRequest& out) {
   if (seg.last_sect >= kSectorsPerPage || seg.last_sect < seg.first_sect) return false;
   const uint32_t sectors = uint32_t(seg.last_sect) - seg.first_sect + 1;
-  out.segments.push_back(Segment{seg.gref, uint16_t(seg.first_sect * kSectorSize),
-                                 uint16_t(sectors * kSectorSize)});
+  out.segments.push_back(
+      Segment{seg.gref, uint16_t(seg.first_sect * kSectorSize), uint16_t(sectors * kSectorSize)});
   out.length += sectors * kSectorSize;
   return true;
 }

@@ -2,9 +2,9 @@
 // produces responses, and keeps the req_event/rsp_event protocol. The ring's pages are mapped
 // grants that need not be contiguous on the host, so slots are copied page by page.
 //
-// Hostile indexes: a req_prod more than one ring ahead of our responses (RING_REQUEST_PROD_OVERFLOW)
-// marks the ring broken: we stop consuming it for good (logged once), never loop or read outside it.
-// Threads: one owner (the queue's I/O thread); not thread-safe.
+// Hostile indexes: a req_prod more than one ring ahead of our responses
+// (RING_REQUEST_PROD_OVERFLOW) marks the ring broken: we stop consuming it for good (logged once),
+// never loop or read outside it. Threads: one owner (the queue's I/O thread); not thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -18,8 +18,9 @@ namespace xenkvm::blkif {
 
 class BackRing {
  public:
-  // A fresh ring (SHARED_RING_INIT: all indexes zero), as the frontend sets it up before connecting.
-  // pages: the 2^order mapped ring pages in ring-ref order (writable); label names the ring in logs.
+  // A fresh ring (SHARED_RING_INIT: all indexes zero), as the frontend sets it up before
+  // connecting. pages: the 2^order mapped ring pages in ring-ref order (writable); label names the
+  // ring in logs.
   BackRing(std::vector<GrantMapping> pages, Abi abi, const char* label);
 
   uint32_t size() const { return size_; }

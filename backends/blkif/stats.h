@@ -18,8 +18,10 @@ struct DiskStats {
   std::atomic<uint64_t> read_bytes{0}, write_bytes{0}, errors{0};
 
   DiskStatsSnapshot Snapshot() const {
-    const auto get = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
-    return {get(requests), get(reads),      get(writes),       get(flushes),
+    const auto get = [](const std::atomic<uint64_t>& v) {
+      return v.load(std::memory_order_relaxed);
+    };
+    return {get(requests), get(reads),      get(writes),      get(flushes),
             get(discards), get(read_bytes), get(write_bytes), get(errors)};
   }
 };

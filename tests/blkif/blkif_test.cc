@@ -47,11 +47,14 @@ class ImageFile {
   std::string path_;
 };
 
-uint8_t Expected(uint64_t disk_offset) { return uint8_t(disk_offset / kSectorSize * 7 + disk_offset); }
+uint8_t Expected(uint64_t disk_offset) {
+  return uint8_t(disk_offset / kSectorSize * 7 + disk_offset);
+}
 
 // Request builders for either layout.
 template <class Req>
-Req Rw(uint8_t op, uint64_t id, uint64_t sector, std::initializer_list<blkif_request_segment> segs) {
+Req Rw(uint8_t op, uint64_t id, uint64_t sector,
+       std::initializer_list<blkif_request_segment> segs) {
   Req r{};
   r.operation = op;
   r.nr_segments = uint8_t(segs.size());
@@ -73,7 +76,8 @@ Req Discard(uint64_t id, uint64_t sector, uint64_t sectors) {
 }
 
 template <class Req>
-Req Indirect(uint8_t op, uint64_t id, uint64_t sector, uint16_t nseg, std::initializer_list<GrantRef> pages) {
+Req Indirect(uint8_t op, uint64_t id, uint64_t sector, uint16_t nseg,
+             std::initializer_list<GrantRef> pages) {
   Req r{};
   r.operation = BLKIF_OP_INDIRECT;
   r.indirect_op = op;
@@ -212,7 +216,8 @@ void IndirectRoundTrip(BlkifTest& t, FakeGrants& grants, SyntheticFrontend& fron
                        std::function<std::vector<Response>(size_t)> run, const ImageFile& image) {
   (void)t;
   constexpr uint16_t kSegs = 600;
-  // Indirect pages at 500, 501 (read-only grants); segment i is sector i / 300 of page 600 + i % 300.
+  // Indirect pages at 500, 501 (read-only grants); segment i is sector i / 300 of page 600 + i %
+  // 300.
   const GrantRef ind0 = grants.Grant(500, true), ind1 = grants.Grant(501, true);
   std::vector<GrantRef> data;
   for (uint32_t i = 0; i < kSegs; ++i) {
@@ -226,14 +231,16 @@ void IndirectRoundTrip(BlkifTest& t, FakeGrants& grants, SyntheticFrontend& fron
     }
   };
   fill();
-  front.Put(Indirect<typename Layout::IndirectRequest>(BLKIF_OP_WRITE, 1, 1000, kSegs, {ind0, ind1}));
+  front.Put(
+      Indirect<typename Layout::IndirectRequest>(BLKIF_OP_WRITE, 1, 1000, kSegs, {ind0, ind1}));
   auto rsps = run(1);
   ASSERT_EQ(rsps.size(), 1u);
   EXPECT_EQ(rsps[0].status, BLKIF_RSP_OKAY);
   const auto file = image.Read(1000 * 512, kSegs * 512);
   for (uint32_t i = 0; i < kSegs; ++i) ASSERT_EQ(file[i * 512 + 7], uint8_t(i + 1)) << i;
   for (uint32_t i = 0; i < 300; ++i) std::memset(grants.Page(600 + i), 0, 1024);
-  front.Put(Indirect<typename Layout::IndirectRequest>(BLKIF_OP_READ, 2, 1000, kSegs, {ind0, ind1}));
+  front.Put(
+      Indirect<typename Layout::IndirectRequest>(BLKIF_OP_READ, 2, 1000, kSegs, {ind0, ind1}));
   rsps = run(1);
   ASSERT_EQ(rsps.size(), 1u);
   EXPECT_EQ(rsps[0].status, BLKIF_RSP_OKAY);
@@ -255,7 +262,8 @@ struct Layout32 {
 TEST_F(BlkifTest, IndirectRequests64) {
   Open();
   Connect(Abi::k64, 0, 1);
-  IndirectRoundTrip<Layout64>(*this, grants_, *fronts_[0], [&](size_t n) { return Run(*fronts_[0], n); }, image_);
+  IndirectRoundTrip<Layout64>(
+      *this, grants_, *fronts_[0], [&](size_t n) { return Run(*fronts_[0], n); }, image_);
 }
 
 TEST_F(BlkifTest, Layout32ReadWriteIndirectDiscard) {
@@ -272,7 +280,8 @@ TEST_F(BlkifTest, Layout32ReadWriteIndirectDiscard) {
   rsps = Run(front, 1);
   EXPECT_EQ(rsps[0].status, BLKIF_RSP_OKAY);
   EXPECT_EQ(image_.Read(8 * 512, 4096), std::vector<uint8_t>(4096, 0));
-  IndirectRoundTrip<Layout32>(*this, grants_, front, [&](size_t n) { return Run(front, n); }, image_);
+  IndirectRoundTrip<Layout32>(
+      *this, grants_, front, [&](size_t n) { return Run(front, n); }, image_);
 }
 
 TEST_F(BlkifTest, MultiPageRingTakesMoreThanOnePageOfRequests) {
@@ -292,7 +301,8 @@ TEST_F(BlkifTest, MultiPageRingTakesMoreThanOnePageOfRequests) {
   }
   // Wrap around the ring several times.
   for (uint32_t round = 0; round < 3; ++round) {
-    for (uint32_t i = 0; i < 100; ++i) front.Put(Rw<abi64::Request>(BLKIF_OP_READ, i, 0, {{DataPage(i), 0, 0}}));
+    for (uint32_t i = 0; i < 100; ++i)
+      front.Put(Rw<abi64::Request>(BLKIF_OP_READ, i, 0, {{DataPage(i), 0, 0}}));
     EXPECT_EQ(Run(front, 100).size(), 100u);
   }
 }
@@ -302,7 +312,8 @@ TEST_F(BlkifTest, TwoQueuesInParallel) {
   Connect(Abi::k64, 0, 2);
   for (uint32_t q = 0; q < 2; ++q)
     for (uint32_t i = 0; i < 30; ++i)
-      fronts_[q]->Put(Rw<abi64::Request>(BLKIF_OP_READ, i, (q * 30 + i) * 8, {{DataPage(q * 30 + i), 0, 7}}));
+      fronts_[q]->Put(
+          Rw<abi64::Request>(BLKIF_OP_READ, i, (q * 30 + i) * 8, {{DataPage(q * 30 + i), 0, 7}}));
   Send(*fronts_[0], 0);
   Send(*fronts_[1], 1);
   for (uint32_t q = 0; q < 2; ++q) {
@@ -320,7 +331,8 @@ TEST_F(BlkifTest, ReadOnlyDiskRefusesWritesFlushAndDiscard) {
   Connect(Abi::k64, 0, 1);
   auto& front = *fronts_[0];
   const auto keys = backend_->Keys();
-  EXPECT_NE(std::find(keys.begin(), keys.end(), std::pair<std::string, std::string>("mode", "r")), keys.end());
+  EXPECT_NE(std::find(keys.begin(), keys.end(), std::pair<std::string, std::string>("mode", "r")),
+            keys.end());
   const GrantRef g = DataPage(0);
   std::memset(Data(0), 0xee, kPageSize);
   front.Put(Rw<abi64::Request>(BLKIF_OP_WRITE, 1, 0, {{g, 0, 7}}));
@@ -348,14 +360,17 @@ TEST_F(BlkifTest, HostileRequestsGetErrorsWhileGoodOnesWork) {
     int16_t status;
   };
   const Case cases[] = {
-      {Rw<abi64::Request>(BLKIF_OP_READ, 10, 0, {{9999, 0, 7}}), BLKIF_RSP_ERROR},    // unknown ref
-      {Rw<abi64::Request>(BLKIF_OP_READ, 11, 0, {{revoked, 0, 7}}), BLKIF_RSP_ERROR}, // revoked
-      {Rw<abi64::Request>(BLKIF_OP_READ, 12, 0, {{ro, 0, 7}}), BLKIF_RSP_ERROR},  // RO page as target
-      {Rw<abi64::Request>(BLKIF_OP_READ, 13, last, {{good, 0, 1}}), BLKIF_RSP_ERROR},  // past the end
+      {Rw<abi64::Request>(BLKIF_OP_READ, 10, 0, {{9999, 0, 7}}), BLKIF_RSP_ERROR},  // unknown ref
+      {Rw<abi64::Request>(BLKIF_OP_READ, 11, 0, {{revoked, 0, 7}}), BLKIF_RSP_ERROR},  // revoked
+      {Rw<abi64::Request>(BLKIF_OP_READ, 12, 0, {{ro, 0, 7}}),
+       BLKIF_RSP_ERROR},  // RO page as target
+      {Rw<abi64::Request>(BLKIF_OP_READ, 13, last, {{good, 0, 1}}),
+       BLKIF_RSP_ERROR},  // past the end
       {Rw<abi64::Request>(BLKIF_OP_READ, 14, UINT64_MAX - 3, {{good, 0, 7}}), BLKIF_RSP_ERROR},
-      {Rw<abi64::Request>(BLKIF_OP_READ, 15, 0, {}), BLKIF_RSP_ERROR},             // no segments
-      {Rw<abi64::Request>(BLKIF_OP_READ, 16, 0, {{good, 3, 2}}), BLKIF_RSP_ERROR}, // last < first
-      {Rw<abi64::Request>(BLKIF_OP_READ, 17, 0, {{good, 0, 8}}), BLKIF_RSP_ERROR}, // beyond the page
+      {Rw<abi64::Request>(BLKIF_OP_READ, 15, 0, {}), BLKIF_RSP_ERROR},              // no segments
+      {Rw<abi64::Request>(BLKIF_OP_READ, 16, 0, {{good, 3, 2}}), BLKIF_RSP_ERROR},  // last < first
+      {Rw<abi64::Request>(BLKIF_OP_READ, 17, 0, {{good, 0, 8}}),
+       BLKIF_RSP_ERROR},  // beyond the page
       {Rw<abi64::Request>(BLKIF_OP_READ, 18, 0, {{good, 0, 7}, {9999, 0, 7}}), BLKIF_RSP_ERROR},
       {Rw<abi64::Request>(77, 19, 0, {{good, 0, 7}}), BLKIF_RSP_EOPNOTSUPP},  // unknown operation
       {Rw<abi64::Request>(BLKIF_OP_READ, 20, last, {{good, 7, 7}}), BLKIF_RSP_OKAY},  // last sector
@@ -409,7 +424,8 @@ TEST_F(BlkifTest, QuiesceDrainsInFlightAndHoldsNewRequests) {
   Open();
   Connect(Abi::k64, 0, 1);
   auto& front = *fronts_[0];
-  for (uint32_t i = 0; i < 28; ++i) front.Put(Rw<abi64::Request>(BLKIF_OP_WRITE, i, i * 8, {{DataPage(i), 0, 7}}));
+  for (uint32_t i = 0; i < 28; ++i)
+    front.Put(Rw<abi64::Request>(BLKIF_OP_WRITE, i, i * 8, {{DataPage(i), 0, 7}}));
   Send(front);
   backend_->Quiesce();
   // Every request taken before the quiesce completed; whatever was answered is on the ring.
@@ -419,7 +435,8 @@ TEST_F(BlkifTest, QuiesceDrainsInFlightAndHoldsNewRequests) {
   EXPECT_EQ(rsps.size(), answered);
   EXPECT_EQ(grants_.active_mappings(), 1) << "only the ring page stays mapped";
   // New requests wait for Resume (4 more: the ring holds 32 unanswered).
-  for (uint32_t i = 0; i < 4; ++i) front.Put(Rw<abi64::Request>(BLKIF_OP_READ, 100 + i, 0, {{DataPage(40 + i), 0, 7}}));
+  for (uint32_t i = 0; i < 4; ++i)
+    front.Put(Rw<abi64::Request>(BLKIF_OP_READ, 100 + i, 0, {{DataPage(40 + i), 0, 7}}));
   Send(front);
   backend_->Resume();
   front.WaitFor(rsps, 32);

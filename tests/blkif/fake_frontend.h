@@ -19,7 +19,8 @@ namespace xenkvm::blkif::testing {
 class FakeGrants : public GrantAccess {
  public:
   explicit FakeGrants(uint32_t pages)
-      : pages_(pages), memory_(static_cast<uint8_t*>(std::aligned_alloc(kPageSize, pages * kPageSize))) {
+      : pages_(pages),
+        memory_(static_cast<uint8_t*>(std::aligned_alloc(kPageSize, pages * kPageSize))) {
     std::memset(memory_, 0, pages * kPageSize);
   }
   ~FakeGrants() override { std::free(memory_); }
@@ -33,7 +34,8 @@ class FakeGrants : public GrantAccess {
   }
   void Revoke(GrantRef ref) {
     MutexLock lock(mutex_);
-    if (ref >= kFirstRef && ref - kFirstRef < entries_.size()) entries_[ref - kFirstRef].valid = false;
+    if (ref >= kFirstRef && ref - kFirstRef < entries_.size())
+      entries_[ref - kFirstRef].valid = false;
   }
   int active_mappings() const { return active_.load(); }
   uint64_t maps() const { return maps_.load(); }

@@ -1,7 +1,8 @@
 // Request validation rules, one by one, on decoded requests (no ring, no I/O).
+#include "backends/blkif/request.h"
+
 #include <gtest/gtest.h>
 
-#include "backends/blkif/request.h"
 #include "tests/blkif/fake_frontend.h"
 
 namespace xenkvm::blkif {
@@ -37,8 +38,10 @@ TEST_F(RequestTest, FlushAloneIgnoresTheSectorNumber) {
 }
 
 TEST_F(RequestTest, DiscardRangeAndSecureFlag) {
-  Request req{.operation = BLKIF_OP_DISCARD, .discard_flag = BLKIF_DISCARD_SECURE,
-              .sector_number = 990, .nr_sectors = 10};
+  Request req{.operation = BLKIF_OP_DISCARD,
+              .discard_flag = BLKIF_DISCARD_SECURE,
+              .sector_number = 990,
+              .nr_sectors = 10};
   ASSERT_EQ(Parse(req), BLKIF_RSP_OKAY);
   EXPECT_FALSE(parsed_.secure) << "secure is ignored unless advertised";
   req.nr_sectors = 11;

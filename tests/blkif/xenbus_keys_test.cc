@@ -1,9 +1,9 @@
 // Backend keys and the parsing of the frontend's connection keys.
+#include "backends/blkif/xenbus_keys.h"
+
 #include <gtest/gtest.h>
 
 #include <map>
-
-#include "backends/blkif/xenbus_keys.h"
 
 namespace xenkvm::blkif {
 namespace {
@@ -11,7 +11,10 @@ namespace {
 std::map<std::string, std::string> AsMap(const KeyValues& kv) { return {kv.begin(), kv.end()}; }
 
 TEST(XenbusKeys, BackendAdvertisesDiskAndFeatures) {
-  DiskFeatures f{.sectors = 8192, .physical_sector_size = 4096, .removable = true, .discard = true,
+  DiskFeatures f{.sectors = 8192,
+                 .physical_sector_size = 4096,
+                 .removable = true,
+                 .discard = true,
                  .max_indirect_segments = 128};
   auto keys = AsMap(BackendKeys(f));
   EXPECT_EQ(keys["sectors"], "8192");
