@@ -109,6 +109,12 @@ void Queue::Run() {
   ArmKick();
   for (;;) {
     const State state = state_.load(std::memory_order_acquire);
+    // A held flush goes once everything before it has completed (it is the only slot in use).
+    if (held_flush_ && free_.size() + 1 == slots_.size()) {
+      flush_in_flight_ = held_flush_;
+      held_flush_.reset();
+      Submit(*flush_in_flight_);
+    }
     if (state == State::kRunning) Consume();
     if (ring_.PushResponses()) notify_();
     if (state != State::kRunning && free_.size() == slots_.size()) {
@@ -136,12 +142,12 @@ void Queue::Consume() {
   // Bounded: each pass takes at most one ring's worth (the slots), and FinalCheck only repeats
   // the pass when a request arrived and a slot is free.
   for (uint32_t pass = 0; pass < 2 * ring_.size() + 2; ++pass) {
-    while (!free_.empty()) {
+    while (!free_.empty() && !held_flush_ && !flush_in_flight_) {
       auto req = ring_.Next();
       if (!req) break;
       Handle(*req);
     }
-    if (free_.empty() || !ring_.FinalCheckForRequests()) return;
+    if (free_.empty() || held_flush_ || flush_in_flight_ || !ring_.FinalCheckForRequests()) return;
   }
 }
 
@@ -193,7 +199,14 @@ void Queue::Handle(const Request& req) {
     return;
   }
   free_.pop_back();
-  Submit(index);
+  if (!slot.req.flush_first) {
+    Submit(index);
+  } else if (free_.size() + 1 == slots_.size()) {
+    flush_in_flight_ = index;
+    Submit(index);
+  } else {
+    held_flush_ = index;  // waits in Run until the requests before it complete
+  }
 }
 
 void Queue::Submit(uint32_t index) {
@@ -202,11 +215,11 @@ void Queue::Submit(uint32_t index) {
   slot.status = BLKIF_RSP_OKAY;
   slot.pending = 0;
   if (req.flush_first) {
-    // IO_DRAIN: the flush starts once everything submitted before it has completed (barrier
-    // semantics); IO_LINK: the data part starts after the flush.
+    // Submitted alone (Handle/Run drained the queue first); IO_LINK: the data part, if any,
+    // starts after the flush. Not IOSQE_IO_DRAIN: it would also wait for the pending kick read.
     io_uring_sqe* sqe = GetSqe();
     io_uring_prep_fsync(sqe, disk_.buffered.get(), IORING_FSYNC_DATASYNC);
-    sqe->flags |= IOSQE_IO_DRAIN | (req.op == Op::kFlush ? 0 : IOSQE_IO_LINK);
+    if (req.op != Op::kFlush) sqe->flags |= IOSQE_IO_LINK;
     io_uring_sqe_set_data64(sqe, Tag(index, false));
     ++slot.pending;
   }
@@ -256,6 +269,7 @@ void Queue::Complete(const io_uring_cqe& cqe) {
 void Queue::Finish(uint32_t index) {
   Slot& slot = slots_[index];
   slot.maps.clear();  // unmap before the guest may reuse the grants
+  if (flush_in_flight_ == index) flush_in_flight_.reset();
   Answer(slot.req.id, slot.req.operation, slot.status, slot.req.op, slot.req.length);
   free_.push_back(index);
 }

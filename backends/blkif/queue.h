@@ -14,6 +14,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <functional>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -78,6 +79,10 @@ class Queue : public evtchn::Backend {
   std::vector<Slot> slots_;
   std::vector<uint32_t> free_;
   uint32_t unsubmitted_ = 0;
+  // Flushes and barriers are ordered against every other request: one waits (held) until the
+  // requests before it completed, and no request is taken while it runs.
+  std::optional<uint32_t> held_flush_;
+  std::optional<uint32_t> flush_in_flight_;
 
   std::atomic<State> state_{State::kRunning};
   Mutex mutex_;

@@ -63,9 +63,9 @@ std::optional<Request> BackRing::Next() {
 
 bool BackRing::FinalCheckForRequests() {
   if (broken_) return false;
-  std::atomic_ref(*Index(kReqEvent)).store(req_cons_ + 1, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  return std::atomic_ref(*Index(kReqProd)).load(std::memory_order_acquire) != req_cons_;
+  // seq_cst store then seq_cst load: the full barrier ring.h puts between them (xchg on x86).
+  std::atomic_ref(*Index(kReqEvent)).store(req_cons_ + 1, std::memory_order_seq_cst);
+  return std::atomic_ref(*Index(kReqProd)).load(std::memory_order_seq_cst) != req_cons_;
 }
 
 void BackRing::PutResponse(uint64_t id, uint8_t operation, int16_t status) {
@@ -82,9 +82,8 @@ bool BackRing::PushResponses() {
   const uint32_t new_prod = rsp_prod_pvt_;
   if (old_prod == new_prod) return false;
   rsp_pushed_ = new_prod;
-  rsp_prod.store(new_prod, std::memory_order_release);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  const uint32_t event = std::atomic_ref(*Index(kRspEvent)).load(std::memory_order_relaxed);
+  rsp_prod.store(new_prod, std::memory_order_seq_cst);  // responses visible, then read rsp_event
+  const uint32_t event = std::atomic_ref(*Index(kRspEvent)).load(std::memory_order_seq_cst);
   return uint32_t(new_prod - event) < uint32_t(new_prod - old_prod);
 }
 

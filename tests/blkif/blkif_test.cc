@@ -183,6 +183,29 @@ TEST_F(BlkifTest, ReadsAndWritesWithDataVerification64) {
   EXPECT_EQ(stats.errors, 0u);
 }
 
+// Writes, a barrier, then reads of the same sectors, all in one batch: the barrier waits for the
+// writes and the reads wait for the barrier, so every read sees its write.
+TEST_F(BlkifTest, BarrierOrdersTheRequestsAroundIt) {
+  Open();
+  Connect(Abi::k64, 0, 1);
+  auto& front = *fronts_[0];
+  for (uint32_t i = 0; i < 8; ++i) {
+    std::memset(Data(i), int(0x40 + i), kPageSize);
+    front.Put(Rw<abi64::Request>(BLKIF_OP_WRITE, i, 300 + i * 8, {{DataPage(i), 0, 7}}));
+  }
+  front.Put(Rw<abi64::Request>(BLKIF_OP_WRITE_BARRIER, 8, 0, {}));
+  for (uint32_t i = 0; i < 8; ++i)
+    front.Put(Rw<abi64::Request>(BLKIF_OP_READ, 9 + i, 300 + i * 8, {{DataPage(10 + i), 0, 7}}));
+  auto rsps = Run(front, 17);
+  for (uint64_t id = 0; id < 17; ++id) EXPECT_EQ(StatusOf(rsps, id), BLKIF_RSP_OKAY) << id;
+  // The barrier is answered after every write and before any read.
+  size_t barrier_at = 0;
+  for (size_t i = 0; i < rsps.size(); ++i)
+    if (rsps[i].id == 8) barrier_at = i;
+  EXPECT_EQ(barrier_at, 8u);
+  for (uint32_t i = 0; i < 8; ++i) EXPECT_EQ(Data(10 + i)[123], 0x40 + i) << i;
+}
+
 TEST_F(BlkifTest, FlushBarrierAndDiscard) {
   Open();
   Connect(Abi::k64, 0, 1);

@@ -114,9 +114,8 @@ class SyntheticFrontend {
   // RING_PUSH_REQUESTS_AND_CHECK_NOTIFY.
   bool Push() {
     const uint32_t old_prod = Index(0)->load(std::memory_order_relaxed);
-    Index(0)->store(req_prod_pvt_, std::memory_order_release);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    const uint32_t event = Index(4)->load(std::memory_order_relaxed);
+    Index(0)->store(req_prod_pvt_, std::memory_order_seq_cst);
+    const uint32_t event = Index(4)->load(std::memory_order_seq_cst);
     return uint32_t(req_prod_pvt_ - event) < uint32_t(req_prod_pvt_ - old_prod);
   }
   // Hostile: set req_prod to anything.
@@ -146,9 +145,8 @@ class SyntheticFrontend {
         }
         ++rsp_cons_;
       }
-      Index(12)->store(rsp_cons_ + 1, std::memory_order_relaxed);
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      if (Index(8)->load(std::memory_order_acquire) == rsp_cons_) return;
+      Index(12)->store(rsp_cons_ + 1, std::memory_order_seq_cst);
+      if (Index(8)->load(std::memory_order_seq_cst) == rsp_cons_) return;
     }
   }
   // Collects until `count` responses are in `out` or 20 s pass (then the test fails on count).
