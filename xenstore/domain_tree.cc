@@ -91,8 +91,8 @@ Result<> AddDevice(Store& store, ConnId dom0, DomId domid, const DeviceEntries& 
                            std::to_string(domid) + "/" + std::to_string(d.devid);
   const TxId tx = TRY(store.TransactionStart(dom0));
   auto body = [&]() -> Result<> {
-    TRY(store.Rm(dom0, tx, front));
-    TRY(store.Rm(dom0, tx, back));
+    for (const std::string& stale : {front, back})  // a parent that doesn't exist yet is fine
+      if (auto r = store.Rm(dom0, tx, stale); !r && r.error().xen_errno != XEN_ENOENT) return r;
     TRY(MakeNode(store, dom0, tx, front, {{domid, kNone}, {kPrivilegedDomid, kRead}}));
     TRY(MakeNode(store, dom0, tx, back, ReadOnly(domid)));
     TRY(store.Write(dom0, tx, front + "/backend", back));
