@@ -20,16 +20,28 @@ void ConsoleRing::SetNotify(Notify notify) {
 }
 
 size_t ConsoleRing::Input(std::span<const char> bytes) {
-  MutexLock lock(mutex_);
-  const size_t take = std::min(bytes.size(), kMaxPendingInput - input_.size());
-  input_.insert(input_.end(), bytes.begin(), bytes.begin() + take);
-  ServiceLocked();
+  Notify notify;
+  size_t take;
+  {
+    MutexLock lock(mutex_);
+    take = std::min(bytes.size(), kMaxPendingInput - input_.size());
+    input_.insert(input_.end(), bytes.begin(), bytes.begin() + ptrdiff_t(take));
+    if (ServiceLocked()) notify = notify_;
+  }
+  if (notify) notify();
   return take;
 }
 
 bool ConsoleRing::Service() {
-  MutexLock lock(mutex_);
-  return ServiceLocked();
+  Notify notify;
+  bool moved;
+  {
+    MutexLock lock(mutex_);
+    moved = ServiceLocked();
+    if (moved) notify = notify_;
+  }
+  if (notify) notify();  // outside the lock: the guest may answer at once
+  return moved;
 }
 
 size_t ConsoleRing::PendingInput() {
@@ -83,11 +95,8 @@ bool ConsoleRing::ServiceLocked() {
       moved = true;
     }
   }
-  if (!out.empty() && sink_) sink_(out);
-  if (moved && notify_) {
-    ++counters_.notifies;
-    notify_();
-  }
+  if (!out.empty() && sink_) sink_(out);  // under mutex_: output stays in order
+  if (moved && notify_) ++counters_.notifies;
   return moved;
 }
 

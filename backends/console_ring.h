@@ -5,7 +5,8 @@
 // moving data would loop forever with it.
 //
 // Threads: OnGuestSend on the sending vCPU's thread; Input and Service from any thread.
-// Lock: mutex_ guards the pending input and all ring access; the sink and notify run under it.
+// Lock: mutex_ guards the pending input and all ring access; the sink runs under it (output
+// stays in order), notify after it is released (the guest may answer at once).
 #pragma once
 
 #include <cstdint>
@@ -49,6 +50,7 @@ class ConsoleRing : public evtchn::Backend {
   Counters counters();
 
  private:
+  // One pass in both directions; returns whether a byte moved (the caller then notifies).
   bool ServiceLocked() XENKVM_REQUIRES(mutex_);
 
   mem::GuestMemory& memory_;

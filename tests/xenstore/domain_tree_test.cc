@@ -11,9 +11,13 @@ class DomainTreeTest : public ::testing::Test {
   DomainTreeTest() {
     dom0_ = store_.Connect(kPrivilegedDomid);
     guest_ = store_.Connect(3);
-    DomainConfig config{.domid = 3, .name = "minios", .max_memory_kib = 131072,
-                        .target_kib = 131072, .vcpus = 2,
-                        .console = RingInfo{0xfeffe, 2}, .store = RingInfo{0xfefff, 1}};
+    DomainConfig config{.domid = 3,
+                        .name = "minios",
+                        .max_memory_kib = 131072,
+                        .target_kib = 131072,
+                        .vcpus = 2,
+                        .console = RingInfo{0xfeffe, 2},
+                        .store = RingInfo{0xfefff, 1}};
     EXPECT_TRUE(WriteDomainTree(store_, dom0_, config));
   }
   int ReadErrno(const std::string& path) {
@@ -73,7 +77,8 @@ TEST_F(DomainTreeTest, PermissionsAsLibxlSetsThem) {
 
 TEST_F(DomainTreeTest, DevicesHaveGuestOwnedFrontendAndReadableBackend) {
   ASSERT_TRUE(AddDevice(store_, dom0_, 3,
-                        DeviceEntries{.kind = "vbd", .devid = 51712,
+                        DeviceEntries{.kind = "vbd",
+                                      .devid = 51712,
                                       .frontend = {{"virtual-device", "51712"}},
                                       .backend = {{"sectors", "2048"}}}));
   EXPECT_EQ(*store_.Read(guest_, 0, "device/vbd/51712/backend"),

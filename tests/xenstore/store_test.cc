@@ -113,7 +113,7 @@ TEST_F(StoreTest, CommittingTransactionAppliesAllAtOnce) {
   const TxId tx = *store_.TransactionStart(guest_);
   ASSERT_TRUE(store_.Write(guest_, tx, "data/a", "1"));
   ASSERT_TRUE(store_.Write(guest_, tx, "data/b", "2"));
-  EXPECT_EQ(*store_.Read(guest_, tx, "data/a"), "1");  // read-your-writes
+  EXPECT_EQ(*store_.Read(guest_, tx, "data/a"), "1");              // read-your-writes
   EXPECT_EQ(Errno(store_.Read(guest_, 0, "data/a")), XEN_ENOENT);  // invisible outside
   ASSERT_TRUE(store_.Rm(guest_, tx, "data/b"));
   EXPECT_EQ(Errno(store_.Read(guest_, tx, "data/b")), XEN_ENOENT);
@@ -195,8 +195,8 @@ TEST_F(StoreTest, RmFiresOnRemovedNodesAndTheirWatchers) {
   ASSERT_TRUE(store_.Watch(dom0_, "/local/domain/1/data", "parent"));
   dom0_events_.clear();
   ASSERT_TRUE(store_.Rm(guest_, 0, "data/a"));
-  EXPECT_EQ(dom0_events_, (Events{{"/local/domain/1/data/a/b", "child"},
-                                  {"/local/domain/1/data/a", "parent"}}));
+  EXPECT_EQ(dom0_events_,
+            (Events{{"/local/domain/1/data/a/b", "child"}, {"/local/domain/1/data/a", "parent"}}));
 }
 
 TEST_F(StoreTest, TransactionWatchesFireAtCommitOnly) {
@@ -277,8 +277,9 @@ TEST(StoreQuota, NodeSizePathLengthWatchesTransactionsPerms) {
   // Path length below the home: < 2048.
   EXPECT_EQ(store.Read(guest, 0, "data/" + std::string(2042, 'p')).error().xen_errno, XEN_ENOENT);
   EXPECT_EQ(store.Read(guest, 0, "data/" + std::string(2043, 'p')).error().xen_errno, XEN_EINVAL);
-  EXPECT_TRUE(store.Read(dom0, 0, "/local/domain/1/data/" + std::string(3000, 'p')).error()
-                  .xen_errno == XEN_ENOENT);  // dom0 exempt
+  EXPECT_TRUE(
+      store.Read(dom0, 0, "/local/domain/1/data/" + std::string(3000, 'p')).error().xen_errno ==
+      XEN_ENOENT);  // dom0 exempt
   // Watches: fewer than 128.
   int watches = 0;
   while (store.Watch(guest, "data", "t" + std::to_string(watches), false)) ++watches;
@@ -293,8 +294,9 @@ TEST(StoreQuota, NodeSizePathLengthWatchesTransactionsPerms) {
   // Permissions per node: fewer than 5.
   ASSERT_TRUE(store.Write(guest, 0, "data/p", "v"));
   EXPECT_TRUE(store.SetPerms(guest, 0, "data/p", {{1, kNone}, {2, kRead}, {3, kRead}, {4, kRead}}));
-  EXPECT_EQ(store.SetPerms(guest, 0, "data/p", {{1, kNone}, {2, kRead}, {3, kRead}, {4, kRead},
-                                                 {5, kRead}})
+  EXPECT_EQ(store
+                .SetPerms(guest, 0, "data/p",
+                          {{1, kNone}, {2, kRead}, {3, kRead}, {4, kRead}, {5, kRead}})
                 .error()
                 .xen_errno,
             XEN_ENOSPC);

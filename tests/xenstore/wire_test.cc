@@ -20,8 +20,8 @@ struct Msg {
 
 std::string Encode(uint32_t type, std::string_view payload, uint32_t req_id = 7,
                    uint32_t tx_id = 0) {
-  xsd_sockmsg header{.type = type, .req_id = req_id, .tx_id = tx_id,
-                     .len = uint32_t(payload.size())};
+  xsd_sockmsg header{
+      .type = type, .req_id = req_id, .tx_id = tx_id, .len = uint32_t(payload.size())};
   std::string bytes(reinterpret_cast<const char*>(&header), sizeof(header));
   bytes.append(payload);
   return bytes;
@@ -80,7 +80,8 @@ class WireTest : public ::testing::Test {
 };
 
 TEST_F(WireTest, ReadWriteMkdirRmDirectory) {
-  EXPECT_EQ(Reply(XS_WRITE, S("data/k") + std::string("va\0lue", 6)), S("OK"));  // values are binary
+  EXPECT_EQ(Reply(XS_WRITE, S("data/k") + std::string("va\0lue", 6)),
+            S("OK"));  // values are binary
   EXPECT_EQ(Reply(XS_READ, S("data/k")), std::string("va\0lue", 6));
   EXPECT_EQ(Reply(XS_MKDIR, S("data/dir")), S("OK"));
   EXPECT_EQ(Reply(XS_DIRECTORY, S("data")), S("k") + S("dir"));
@@ -105,11 +106,11 @@ TEST_F(WireTest, MalformedArgumentsAreEinval) {
 }
 
 TEST_F(WireTest, UnknownTypesAreEnosysPrivilegedOnesEacces) {
-  for (uint32_t type : {uint32_t(XS_WATCH_EVENT), uint32_t(XS_ERROR), 20u,
-                        uint32_t(XS_TYPE_COUNT), 1000u, uint32_t(XS_INVALID)})
+  for (uint32_t type : {uint32_t(XS_WATCH_EVENT), uint32_t(XS_ERROR), 20u, uint32_t(XS_TYPE_COUNT),
+                        1000u, uint32_t(XS_INVALID)})
     EXPECT_EQ(Reply(type, S("x")), "error:" + S("ENOSYS")) << type;
-  for (uint32_t type : {XS_CONTROL, XS_INTRODUCE, XS_RELEASE, XS_IS_DOMAIN_INTRODUCED, XS_RESUME,
-                        XS_SET_TARGET})
+  for (uint32_t type :
+       {XS_CONTROL, XS_INTRODUCE, XS_RELEASE, XS_IS_DOMAIN_INTRODUCED, XS_RESUME, XS_SET_TARGET})
     EXPECT_EQ(Reply(type, S("1")), "error:" + S("EACCES")) << type;
 }
 
@@ -166,8 +167,8 @@ TEST_F(WireTest, WatchAckThenInitialEventThenChanges) {
 
 TEST_F(WireTest, DirectoryPartPagesThroughLongLists) {
   for (int i = 0; i < 300; ++i)
-    ASSERT_TRUE(store_.Write(dom0_, 0, "/local/domain/1/data/child-with-long-name-" +
-                                           std::to_string(i), ""));
+    ASSERT_TRUE(store_.Write(dom0_, 0,
+                             "/local/domain/1/data/child-with-long-name-" + std::to_string(i), ""));
   std::string all;
   uint64_t offset = 0;
   std::string generation;
@@ -197,7 +198,7 @@ TEST_F(WireTest, DirectoryPartPagesThroughLongLists) {
 }
 
 TEST_F(WireTest, OversizedHeaderBreaksTheConnectionUntilReset) {
-  const std::string bad = Encode(XS_READ, "") ;
+  const std::string bad = Encode(XS_READ, "");
   xsd_sockmsg h{.type = XS_READ, .req_id = 1, .tx_id = 0, .len = XENSTORE_PAYLOAD_MAX + 1};
   auto r = wire_.ConsumeInput(std::span(reinterpret_cast<const char*>(&h), sizeof(h)));
   EXPECT_FALSE(r);
