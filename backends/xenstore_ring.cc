@@ -39,7 +39,10 @@ XenstoreRing::XenstoreRing(mem::GuestMemory& memory, uint64_t ring_gpa, xenstore
   wire_ = std::make_unique<xenstore::WireConnection>(store, domid, limits, [this] { Pump(); });
 }
 
-XenstoreRing::~XenstoreRing() { wire_.reset(); }  // no callback runs after this
+XenstoreRing::~XenstoreRing() {
+  wire_->Detach();  // waits for a watch event in flight (it may be pumping through wire_)
+  wire_.reset();
+}
 
 void XenstoreRing::SetNotify(Notify notify) {
   MutexLock lock(mutex_);

@@ -4,16 +4,26 @@
 #include "xenstore/store.h"
 
 #include <algorithm>
+#include <condition_variable>
 #include <mutex>
 
 namespace xenkvm::xenstore {
 
-// A connection's watch callback with a lock of its own, so Disconnect can wait for a callback in
-// flight. Recursive: a callback may make a store change that fires its own watch again.
+// A connection's watch callback and the count of its calls in flight. No lock is held while a
+// callback runs (a callback may make changes that fire other connections' callbacks, on any
+// thread, in any order); Disconnect waits for the calls in flight on other threads instead.
 struct Store::CallbackHolder {
-  std::recursive_mutex mutex;
-  WatchCallback callback;  // guarded by mutex; cleared by Disconnect
+  std::mutex mutex;
+  std::condition_variable idle;
+  WatchCallback callback;  // immutable while live; cleared once no call is in flight
+  bool live = true;        // guarded by mutex
+  int in_flight = 0;       // guarded by mutex
 };
+
+namespace {
+// The callbacks running on this thread, innermost last (for Disconnect from inside one).
+thread_local std::vector<const void*> callbacks_on_this_thread;
+}  // namespace
 
 namespace {
 
@@ -187,8 +197,13 @@ void Store::Disconnect(ConnId conn) {
     holder = it->second.callback;
     conns_.erase(it);
   }
-  std::lock_guard wait(holder->mutex);  // a callback in flight on another thread finishes first
-  holder->callback = nullptr;
+  // Calls in flight on other threads finish first; one this thread is inside can't be waited for.
+  const int mine = int(
+      std::count(callbacks_on_this_thread.begin(), callbacks_on_this_thread.end(), holder.get()));
+  std::unique_lock lock(holder->mutex);
+  holder->live = false;
+  holder->idle.wait(lock, [&] { return holder->in_flight <= mine; });
+  if (mine == 0) holder->callback = nullptr;
 }
 
 DomId Store::DomainOf(ConnId conn) {
@@ -205,8 +220,17 @@ uint32_t Store::NodesOwnedBy(DomId domid) {
 
 void Store::Dispatch(Events& events) {
   for (Event& e : events) {
-    std::lock_guard lock(e.callback->mutex);
-    if (e.callback->callback) e.callback->callback(e.path, e.token);
+    CallbackHolder& h = *e.callback;
+    {
+      std::lock_guard lock(h.mutex);
+      if (!h.live || !h.callback) continue;
+      ++h.in_flight;
+    }
+    callbacks_on_this_thread.push_back(&h);
+    h.callback(e.path, e.token);
+    callbacks_on_this_thread.pop_back();
+    std::lock_guard lock(h.mutex);
+    if (--h.in_flight == 0) h.idle.notify_all();
   }
 }
 

@@ -6,9 +6,10 @@
 // domain; dom0 (kPrivilegedDomid) is privileged. Errors are Result errors with Xen's errno
 // values, which the wire layer turns into xsd_errors strings.
 //
-// Threads: any. Lock: mutex_ guards the whole database. Watch callbacks run after mutex_ is
-// released, on the thread whose operation fired them, before that operation returns; a callback
-// may call the Store again. Lock order: a connection's callback lock -> mutex_.
+// Threads: any. Lock: mutex_ guards the whole database. Watch callbacks run with no Store lock
+// held, on the thread whose operation fired them, before that operation returns; a callback may
+// call the Store again. One connection's callback may run on several threads at once: it must
+// be thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -57,7 +58,8 @@ class Store {
 
   // ---- connections ----
   // A client acting as `domid`. on_event receives its watch events (may be empty if it sets
-  // no watches). After Disconnect returns no callback of it runs; don't call it from one.
+  // no watches). After Disconnect returns no call of it runs on another thread (it may be
+  // called from inside one).
   ConnId Connect(DomId domid, WatchCallback on_event = {});
   void Disconnect(ConnId conn);
   // The domain a connection acts for; kPrivilegedDomid for an unknown id.

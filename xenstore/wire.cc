@@ -116,7 +116,9 @@ WireConnection::WireConnection(Store& store, DomId domid, Limits limits,
   });
 }
 
-WireConnection::~WireConnection() { store_.Disconnect(conn_); }
+WireConnection::~WireConnection() { Detach(); }
+
+void WireConnection::Detach() { store_.Disconnect(conn_); }
 
 void WireConnection::QueueEvent(const std::string& path, const std::string& token, bool notify) {
   std::string bytes(sizeof(xsd_sockmsg), '\0');

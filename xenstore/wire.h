@@ -59,6 +59,10 @@ class WireConnection {
   // transactions (docs/misc/xenstore-ring.txt).
   void Reset();
 
+  // Stops watch events (waits for one in flight); the connection answers nothing afterwards.
+  // The destructor does it too; owners whose callback target dies first call it earlier.
+  void Detach();
+
   // One complete request; replies go to the output queue.
   void HandleMessage(const xsd_sockmsg& header, std::string_view payload);
 

@@ -244,6 +244,20 @@ TEST_F(StoreTest, CallbacksMayCallTheStoreAndStopAtDisconnect) {
   EXPECT_EQ(calls, 2);
 }
 
+TEST_F(StoreTest, ACallbackMayDisconnectItself) {
+  int calls = 0;
+  ConnId c = 0;
+  c = store_.Connect(0, [&](const std::string&, const std::string&) {
+    ++calls;
+    store_.Disconnect(c);
+  });
+  ASSERT_TRUE(store_.Watch(c, "/y", "t"));  // the initial event disconnects it
+  EXPECT_EQ(calls, 1);
+  ASSERT_TRUE(store_.Write(dom0_, 0, "/y", "1"));
+  EXPECT_EQ(calls, 1);
+  EXPECT_FALSE(store_.Watch(c, "/y", "t"));  // gone
+}
+
 TEST(StoreQuota, NodesPerDomain) {
   Store store(Quotas{.nodes = 10});
   const ConnId dom0 = store.Connect(0);
