@@ -7,22 +7,22 @@ namespace xenkvm::xen {
 namespace {
 // In-out op: read T, run op, write T back only on success.
 template <class T, class Op>
-Result<long> InOut(const GuestAccess& guest, uint64_t arg, Op&& op) {
-  T value = TRY(guest.ReadObj<T>(arg));
+Result<long> InOut(const HypercallArgs& guest, uint64_t arg, Op&& op) {
+  T value = TRY(guest.Read<T>(arg));
   TRY(op(value));
-  TRY(guest.WriteObj(arg, value));
+  TRY(guest.Write(arg, value));
   return 0;
 }
 template <class T, class Op>
-Result<long> In(const GuestAccess& guest, uint64_t arg, Op&& op) {
-  T value = TRY(guest.ReadObj<T>(arg));
+Result<long> In(const HypercallArgs& guest, uint64_t arg, Op&& op) {
+  T value = TRY(guest.Read<T>(arg));
   TRY(op(value));
   return 0;
 }
 }  // namespace
 
 Domain::Ret Domain::EventChannelOp(const HypercallCall& c, uint64_t cmd, uint64_t arg) {
-  GuestAccess guest = Guest(c.vcpu);
+  HypercallArgs guest(Guest(c.vcpu), c.compat);
   evtchn::Engine& e = engine_;
   switch (cmd) {
     case EVTCHNOP_alloc_unbound:

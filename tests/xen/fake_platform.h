@@ -4,9 +4,11 @@
 
 #include <cstring>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "mem/guest_memory.h"
 #include "xen/platform.h"
 
 namespace xenkvm::xen::testing {
@@ -48,6 +50,25 @@ class FakePlatform : public Platform {
   void ReleaseRam(uint64_t gpa, uint64_t size) override {
     released.emplace_back(gpa, size);
     if (ram != nullptr) std::memset(ram + gpa, 0, size);
+  }
+  // Special pages: a host page per gfn, added to `memory` (if set) as its own slot.
+  Result<> MapSpecialPage(uint64_t gfn) override {
+    if (special.count(gfn)) return Fail(XEN_EEXIST, "mapped twice");
+    if (special.size() >= max_special) return Fail(XEN_ENOSPC, "no slot");
+    auto& page = special[gfn];
+    page.reset(new uint8_t[4096]());
+    if (memory != nullptr) {
+      uint32_t slot = next_slot++;
+      slots[gfn] = slot;
+      TRY(memory->AddSlot(slot, gfn << 12, 4096, page.get()));
+    }
+    return {};
+  }
+  void UnmapSpecialPage(uint64_t gfn) override {
+    unmapped_special.push_back(gfn);
+    if (memory != nullptr && slots.count(gfn)) (void)memory->RemoveSlot(slots[gfn]);
+    slots.erase(gfn);
+    special.erase(gfn);
   }
   void ConsoleWrite(std::span<const char> bytes) override { console.append(bytes.data(), bytes.size()); }
   size_t ConsoleRead(std::span<char>) override { return 0; }
@@ -94,6 +115,13 @@ class FakePlatform : public Platform {
     if (++sleeps > max_sleeps) shutdown_reason = SHUTDOWN_crash;
   }
   void Yield(uint32_t) override { ++yields; }
+
+  mem::GuestMemory* memory = nullptr;  // where special pages appear
+  std::map<uint64_t, std::unique_ptr<uint8_t[]>> special;
+  std::map<uint64_t, uint32_t> slots;
+  std::vector<uint64_t> unmapped_special;
+  uint32_t next_slot = 1;
+  size_t max_special = 80;
 
   int sleeps = 0;
   int max_sleeps = 1000;
