@@ -29,14 +29,14 @@ struct CompatForeignMemoryMap {  // struct xen_foreign_memory_map
   CompatMemoryMap map;
 };
 struct CompatMemoryReservation {  // struct xen_memory_reservation
-  uint32_t extent_start;  // handle of compat_pfn_t
+  uint32_t extent_start;          // handle of compat_pfn_t
   uint32_t nr_extents;
   uint32_t extent_order;
   uint32_t mem_flags;
   uint16_t domid;
 };
 struct CompatSchedPoll {  // xen/sched.h struct sched_poll
-  uint32_t ports;  // handle of evtchn_port_t
+  uint32_t ports;         // handle of evtchn_port_t
   uint32_t nr_ports;
   uint64_t timeout;
 };
@@ -68,15 +68,19 @@ static_assert(sizeof(CompatAddToPhysmap) == 16 && offsetof(CompatAddToPhysmap, i
               offsetof(CompatAddToPhysmap, gpfn) == 12);
 static_assert(sizeof(CompatMemoryMap) == 8 && offsetof(CompatMemoryMap, buffer) == 4);
 static_assert(sizeof(CompatForeignMemoryMap) == 12 && offsetof(CompatForeignMemoryMap, map) == 4);
-static_assert(sizeof(CompatMemoryReservation) == 20 && offsetof(CompatMemoryReservation, extent_order) == 8 &&
+static_assert(sizeof(CompatMemoryReservation) == 20 &&
+              offsetof(CompatMemoryReservation, extent_order) == 8 &&
               offsetof(CompatMemoryReservation, domid) == 16);
 static_assert(sizeof(CompatSchedPoll) == 16 && offsetof(CompatSchedPoll, nr_ports) == 4 &&
               offsetof(CompatSchedPoll, timeout) == 8);
 static_assert(sizeof(CompatVcpuRegisterArea) == 8);
-static_assert(sizeof(CompatVcpuRunstateInfo) == 44 && offsetof(CompatVcpuRunstateInfo, state_entry_time) == 4 &&
+static_assert(sizeof(CompatVcpuRunstateInfo) == 44 &&
+              offsetof(CompatVcpuRunstateInfo, state_entry_time) == 4 &&
               offsetof(CompatVcpuRunstateInfo, time) == 12);
-static_assert(sizeof(CompatVcpuSetSingleshotTimer) == 12 && offsetof(CompatVcpuSetSingleshotTimer, flags) == 8);
-static_assert(sizeof(CompatGnttabSetupTable) == 16 && offsetof(CompatGnttabSetupTable, status) == 8 &&
+static_assert(sizeof(CompatVcpuSetSingleshotTimer) == 12 &&
+              offsetof(CompatVcpuSetSingleshotTimer, flags) == 8);
+static_assert(sizeof(CompatGnttabSetupTable) == 16 &&
+              offsetof(CompatGnttabSetupTable, status) == 8 &&
               offsetof(CompatGnttabSetupTable, frame_list) == 12);
 static_assert(sizeof(CompatPlatformParameters) == 4);
 

@@ -9,11 +9,17 @@
 
 namespace xenkvm::xen {
 
-Domain::Domain(Platform& platform, mem::GuestMemory& memory, evtchn::Engine& engine, Options options)
-    : platform_(platform), memory_(memory), engine_(engine), domid_(options.domid),
+Domain::Domain(Platform& platform, mem::GuestMemory& memory, evtchn::Engine& engine,
+               Options options)
+    : platform_(platform),
+      memory_(memory),
+      engine_(engine),
+      domid_(options.domid),
       registered_vcpu_info_(platform.VcpuCount(), kNoGpa),
       runstates_(platform.VcpuCount(), Runstate(platform.SystemTimeNs())),
-      grants_(memory, [this](uint64_t gfn) { return reservation_.InRam(gfn, 1) && !reservation_.IsHole(gfn); }),
+      grants_(
+          memory,
+          [this](uint64_t gfn) { return reservation_.InRam(gfn, 1) && !reservation_.IsHole(gfn); }),
       reservation_(platform.RamPages()) {
   // A new domain's shared state is 64-bit until the guest shows otherwise (Xen's
   // has_32bit_shinfo starts false).
@@ -28,33 +34,46 @@ long Domain::Hypercall(const HypercallCall& c) {
   if (c.cpl != 0) return -XEN_EPERM;
   Ret r = [&]() -> Ret {
     switch (c.nr) {
-      case __HYPERVISOR_set_timer_op: return SetTimerOp(c);
+      case __HYPERVISOR_set_timer_op:
+        return SetTimerOp(c);
       case __HYPERVISOR_event_channel_op_compat: {
         // Legacy form: one struct evtchn_op {cmd; union u} instead of (cmd, arg).
         uint32_t cmd = TRY(Guest(c.vcpu).ReadObj<uint32_t>(c.args[0]));
         return EventChannelOp(c, cmd, c.args[0] + offsetof(evtchn_op, u));
       }
-      case __HYPERVISOR_xen_version: return XenVersion(c);
-      case __HYPERVISOR_console_io: return ConsoleIo(c);
-      case __HYPERVISOR_grant_table_op: return GrantTableOp(c);
-      case __HYPERVISOR_memory_op: return MemoryOp(c);
-      case __HYPERVISOR_vcpu_op: return VcpuOp(c);
-      case __HYPERVISOR_sched_op: return SchedOp(c, c.args[0], c.args[1]);
+      case __HYPERVISOR_xen_version:
+        return XenVersion(c);
+      case __HYPERVISOR_console_io:
+        return ConsoleIo(c);
+      case __HYPERVISOR_grant_table_op:
+        return GrantTableOp(c);
+      case __HYPERVISOR_memory_op:
+        return MemoryOp(c);
+      case __HYPERVISOR_vcpu_op:
+        return VcpuOp(c);
+      case __HYPERVISOR_sched_op:
+        return SchedOp(c, c.args[0], c.args[1]);
       case __HYPERVISOR_sched_op_compat: {
         // Legacy form: SCHEDOP_shutdown passes the reason itself, not a pointer.
         if (c.args[0] == SCHEDOP_shutdown) {
           platform_.Shutdown(static_cast<uint32_t>(c.args[1]));
           return 0;
         }
-        if (c.args[0] == SCHEDOP_yield || c.args[0] == SCHEDOP_block) return SchedOp(c, c.args[0], 0);
+        if (c.args[0] == SCHEDOP_yield || c.args[0] == SCHEDOP_block)
+          return SchedOp(c, c.args[0], 0);
         LogUnknownOnce(c.nr, c.args[0]);
         return Fail(XEN_ENOSYS, "sched_op_compat");
       }
-      case __HYPERVISOR_event_channel_op: return EventChannelOp(c, c.args[0], c.args[1]);
-      case __HYPERVISOR_hvm_op: return HvmOp(c);
-      case __HYPERVISOR_vm_assist: return VmAssist(c);
-      case __HYPERVISOR_sysctl: return Sysctl(c);
-      case __HYPERVISOR_domctl: return Domctl(c);
+      case __HYPERVISOR_event_channel_op:
+        return EventChannelOp(c, c.args[0], c.args[1]);
+      case __HYPERVISOR_hvm_op:
+        return HvmOp(c);
+      case __HYPERVISOR_vm_assist:
+        return VmAssist(c);
+      case __HYPERVISOR_sysctl:
+        return Sysctl(c);
+      case __HYPERVISOR_domctl:
+        return Domctl(c);
       default:
         LogUnknownOnce(c.nr, UINT64_MAX);
         return Fail(XEN_ENOSYS, "unknown hypercall");
@@ -67,7 +86,8 @@ void Domain::LogUnknownOnce(uint64_t nr, uint64_t cmd) {
   MutexLock lock(mutex_);
   if (!unknown_logged_.emplace(nr, cmd).second) return;
   if (cmd == UINT64_MAX) {
-    std::fprintf(stderr, "xenkvm: hypercall %llu not implemented: -ENOSYS\n", static_cast<unsigned long long>(nr));
+    std::fprintf(stderr, "xenkvm: hypercall %llu not implemented: -ENOSYS\n",
+                 static_cast<unsigned long long>(nr));
   } else {
     std::fprintf(stderr, "xenkvm: hypercall %llu sub-op %llu not implemented: -ENOSYS\n",
                  static_cast<unsigned long long>(nr), static_cast<unsigned long long>(cmd));
@@ -130,14 +150,17 @@ void Domain::WriteWallclockLocked() {
 }
 
 Result<evtchn::Port> Domain::SetupRing(SpecialRing ring, uint64_t gfn, evtchn::Backend* backend) {
-  const uint32_t pfn_param = ring == SpecialRing::kConsole ? HVM_PARAM_CONSOLE_PFN : HVM_PARAM_STORE_PFN;
-  const uint32_t evtchn_param = ring == SpecialRing::kConsole ? HVM_PARAM_CONSOLE_EVTCHN : HVM_PARAM_STORE_EVTCHN;
+  const uint32_t pfn_param =
+      ring == SpecialRing::kConsole ? HVM_PARAM_CONSOLE_PFN : HVM_PARAM_STORE_PFN;
+  const uint32_t evtchn_param =
+      ring == SpecialRing::kConsole ? HVM_PARAM_CONSOLE_EVTCHN : HVM_PARAM_STORE_EVTCHN;
   if (gfn == 0 || gfn >= kMaxGfn) return Fail(XEN_EINVAL, "ring gfn");
   MutexLock lock(mutex_);
   if (params_[pfn_param] != 0) return Fail(XEN_EEXIST, "ring already set up");
   TRY(PlaceXenPageLocked(gfn));
   std::vector<std::byte> zero(abi::kPageSize);
-  auto port = memory_.Write(gfn << 12, zero).and_then([&] { return engine_.ConnectBackend(backend); });
+  auto port =
+      memory_.Write(gfn << 12, zero).and_then([&] { return engine_.ConnectBackend(backend); });
   if (!port) {
     RemoveXenPageLocked(gfn);
     return port;
@@ -170,7 +193,8 @@ Result<> Domain::PlaceXenPageLocked(uint64_t gfn) {
     FillHoleLocked(gfn);
     return {};
   }
-  if (IsRam(gfn << 12, abi::kPageSize)) return Fail(XEN_EBUSY, "gfn is backed by other host memory");
+  if (IsRam(gfn << 12, abi::kPageSize))
+    return Fail(XEN_EBUSY, "gfn is backed by other host memory");
   TRY(platform_.MapSpecialPage(gfn));
   special_gfns_.push_back(gfn);
   return {};
@@ -253,15 +277,18 @@ Domain::Ret Domain::MapSharedInfo(uint64_t gfn) {
 Domain::Ret Domain::RegisterVcpuInfo(const HypercallCall& c, uint32_t target, uint64_t arg) {
   auto info = TRY(HypercallArgs(Guest(c.vcpu), c.compat).Read<vcpu_register_vcpu_info_t>(arg));
   if (info.rsvd != 0) return Fail(XEN_EINVAL, "register_vcpu_info rsvd");
-  if (info.offset > abi::kPageSize - sizeof(vcpu_info)) return Fail(XEN_EINVAL, "register_vcpu_info offset");
+  if (info.offset > abi::kPageSize - sizeof(vcpu_info))
+    return Fail(XEN_EINVAL, "register_vcpu_info offset");
   if (info.mfn > (UINT64_MAX >> 12)) return Fail(XEN_EINVAL, "register_vcpu_info mfn");
   const uint64_t new_gpa = (info.mfn << 12) + info.offset;
   if (!IsRam(new_gpa, sizeof(vcpu_info))) return Fail(XEN_EINVAL, "register_vcpu_info not RAM");
   {
     MutexLock lock(mutex_);
     // Xen takes a reference on the guest's page: there must be one (not ballooned out).
-    if (reservation_.IsHole(info.mfn)) return Fail(XEN_EINVAL, "register_vcpu_info gfn ballooned out");
-    if (registered_vcpu_info_[target] != kNoGpa) return Fail(XEN_EINVAL, "vcpu_info already registered");
+    if (reservation_.IsHole(info.mfn))
+      return Fail(XEN_EINVAL, "register_vcpu_info gfn ballooned out");
+    if (registered_vcpu_info_[target] != kNoGpa)
+      return Fail(XEN_EINVAL, "vcpu_info already registered");
     if (VcpuInfoGpaLocked(target) == kNoGpa) {
       // No current vcpu_info to carry over (shared_info not mapped, or vCPU >= 32): start
       // from Xen's, which is zeroed.

@@ -12,8 +12,8 @@
 #pragma once
 
 #include <array>
-#include <cstdint>
 #include <atomic>
+#include <cstdint>
 #include <set>
 #include <utility>
 #include <vector>
@@ -136,7 +136,9 @@ class Domain {
   void FillHoleLocked(uint64_t gfn) XENKVM_REQUIRES(mutex_);
   // gfn stopped backing a Xen page: if the guest had ballooned it out, release it now.
   void ReleaseIfHoleLocked(uint64_t gfn) XENKVM_REQUIRES(mutex_);
-  GuestAccess Guest(uint32_t vcpu) const { return GuestAccess(platform_, memory_, vcpu, &reservation_); }
+  GuestAccess Guest(uint32_t vcpu) const {
+    return GuestAccess(platform_, memory_, vcpu, &reservation_);
+  }
   Ret MapSharedInfo(uint64_t gfn);
   Ret RegisterVcpuInfo(const HypercallCall& c, uint32_t target, uint64_t arg);
   Ret Block(uint32_t vcpu);
@@ -158,7 +160,7 @@ class Domain {
   uint64_t shared_info_gpa_ XENKVM_GUARDED_BY(mutex_) = kNoGpa;
   std::vector<uint64_t> registered_vcpu_info_ XENKVM_GUARDED_BY(mutex_);  // kNoGpa = default
   std::array<uint64_t, HVM_NR_PARAMS> params_ XENKVM_GUARDED_BY(mutex_){};
-  bool shinfo_compat_ XENKVM_GUARDED_BY(mutex_) = false;  // Xen's has_32bit_shinfo
+  bool shinfo_compat_ XENKVM_GUARDED_BY(mutex_) = false;         // Xen's has_32bit_shinfo
   bool runstate_update_flag_ XENKVM_GUARDED_BY(mutex_) = false;  // VMASST_TYPE_runstate_update_flag
   // XENMEM_set_memory_map: the guest's own map, reported by XENMEM_memory_map from then on.
   std::vector<MemoryMapEntry> memory_map_ XENKVM_GUARDED_BY(mutex_);
@@ -166,9 +168,9 @@ class Domain {
   std::vector<uint64_t> special_gfns_ XENKVM_GUARDED_BY(mutex_);  // host pages mapped outside RAM
   std::vector<Runstate> runstates_ XENKVM_GUARDED_BY(mutex_);     // per vCPU
   GrantTable grants_;
-  Reservation reservation_;                           // mutations guarded by mutex_
+  Reservation reservation_;                                 // mutations guarded by mutex_
   std::set<std::pair<uint64_t, uint64_t>> unknown_logged_;  // guarded by mutex_; (nr, cmd)
-  std::array<std::atomic<uint64_t>, 64> counts_{};    // per hypercall number; relaxed atomics
+  std::array<std::atomic<uint64_t>, 64> counts_{};          // per hypercall number; relaxed atomics
 };
 
 }  // namespace xenkvm::xen

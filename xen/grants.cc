@@ -38,8 +38,10 @@ void GrantMapping::Reset() {
   data_ = {};
 }
 
-GrantTable::GrantTable(mem::GuestMemory& memory, std::function<bool(uint64_t)> is_ram, uint32_t max_frames)
-    : memory_(memory), is_ram_(std::move(is_ram)),
+GrantTable::GrantTable(mem::GuestMemory& memory, std::function<bool(uint64_t)> is_ram,
+                       uint32_t max_frames)
+    : memory_(memory),
+      is_ram_(std::move(is_ram)),
       max_frames_(std::clamp<uint32_t>(max_frames, 1, kDefaultMaxFrames)) {
   frame_gfns_.fill(kNoGfn);
 }
@@ -101,7 +103,8 @@ Result<GrantMapping> GrantTable::Map(uint16_t mapping_domid, uint32_t ref, bool 
     uint32_t combo = combo_ref.load(std::memory_order_acquire);
     for (int tries = 0;; ++tries) {
       const uint16_t flags = FlagsOf(combo);
-      if (!pinned && ((flags & GTF_type_mask) != GTF_permit_access || DomidOf(combo) != mapping_domid)) {
+      if (!pinned &&
+          ((flags & GTF_type_mask) != GTF_permit_access || DomidOf(combo) != mapping_domid)) {
         return Fail(XEN_EPERM, "grant entry does not permit access to this domain");
       }
       uint32_t wanted = combo | GTF_reading;
@@ -117,7 +120,8 @@ Result<GrantMapping> GrantTable::Map(uint16_t mapping_domid, uint32_t ref, bool 
   if (pinned) {
     gfn = found->second.gfn;
   } else {
-    gfn = mem::GuestAtomic<uint32_t>(entry + offsetof(grant_entry_v1_t, frame)).load(std::memory_order_acquire);
+    gfn = mem::GuestAtomic<uint32_t>(entry + offsetof(grant_entry_v1_t, frame))
+              .load(std::memory_order_acquire);
   }
   // The frame must be guest RAM with a page now; host pointers into RAM stay valid for the
   // machine's life (the RAM slot never moves; ballooning zeroes pages but keeps them mapped).
@@ -127,9 +131,11 @@ Result<GrantMapping> GrantTable::Map(uint16_t mapping_domid, uint32_t ref, bool 
     if (!pinned) {
       // Undo our flags as Xen's error path does (clear what no other pin needs).
       auto flags_ref = mem::GuestAtomic<uint16_t>(entry);
-      flags_ref.fetch_and(static_cast<uint16_t>(~(GTF_reading | GTF_writing)), std::memory_order_acq_rel);
+      flags_ref.fetch_and(static_cast<uint16_t>(~(GTF_reading | GTF_writing)),
+                          std::memory_order_acq_rel);
     } else if (!readonly && found->second.writers == 0) {
-      mem::GuestAtomic<uint16_t>(entry).fetch_and(static_cast<uint16_t>(~GTF_writing), std::memory_order_acq_rel);
+      mem::GuestAtomic<uint16_t>(entry).fetch_and(static_cast<uint16_t>(~GTF_writing),
+                                                  std::memory_order_acq_rel);
     }
     return tl::unexpected(host.error());
   }
@@ -161,19 +167,24 @@ void GrantTable::Unmap(uint32_t ref, bool readonly) {
   // The frame may have moved or gone since: then the flags live wherever the guest put it now,
   // or nowhere; Xen clears them in its own page, which always exists.
   if (auto entry = EntryLocked(ref)) {
-    mem::GuestAtomic<uint16_t>(*entry).fetch_and(static_cast<uint16_t>(~clear), std::memory_order_acq_rel);
+    mem::GuestAtomic<uint16_t>(*entry).fetch_and(static_cast<uint16_t>(~clear),
+                                                 std::memory_order_acq_rel);
   }
 }
 
-Result<> GrantTable::CopyFrom(uint16_t mapping_domid, uint32_t ref, uint32_t offset, std::span<std::byte> out) {
-  if (offset > abi::kPageSize || out.size() > abi::kPageSize - offset) return Fail(XEN_ERANGE, "grant copy beyond page");
+Result<> GrantTable::CopyFrom(uint16_t mapping_domid, uint32_t ref, uint32_t offset,
+                              std::span<std::byte> out) {
+  if (offset > abi::kPageSize || out.size() > abi::kPageSize - offset)
+    return Fail(XEN_ERANGE, "grant copy beyond page");
   GrantMapping m = TRY(Map(mapping_domid, ref, /*readonly=*/true));
   std::memcpy(out.data(), m.data().data() + offset, out.size());
   return {};
 }
 
-Result<> GrantTable::CopyTo(uint16_t mapping_domid, uint32_t ref, uint32_t offset, std::span<const std::byte> in) {
-  if (offset > abi::kPageSize || in.size() > abi::kPageSize - offset) return Fail(XEN_ERANGE, "grant copy beyond page");
+Result<> GrantTable::CopyTo(uint16_t mapping_domid, uint32_t ref, uint32_t offset,
+                            std::span<const std::byte> in) {
+  if (offset > abi::kPageSize || in.size() > abi::kPageSize - offset)
+    return Fail(XEN_ERANGE, "grant copy beyond page");
   GrantMapping m = TRY(Map(mapping_domid, ref, /*readonly=*/false));
   std::memcpy(m.data().data() + offset, in.data(), in.size());
   return {};
@@ -181,11 +192,16 @@ Result<> GrantTable::CopyTo(uint16_t mapping_domid, uint32_t ref, uint32_t offse
 
 int16_t GrantTable::GrantStatus(const Error& error) {
   switch (error.xen_errno) {
-    case XEN_EINVAL: return GNTST_bad_gntref;
-    case XEN_EFAULT: return GNTST_bad_page;
-    case XEN_ERANGE: return GNTST_bad_copy_arg;
-    case XEN_ENOSPC: return GNTST_no_device_space;
-    default: return GNTST_general_error;  // refused or unstable entry, as Xen reports them
+    case XEN_EINVAL:
+      return GNTST_bad_gntref;
+    case XEN_EFAULT:
+      return GNTST_bad_page;
+    case XEN_ERANGE:
+      return GNTST_bad_copy_arg;
+    case XEN_ENOSPC:
+      return GNTST_no_device_space;
+    default:
+      return GNTST_general_error;  // refused or unstable entry, as Xen reports them
   }
 }
 

@@ -84,8 +84,10 @@ class GrantTable {
   Result<GrantMapping> Map(uint16_t mapping_domid, uint32_t ref, bool readonly);
   // GNTTABOP_copy with one side a granted page: [offset, offset + size) inside the page
   // (-ERANGE otherwise).
-  Result<> CopyFrom(uint16_t mapping_domid, uint32_t ref, uint32_t offset, std::span<std::byte> out);
-  Result<> CopyTo(uint16_t mapping_domid, uint32_t ref, uint32_t offset, std::span<const std::byte> in);
+  Result<> CopyFrom(uint16_t mapping_domid, uint32_t ref, uint32_t offset,
+                    std::span<std::byte> out);
+  Result<> CopyTo(uint16_t mapping_domid, uint32_t ref, uint32_t offset,
+                  std::span<const std::byte> in);
   // The GNTST_* status Xen would report for an error of Map/CopyFrom/CopyTo.
   static int16_t GrantStatus(const Error& error);
 

@@ -231,7 +231,9 @@ struct CompatLayout<gnttab_setup_table_t> {
 template <>
 struct CompatLayout<xen_platform_parameters_t> {
   using Type = abi::CompatPlatformParameters;
-  static Type FromNative(const xen_platform_parameters_t& n) { return Type{static_cast<uint32_t>(n.virt_start)}; }
+  static Type FromNative(const xen_platform_parameters_t& n) {
+    return Type{static_cast<uint32_t>(n.virt_start)};
+  }
 };
 
 inline Result<uint64_t> HypercallArgs::ReadUlong(uint64_t array_gva, uint64_t i) const {

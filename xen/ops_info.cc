@@ -98,7 +98,8 @@ Domain::Ret Domain::ConsoleIo(const HypercallCall& c) {
       }
       return 0;
     case CONSOLEIO_read: {
-      uint32_t n = static_cast<uint32_t>(platform_.ConsoleRead(std::span(chunk, std::min<uint32_t>(count, sizeof(chunk)))));
+      uint32_t n = static_cast<uint32_t>(
+          platform_.ConsoleRead(std::span(chunk, std::min<uint32_t>(count, sizeof(chunk)))));
       TRY(guest.Write(buffer, std::as_bytes(std::span(chunk, n))));
       return static_cast<long>(n);
     }
@@ -173,14 +174,17 @@ Domain::Ret Domain::SetupTable(const HypercallCall& c, uint64_t uop, uint64_t co
   } else {
     for (uint32_t i = 0; i < op.nr_frames; ++i) {
       const uint64_t gfn = grants_.FrameGfn(i);
-      auto written = guest.WriteUlong(HandleGva(op.frame_list), i, gfn == GrantTable::kNoGfn ? ~uint64_t{0} : gfn);
+      auto written = guest.WriteUlong(HandleGva(op.frame_list), i,
+                                      gfn == GrantTable::kNoGfn ? ~uint64_t{0} : gfn);
       if (!written) {
-        status = written.error().xen_errno == XEN_ERANGE ? GNTST_address_too_big : GNTST_bad_virt_addr;
+        status =
+            written.error().xen_errno == XEN_ERANGE ? GNTST_address_too_big : GNTST_bad_virt_addr;
         break;
       }
     }
   }
-  static_assert(offsetof(gnttab_setup_table_t, status) == offsetof(abi::CompatGnttabSetupTable, status));
+  static_assert(offsetof(gnttab_setup_table_t, status) ==
+                offsetof(abi::CompatGnttabSetupTable, status));
   TRY(guest.guest().WriteObj(uop + offsetof(gnttab_setup_table_t, status), status));
   return 0;
 }

@@ -73,11 +73,13 @@ Domain::Ret Domain::MemoryOp(const HypercallCall& c) {
         own_map = memory_map_set_;
         if (own_map) entries = memory_map_;
       }
-      std::span<const MemoryMapEntry> source = own_map ? std::span<const MemoryMapEntry>(entries) : platform_.MemoryMap();
+      std::span<const MemoryMapEntry> source =
+          own_map ? std::span<const MemoryMapEntry>(entries) : platform_.MemoryMap();
       // Xen: an empty map is -ENOSYS ("backwards compatibility"); a short buffer gets a prefix.
       if (source.empty()) return Fail(XEN_ENOSYS, "no memory map");
       map.nr_entries = std::min<uint32_t>(map.nr_entries, static_cast<uint32_t>(source.size()));
-      TRY(args.guest().Write(HandleGva(map.buffer), std::as_bytes(source.subspan(0, map.nr_entries))));
+      TRY(args.guest().Write(HandleGva(map.buffer),
+                             std::as_bytes(source.subspan(0, map.nr_entries))));
       TRY(args.Write(arg, map));
       return 0;
     }
@@ -89,7 +91,8 @@ Domain::Ret Domain::MemoryOp(const HypercallCall& c) {
       auto domid = TRY(args.Read<domid_t>(arg));
       if (!ValidDomid(domid)) return Fail(XEN_ESRCH, "reservation domid");
       MutexLock lock(mutex_);
-      return static_cast<long>(cmd == XENMEM_current_reservation ? reservation_.tot_pages() : reservation_.max_pages());
+      return static_cast<long>(cmd == XENMEM_current_reservation ? reservation_.tot_pages()
+                                                                 : reservation_.max_pages());
     }
     case XENMEM_maximum_ram_page:
       if (start_extent != 0) return Fail(XEN_EINVAL, "maximum_ram_page continuation");
@@ -184,7 +187,8 @@ Domain::Ret Domain::HvmOp(const HypercallCall& c) {
           platform_.SetCallbackVector(static_cast<uint8_t>(p.value & 0xff));
         } else {
           // GSI / PCI INTx callbacks need an emulated IOAPIC or PCI device, which we don't have.
-          std::fprintf(stderr, "xenkvm: HVM_PARAM_CALLBACK_IRQ type %llu not supported; no upcalls\n",
+          std::fprintf(stderr,
+                       "xenkvm: HVM_PARAM_CALLBACK_IRQ type %llu not supported; no upcalls\n",
                        static_cast<unsigned long long>(type));
           platform_.SetCallbackVector(0);
         }

@@ -38,12 +38,15 @@ bool FlagsAcceptable(uint32_t mem_flags) {
 }
 }  // namespace
 
-long Domain::ReservationOp(const HypercallCall& c, uint32_t op, uint64_t start_extent, uint64_t arg) {
+long Domain::ReservationOp(const HypercallCall& c, uint32_t op, uint64_t start_extent,
+                           uint64_t arg) {
   HypercallArgs args(Guest(c.vcpu), c.compat);
-  const long none = static_cast<long>(start_extent);  // every refusal reports the extents done so far
+  const long none =
+      static_cast<long>(start_extent);  // every refusal reports the extents done so far
   auto r = args.Read<xen_memory_reservation_t>(arg);
   if (!r) return none;
-  const Request req{HandleGva(r->extent_start), r->nr_extents, r->extent_order, r->mem_flags, r->domid};
+  const Request req{HandleGva(r->extent_start), r->nr_extents, r->extent_order, r->mem_flags,
+                    r->domid};
   // Too many extents to encode a continuation in cmd; a continuation past the end.
   if (req.nr_extents > (UINT32_MAX >> kMemopExtentShift)) return none;
   if (start_extent >= req.nr_extents) return none;
@@ -60,7 +63,9 @@ long Domain::ReservationOp(const HypercallCall& c, uint32_t op, uint64_t start_e
 
   MutexLock lock(mutex_);
   const std::vector<uint64_t> pinned = PinnedGfnsLocked();
-  auto is_pinned = [&](uint64_t gfn) { return std::find(pinned.begin(), pinned.end(), gfn) != pinned.end(); };
+  auto is_pinned = [&](uint64_t gfn) {
+    return std::find(pinned.begin(), pinned.end(), gfn) != pinned.end();
+  };
   // Releases host memory in runs of consecutive gfns (one madvise each), never a pinned page:
   // Xen keeps such a page alive and writing to it after the gfn is gone, and so do we.
   uint64_t run_start = 0, run_len = 0;

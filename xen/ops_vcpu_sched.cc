@@ -9,7 +9,7 @@
 namespace xenkvm::xen {
 
 namespace {
-constexpr uint32_t kMaxPollPorts = 128;  // Xen's limit for SCHEDOP_poll
+constexpr uint32_t kMaxPollPorts = 128;       // Xen's limit for SCHEDOP_poll
 constexpr uint64_t kMinPeriodNs = 1'000'000;  // VCPUOP_set_periodic_timer: at least 1 ms
 }  // namespace
 
@@ -148,7 +148,8 @@ Domain::Ret Domain::Poll(const HypercallCall& c, uint64_t arg) {
     evtchn_status_t status{};
     status.dom = DOMID_SELF;
     status.port = port;
-    if (!engine_.Status(status) || status.status == EVTCHNSTAT_closed) return Fail(XEN_EINVAL, "poll on unusable port");
+    if (!engine_.Status(status) || status.status == EVTCHNSTAT_closed)
+      return Fail(XEN_EINVAL, "poll on unusable port");
   }
   // Take the wake sequence before registering so a wake between the two isn't lost.
   uint64_t seq = platform_.WakeSeq(c.vcpu);
@@ -173,7 +174,8 @@ Domain::Ret Domain::RegisterRunstateArea(const HypercallCall& c, uint32_t target
   {
     MutexLock lock(mutex_);
     runstates_[target].area_gva = area.addr.p;
-    info = target == c.vcpu ? runstates_[target].info() : runstates_[target].Get(platform_.SystemTimeNs());
+    info = target == c.vcpu ? runstates_[target].info()
+                            : runstates_[target].Get(platform_.SystemTimeNs());
   }
   if (area.addr.p != 0) (void)guest.Write(area.addr.p, info);
   return 0;
@@ -196,7 +198,8 @@ Domain::Ret Domain::RegisterTimeArea(const HypercallCall& c, uint32_t target, ui
 void Domain::NoteRunstate(uint32_t vcpu, int state) {
   {
     MutexLock lock(mutex_);
-    if (vcpu >= runstates_.size() || !runstates_[vcpu].Change(state, platform_.SystemTimeNs())) return;
+    if (vcpu >= runstates_.size() || !runstates_[vcpu].Change(state, platform_.SystemTimeNs()))
+      return;
     if (runstates_[vcpu].area_gva == 0) return;
   }
   UpdateRunstateArea(vcpu);
@@ -217,8 +220,10 @@ void Domain::UpdateRunstateArea(uint32_t vcpu) {
     compat = shinfo_compat_;
   }
   HypercallArgs guest(Guest(vcpu), compat);
-  const uint64_t top_byte = gva + (compat ? offsetof(abi::CompatVcpuRunstateInfo, state_entry_time)
-                                          : offsetof(vcpu_runstate_info, state_entry_time)) + 7;
+  const uint64_t top_byte = gva +
+                            (compat ? offsetof(abi::CompatVcpuRunstateInfo, state_entry_time)
+                                    : offsetof(vcpu_runstate_info, state_entry_time)) +
+                            7;
   auto write_top = [&](uint64_t entry_time) {
     (void)guest.guest().WriteObj<uint8_t>(top_byte, static_cast<uint8_t>(entry_time >> 56));
     std::atomic_thread_fence(std::memory_order_release);
@@ -236,7 +241,8 @@ Domain::Ret Domain::VmAssist(const HypercallCall& c) {
   const uint64_t cmd = c.args[0] & 0xffffffffu;
   const uint64_t type = c.args[1] & 0xffffffffu;
   if (type != VMASST_TYPE_runstate_update_flag) return Fail(XEN_EINVAL, "vm_assist type");
-  if (cmd != VMASST_CMD_enable && cmd != VMASST_CMD_disable) return Fail(XEN_ENOSYS, "vm_assist cmd");
+  if (cmd != VMASST_CMD_enable && cmd != VMASST_CMD_disable)
+    return Fail(XEN_ENOSYS, "vm_assist cmd");
   MutexLock lock(mutex_);
   runstate_update_flag_ = cmd == VMASST_CMD_enable;
   return 0;

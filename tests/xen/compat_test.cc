@@ -1,9 +1,10 @@
 // 32-bit (compat) guests through the hypercall layer: every struct whose layout differs is
 // decoded in the i386 layout, the shared_info layout is latched as Xen latches it, Xen pages go
 // to any gfn (special pages outside RAM), rings, runstate and the calls GRUB and Mini-OS make.
+#include "abi/compat.h"
+
 #include <gtest/gtest.h>
 
-#include "abi/compat.h"
 #include "tests/xen/hypercall_fixture.h"
 
 namespace xenkvm::xen::testing {
@@ -69,7 +70,9 @@ TEST_F(CompatTest, LatchFollowsCallbackIrqAndDrivesEngineLayout) {
   const evtchn_port_t port = Get<evtchn_bind_ipi_t>(kArg).port;
   Put(kArg, evtchn_send_t{port});
   ASSERT_EQ(Call(__HYPERVISOR_event_channel_op, EVTCHNOP_send, kArg), 0);
-  EXPECT_EQ(Phys<uint32_t>(si + abi::LayoutCompat::kEvtchnPending + 4 * (port / 32)) >> (port % 32) & 1, 1u);
+  EXPECT_EQ(
+      Phys<uint32_t>(si + abi::LayoutCompat::kEvtchnPending + 4 * (port / 32)) >> (port % 32) & 1,
+      1u);
   // The selector is a 32-bit word at offset 4 of vcpu_info[0].
   EXPECT_EQ(Phys<uint32_t>(si + abi::LayoutCompat::kPendingSel) >> (port / 32) & 1, 1u);
 
@@ -159,10 +162,10 @@ TEST_F(CompatTest, PollDecodesCompatHandleAndRefusesUnusablePorts) {
     Put(kArg, abi::CompatSchedPoll{0x20000, 1, platform_.now_ns + 1000});
     return Call(__HYPERVISOR_sched_op, SCHEDOP_poll, kArg);
   };
-  EXPECT_EQ(poll(port), 0);  // times out (the fake advances time to the deadline)
-  EXPECT_EQ(poll(0), -XEN_EINVAL);          // reserved port 0
-  EXPECT_EQ(poll(port + 1), -XEN_EINVAL);   // free
-  EXPECT_EQ(poll(1024), -XEN_EINVAL);       // beyond the compat table
+  EXPECT_EQ(poll(port), 0);                // times out (the fake advances time to the deadline)
+  EXPECT_EQ(poll(0), -XEN_EINVAL);         // reserved port 0
+  EXPECT_EQ(poll(port + 1), -XEN_EINVAL);  // free
+  EXPECT_EQ(poll(1024), -XEN_EINVAL);      // beyond the compat table
   Put(kArg, abi::CompatSchedPoll{0x20000, 129, 0});
   EXPECT_EQ(Call(__HYPERVISOR_sched_op, SCHEDOP_poll, kArg), -XEN_EINVAL);
 }
@@ -186,7 +189,8 @@ TEST_F(CompatTest, PlatformParametersIsFourBytesAndZero) {
 TEST_F(CompatTest, RunstateAreaProtocolAndInfo) {
   domain_->LatchShinfoLayout(true);
   // vm_assist: only runstate_update_flag is valid for an HVM domain.
-  EXPECT_EQ(Call(__HYPERVISOR_vm_assist, VMASST_CMD_enable, VMASST_TYPE_writable_pagetables), -XEN_EINVAL);
+  EXPECT_EQ(Call(__HYPERVISOR_vm_assist, VMASST_CMD_enable, VMASST_TYPE_writable_pagetables),
+            -XEN_EINVAL);
   EXPECT_EQ(Call(__HYPERVISOR_vm_assist, 7, VMASST_TYPE_runstate_update_flag), -XEN_ENOSYS);
   ASSERT_EQ(Call(__HYPERVISOR_vm_assist, VMASST_CMD_enable, VMASST_TYPE_runstate_update_flag), 0);
   // Register vCPU 0's area (compat: 4-byte handle in an 8-byte union).
@@ -235,7 +239,8 @@ TEST_F(HypercallTest, TimeMemoryArea) {
   EXPECT_EQ(t.system_time, platform_.now_ns);
   EXPECT_EQ(t.version % 2, 0u);
   EXPECT_GT(t.version, 0u);
-  EXPECT_EQ(Call(__HYPERVISOR_vcpu_op, VCPUOP_register_vcpu_time_memory_area, 5, kArg), -XEN_ENOENT);
+  EXPECT_EQ(Call(__HYPERVISOR_vcpu_op, VCPUOP_register_vcpu_time_memory_area, 5, kArg),
+            -XEN_ENOENT);
 }
 
 struct CountingBackend : evtchn::Backend {

@@ -16,7 +16,8 @@ namespace xenkvm::xen::testing {
 class FakePlatform : public Platform {
  public:
   explicit FakePlatform(uint32_t vcpus, uint64_t ram_size) : vcpus_(vcpus), ram_size_(ram_size) {
-    map_ = {{0, ram_size, XEN_HVM_MEMMAP_TYPE_RAM}, {0xfee00000, 0x1000, XEN_HVM_MEMMAP_TYPE_RESERVED}};
+    map_ = {{0, ram_size, XEN_HVM_MEMMAP_TYPE_RAM},
+            {0xfee00000, 0x1000, XEN_HVM_MEMMAP_TYPE_RESERVED}};
   }
 
   // Guest-virtual page -> guest-physical page; unlisted pages map 1:1 below ram_size.
@@ -31,8 +32,8 @@ class FakePlatform : public Platform {
   std::map<uint32_t, std::pair<uint64_t, uint64_t>> timers;
   std::map<uint32_t, bool> up;
   std::map<uint32_t, vcpu_hvm_context> contexts;
-  uint8_t* ram = nullptr;                                 // guest RAM, for ReleaseRam
-  std::vector<std::pair<uint64_t, uint64_t>> released;    // ReleaseRam(gpa, size) calls
+  uint8_t* ram = nullptr;                               // guest RAM, for ReleaseRam
+  std::vector<std::pair<uint64_t, uint64_t>> released;  // ReleaseRam(gpa, size) calls
 
   uint32_t VcpuCount() const override { return vcpus_; }
   Result<uint64_t> TranslateGva(uint32_t, uint64_t gva) override {
@@ -70,7 +71,9 @@ class FakePlatform : public Platform {
     slots.erase(gfn);
     special.erase(gfn);
   }
-  void ConsoleWrite(std::span<const char> bytes) override { console.append(bytes.data(), bytes.size()); }
+  void ConsoleWrite(std::span<const char> bytes) override {
+    console.append(bytes.data(), bytes.size());
+  }
   size_t ConsoleRead(std::span<char>) override { return 0; }
   void Shutdown(uint32_t reason) override { shutdown_reason = reason; }
   bool Stopping() const override { return shutdown_reason != UINT32_MAX; }
@@ -88,8 +91,12 @@ class FakePlatform : public Platform {
     up[target] = false;
     return {};
   }
-  bool VcpuIsUp(uint32_t target) const override { return target == 0 || (up.count(target) && up.at(target)); }
-  void SetUpcallVector(uint32_t target, uint8_t vector) override { upcall_vectors[target] = vector; }
+  bool VcpuIsUp(uint32_t target) const override {
+    return target == 0 || (up.count(target) && up.at(target));
+  }
+  void SetUpcallVector(uint32_t target, uint8_t vector) override {
+    upcall_vectors[target] = vector;
+  }
   void SetCallbackVector(uint8_t vector) override { callback_vector = vector; }
   void RaiseUpcall(uint32_t target) override { raised.push_back(target); }
   uint64_t SystemTimeNs() const override { return now_ns; }

@@ -29,7 +29,9 @@ class GrantsTest : public HypercallTest {
     grant_entry_v1_t e{flags, domid, frame};
     Put((kFrameGfn << 12) + ref * sizeof(e), e);
   }
-  uint16_t Flags(uint32_t ref) { return Get<uint16_t>((kFrameGfn << 12) + ref * sizeof(grant_entry_v1_t)); }
+  uint16_t Flags(uint32_t ref) {
+    return Get<uint16_t>((kFrameGfn << 12) + ref * sizeof(grant_entry_v1_t));
+  }
   GrantTable& grants() { return domain_->grants(); }
 };
 
@@ -133,14 +135,14 @@ TEST_F(GrantsTest, BackendMapChecksEntryAndTracksInUseFlags) {
   ASSERT_FALSE(refused);
   EXPECT_EQ(GrantTable::GrantStatus(refused.error()), GNTST_general_error);
   EXPECT_EQ(Flags(2), GTF_permit_access | GTF_readonly);  // untouched
-  EXPECT_FALSE(grants().Map(0, 3, true));                // granted to domain 5
+  EXPECT_FALSE(grants().Map(0, 3, true));                 // granted to domain 5
   EXPECT_TRUE(grants().Map(5, 3, true));
   EXPECT_FALSE(grants().Map(0, 4, true));  // not a permit_access entry
   EXPECT_FALSE(grants().Map(0, 6, true));
   auto not_ram = grants().Map(0, 5, true);
   ASSERT_FALSE(not_ram);
   EXPECT_EQ(GrantTable::GrantStatus(not_ram.error()), GNTST_bad_page);
-  EXPECT_EQ(Flags(5), GTF_permit_access);  // flags undone
+  EXPECT_EQ(Flags(5), GTF_permit_access);                              // flags undone
   auto bad_ref = grants().Map(0, GrantTable::kEntriesPerFrame, true);  // beyond 1 frame
   ASSERT_FALSE(bad_ref);
   EXPECT_EQ(GrantTable::GrantStatus(bad_ref.error()), GNTST_bad_gntref);
@@ -195,7 +197,8 @@ TEST_F(GrantsTest, HostileEntryRacingBackend) {
   Grant(1, GTF_permit_access);
   std::atomic<bool> stop{false};
   std::thread guest([&] {
-    auto flags = std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(ram_.get() + (kFrameGfn << 12) + 8));
+    auto flags =
+        std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(ram_.get() + (kFrameGfn << 12) + 8));
     for (uint32_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
       flags.fetch_xor(GTF_readonly, std::memory_order_relaxed);
     }
