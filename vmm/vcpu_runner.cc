@@ -315,7 +315,9 @@ void VcpuRunner::ThreadMain() {
   while (!machine_.Stopping()) {
     if (!up_.load(std::memory_order_acquire)) {
       down_wanted_ = false;
+      machine_.domain().NoteRunstate(id_, RUNSTATE_offline);
       if (!WaitUntilUp()) break;
+      machine_.domain().NoteRunstate(id_, RUNSTATE_running);
     }
     std::optional<vcpu_hvm_context> context;
     {

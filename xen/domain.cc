@@ -133,8 +133,8 @@ void Domain::WriteWallclockLocked() {
   uint64_t sec = 0;
   uint32_t nsec = 0;
   platform_.BootWallclock(&sec, &nsec);
+  const uint64_t base = shared_info_gpa_;
   auto write = [&]<class L>(L) {
-    const uint64_t base = shared_info_gpa_;
     uint32_t version = memory_.ReadObj<uint32_t>(base + L::kWcVersion).value_or(0);
     (void)memory_.WriteObj<uint32_t>(base + L::kWcVersion, (version | 1) + 0);
     (void)memory_.WriteObj<uint32_t>(base + L::kWcSec, static_cast<uint32_t>(sec));
