@@ -78,6 +78,13 @@ int GrantTable::FrameAt(uint64_t gfn) const {
   return -1;
 }
 
+std::vector<uint64_t> GrantTable::MappedGfns() const {
+  MutexLock lock(mutex_);
+  std::vector<uint64_t> gfns;
+  for (const auto& [ref, active] : active_) gfns.push_back(active.gfn);
+  return gfns;
+}
+
 Result<uint8_t*> GrantTable::EntryLocked(uint32_t ref) const {
   if (ref / kEntriesPerFrame >= nr_frames_) return Fail(XEN_EINVAL, "grant ref beyond the table");
   const uint64_t gfn = frame_gfns_[ref / kEntriesPerFrame];

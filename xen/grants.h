@@ -18,6 +18,7 @@
 #include <functional>
 #include <map>
 #include <span>
+#include <vector>
 
 #include "abi/result.h"
 #include "abi/sync.h"
@@ -75,6 +76,9 @@ class GrantTable {
   uint64_t SetFrameGfn(uint32_t idx, uint64_t gfn);
   // Which frame sits at gfn, if any (-1 if none).
   int FrameAt(uint64_t gfn) const;
+  // Guest pages a backend has mapped now: Xen holds a reference on them, so ballooning them
+  // out must not take their memory.
+  std::vector<uint64_t> MappedGfns() const;
 
   // ---- backends (any thread) ----
   // Map grant `ref` for domain `mapping_domid` (the backend's, 0 for the VMM): the entry must

@@ -137,6 +137,7 @@ std::vector<uint64_t> Domain::PinnedGfnsLocked() const {
   for (uint32_t i = 0; i < grants_.max_frames(); ++i) {
     if (uint64_t gfn = grants_.FrameGfn(i); gfn != GrantTable::kNoGfn) gfns.push_back(gfn);
   }
+  for (uint64_t gfn : grants_.MappedGfns()) gfns.push_back(gfn);
   // The rings a backend writes into (the console's is served; xenstore's is reserved for it).
   for (uint32_t param : {HVM_PARAM_CONSOLE_PFN, HVM_PARAM_STORE_PFN}) {
     if (params_[param] != 0) gfns.push_back(params_[param]);

@@ -190,6 +190,32 @@ TEST_F(GrantsTest, CopyHelpers) {
   EXPECT_EQ(GrantTable::GrantStatus(beyond.error()), GNTST_bad_copy_arg);
 }
 
+// A page a backend has mapped keeps its memory when the guest balloons it out (Xen holds a
+// reference on it); a page nobody maps is released (the control).
+TEST_F(GrantsTest, MappedPageIsNotReleasedByBallooning) {
+  ASSERT_EQ(MapFrame(0, kFrameGfn), 0);
+  Grant(1, GTF_permit_access);
+  Put<uint32_t>(kDataGfn << 12, 0xabcd);
+  auto m = grants().Map(0, 1, false);
+  ASSERT_TRUE(m);
+  auto balloon_out = [&](uint64_t gfn) {
+    Put<uint64_t>(0x20000, gfn);
+    xen_memory_reservation_t r{};
+    SetHandleGva(r.extent_start, 0x20000);
+    r.nr_extents = 1;
+    r.domid = DOMID_SELF;
+    Put(kArg, r);
+    return Call(__HYPERVISOR_memory_op, XENMEM_decrease_reservation, kArg);
+  };
+  ASSERT_EQ(balloon_out(kDataGfn), 1);
+  EXPECT_TRUE(platform_.released.empty());
+  EXPECT_EQ(Get<uint32_t>(kDataGfn << 12), 0xabcdu);
+  m->Reset();
+  ASSERT_EQ(balloon_out(kDataGfn + 1), 1);
+  ASSERT_EQ(platform_.released.size(), 1u);
+  EXPECT_EQ(platform_.released[0].first, (kDataGfn + 1) << 12);
+}
+
 // The guest flips its entry while a backend maps it from another thread: every map either
 // succeeds on a permitted entry or fails cleanly, and the in-use flags end cleared.
 TEST_F(GrantsTest, HostileEntryRacingBackend) {
