@@ -73,10 +73,8 @@ Machine::~Machine() {
 }
 
 Result<std::unique_ptr<Machine>> Machine::Create(const MachineConfig& config) {
-  if (config.vcpus == 0 || config.vcpus > kMaxVcpus)
-    return Fail(XEN_EINVAL, "--vcpus must be 1..64");
-  if (config.memory_mib < 2 || config.memory_mib > kMaxMemoryMib)
-    return Fail(XEN_EINVAL, "--memory must be 2..3072 MiB");
+  if (config.vcpus == 0 || config.vcpus > kMaxVcpus) return Fail(XEN_EINVAL, "--vcpus must be 1..64");
+  if (config.memory_mib < 2 || config.memory_mib > kMaxMemoryMib) return Fail(XEN_EINVAL, "--memory must be 2..3072 MiB");
   std::unique_ptr<Machine> m(new Machine(config));
   TRY(m->Setup());
   return m;
@@ -93,8 +91,7 @@ Result<> Machine::Setup() {
   if (!system_->CheckExtension(KVM_CAP_SYNC_REGS)) return Fail(XEN_ENOSYS, "no KVM_CAP_SYNC_REGS");
 
   ram_size_ = config_.memory_mib << 20;
-  ram_ = ::mmap(nullptr, ram_size_, PROT_READ | PROT_WRITE,
-                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ram_ = ::mmap(nullptr, ram_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (ram_ == MAP_FAILED) {
     ram_ = nullptr;
     return Fail(errno, "mmap guest RAM");
@@ -123,10 +120,9 @@ Result<> Machine::Setup() {
   // The PV console, pre-connected like a toolstack would (HVM_PARAM_CONSOLE_PFN/EVTCHN). Its
   // output goes to stdout unless the guest also writes with console_io, as XTF does with the
   // same text: then console_io is the copy we print.
-  console_ = std::make_unique<ConsoleBackend>(
-      memory_, *engine_, console_ring_gpa_, [this](std::span<const char> text) {
-        if (!console_io_used_.load(std::memory_order_relaxed)) WriteStdout(text);
-      });
+  console_ = std::make_unique<ConsoleBackend>(memory_, *engine_, console_ring_gpa_, [this](std::span<const char> text) {
+    if (!console_io_used_.load(std::memory_order_relaxed)) WriteStdout(text);
+  });
   const evtchn::Port console_port = TRY(engine_->ConnectBackend(console_.get()));
   domain_->SetParamFromVmm(HVM_PARAM_CONSOLE_PFN, console_ring_gpa_ >> 12);
   domain_->SetParamFromVmm(HVM_PARAM_CONSOLE_EVTCHN, console_port);
@@ -158,8 +154,7 @@ MachineEnd Machine::Run() {
       r->Kick();
     }
     lock.lock();
-    if (end_cv_.wait_until(lock, give_up, [&] { return finished_threads_ == runners_.size(); }))
-      break;
+    if (end_cv_.wait_until(lock, give_up, [&] { return finished_threads_ == runners_.size(); })) break;
     if (std::chrono::steady_clock::now() >= give_up) {
       end.reason = end.reason == EndReason::kPoweroff ? EndReason::kStuck : end.reason;
       end.message += " (some vCPU threads did not stop)";
@@ -185,8 +180,7 @@ void Machine::Stop(EndReason reason, std::string message) {
 }
 
 void Machine::Shutdown(uint32_t reason) {
-  static const char* const kNames[] = {"poweroff", "reboot",   "suspend",
-                                       "crash",    "watchdog", "soft_reset"};
+  static const char* const kNames[] = {"poweroff", "reboot", "suspend", "crash", "watchdog", "soft_reset"};
   const char* name = reason < std::size(kNames) ? kNames[reason] : "unknown";
   EndReason end = reason == SHUTDOWN_poweroff ? EndReason::kPoweroff
                   : reason == SHUTDOWN_reboot ? EndReason::kReboot
@@ -288,11 +282,9 @@ Result<> Machine::MapSpecialPage(uint64_t gfn) {
       for (const auto& [mapped_gfn, page] : special_pages_) used |= page.slot == slot;
       if (!used) break;
     }
-    if (slot >= mem::GuestMemory::kMaxSlots)
-      return Fail(XEN_ENOSPC, "no memslot left for a special page");
+    if (slot >= mem::GuestMemory::kMaxSlots) return Fail(XEN_ENOSPC, "no memslot left for a special page");
   }
-  void* host =
-      ::mmap(nullptr, abi::kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* host = ::mmap(nullptr, abi::kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (host == MAP_FAILED) return Fail(XEN_ENOMEM, "mmap special page");
   const uint64_t gpa = gfn << 12;
   if (auto r = vm_->SetMemory(slot, gpa, abi::kPageSize, host); !r) {
@@ -333,9 +325,7 @@ Result<> Machine::DownVcpu(uint32_t target) {
 }
 bool Machine::VcpuIsUp(uint32_t target) const { return runners_[target]->IsUp(); }
 
-void Machine::SetUpcallVector(uint32_t target, uint8_t vector) {
-  runners_[target]->SetUpcallVector(vector);
-}
+void Machine::SetUpcallVector(uint32_t target, uint8_t vector) { runners_[target]->SetUpcallVector(vector); }
 
 void Machine::SetCallbackVector(uint8_t vector) {
   callback_vector_.store(vector, std::memory_order_release);

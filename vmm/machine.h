@@ -112,9 +112,7 @@ class Machine final : public xen::Platform {
   void SetCallbackVector(uint8_t vector) override;
   void RaiseUpcall(uint32_t target) override;
   uint64_t SystemTimeNs() const override { return clock_.NowNs(); }
-  void BootWallclock(uint64_t* sec, uint32_t* nsec) const override {
-    clock_.BootWallclock(sec, nsec);
-  }
+  void BootWallclock(uint64_t* sec, uint32_t* nsec) const override { clock_.BootWallclock(sec, nsec); }
   void SetTimer(uint32_t target, uint64_t deadline_ns, uint64_t period_ns) override;
   Result<vcpu_time_info> VcpuTime(uint32_t target) override;
   uint64_t WakeSeq(uint32_t calling_vcpu) override;

@@ -61,8 +61,7 @@ kvm_segment SegmentFromXen(uint32_t base, uint32_t limit, uint16_t ar) {
 }
 }  // namespace
 
-VcpuRunner::VcpuRunner(Machine& machine, kvm::Vcpu vcpu)
-    : machine_(machine), vcpu_(std::move(vcpu)), id_(vcpu_.id()) {
+VcpuRunner::VcpuRunner(Machine& machine, kvm::Vcpu vcpu) : machine_(machine), vcpu_(std::move(vcpu)), id_(vcpu_.id()) {
   if (id_ == 0) {
     initialised_ = true;
     up_ = true;
@@ -71,9 +70,7 @@ VcpuRunner::VcpuRunner(Machine& machine, kvm::Vcpu vcpu)
 
 VcpuRunner::~VcpuRunner() { Join(); }
 
-void VcpuRunner::StartThread() {
-  thread_ = std::thread([this] { ThreadMain(); });
-}
+void VcpuRunner::StartThread() { thread_ = std::thread([this] { ThreadMain(); }); }
 
 void VcpuRunner::Join() {
   if (thread_.joinable()) thread_.join();
@@ -183,8 +180,7 @@ void VcpuRunner::Down() {
 
 bool VcpuRunner::RetryDroppedMsi() {
   if (!msi_dropped_.load(std::memory_order_acquire)) return false;
-  if (upcall_vector_.load(std::memory_order_acquire) == 0 ||
-      !machine_.engine().UpcallPending(id_)) {
+  if (upcall_vector_.load(std::memory_order_acquire) == 0 || !machine_.engine().UpcallPending(id_)) {
     msi_dropped_.store(false, std::memory_order_release);
     return false;
   }
@@ -211,8 +207,8 @@ Result<> VcpuRunner::ApplyCpuid() {
   for (kvm_cpuid_entry2 e : supported) {
     // Replace KVM's own paravirt leaves with Xen's: guests look for one hypervisor signature.
     if (e.function >= XENKVM_CPUID_BASE && e.function < XENKVM_CPUID_BASE + 0x10000) continue;
-    if (e.function == 1) e.ebx = (e.ebx & 0x00ffffffu) | (id_ << 24);  // initial APIC id
-    if (e.function == 0xb || e.function == 0x1f) e.edx = id_;          // x2APIC id
+    if (e.function == 1) e.ebx = (e.ebx & 0x00ffffffu) | (id_ << 24);       // initial APIC id
+    if (e.function == 0xb || e.function == 0x1f) e.edx = id_;                // x2APIC id
     entries.push_back(e);
   }
   for (uint32_t leaf = XENKVM_CPUID_BASE; leaf < XENKVM_CPUID_BASE + xen::kXenCpuidLeaves; ++leaf) {
@@ -258,8 +254,8 @@ Result<> VcpuRunner::ApplyContext(const vcpu_hvm_context& ctx) {
   kvm_regs regs{};
   if (ctx.mode == VCPU_HVM_MODE_64B) {
     const auto& r = ctx.cpu_regs.x86_64;
-    regs = kvm_regs{r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, 0,
-                    0,     0,     0,     0,     0,     0,     0,     r.rip, r.rflags | 0x2};
+    regs = kvm_regs{r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp,
+                    0, 0, 0, 0, 0, 0, 0, 0, r.rip, r.rflags | 0x2};
     sregs.cr0 = r.cr0;
     sregs.cr3 = r.cr3;
     sregs.cr4 = r.cr4;
@@ -269,9 +265,8 @@ Result<> VcpuRunner::ApplyContext(const vcpu_hvm_context& ctx) {
     sregs.tr = TssSegment(0, 0x67, 11);
   } else {
     const auto& r = ctx.cpu_regs.x86_32;
-    regs =
-        kvm_regs{r.eax, r.ebx, r.ecx, r.edx, r.esi, r.edi, r.esp, r.ebp, 0,
-                 0,     0,     0,     0,     0,     0,     0,     r.eip, uint64_t{r.eflags} | 0x2};
+    regs = kvm_regs{r.eax, r.ebx, r.ecx, r.edx, r.esi, r.edi, r.esp, r.ebp,
+                    0, 0, 0, 0, 0, 0, 0, 0, r.eip, uint64_t{r.eflags} | 0x2};
     sregs.cr0 = r.cr0;
     sregs.cr3 = r.cr3;
     sregs.cr4 = r.cr4;
@@ -309,8 +304,7 @@ void VcpuRunner::ThreadMain() {
   vcpu_.BindToCurrentThread();
   auto fail = [&](const Error& e, const char* what) {
     char line[256];
-    std::snprintf(line, sizeof(line), "vCPU %u: %s: %s (errno %d)", id_, what, e.message,
-                  e.xen_errno);
+    std::snprintf(line, sizeof(line), "vCPU %u: %s: %s (errno %d)", id_, what, e.message, e.xen_errno);
     machine_.Stop(EndReason::kHostError, line);
   };
   if (auto r = ApplyCpuid(); !r) return fail(r.error(), "CPUID setup");
@@ -334,10 +328,8 @@ void VcpuRunner::ThreadMain() {
       if (auto r = ApplyContext(*context); !r) {
         // The guest's own bad register state (KVM refused it): this vCPU stays down, the VM
         // goes on, as if VCPUOP_initialise had failed.
-        std::fprintf(
-            stderr,
-            "xenkvm: vCPU %u: VCPUOP_initialise state refused (%s, errno %d); vCPU stays down\n",
-            id_, r.error().message, r.error().xen_errno);
+        std::fprintf(stderr, "xenkvm: vCPU %u: VCPUOP_initialise state refused (%s, errno %d); vCPU stays down\n",
+                     id_, r.error().message, r.error().xen_errno);
         std::lock_guard lock(wake_mutex_);
         up_ = false;
         initialised_ = false;
@@ -358,8 +350,7 @@ void VcpuRunner::PrepareEntry() {
   kvm_run* run = vcpu_.run();
   if (sync_wanted_.exchange(false, std::memory_order_acq_rel)) machine_.engine().SyncVcpu(id_);
   if (lvt0_fix_wanted_.exchange(false, std::memory_order_acq_rel)) {
-    if (auto r = FixLvt0(); !r)
-      std::fprintf(stderr, "xenkvm: vCPU %u: LVT0 fix-up failed: %s\n", id_, r.error().message);
+    if (auto r = FixLvt0(); !r) std::fprintf(stderr, "xenkvm: vCPU %u: LVT0 fix-up failed: %s\n", id_, r.error().message);
   }
   const uint8_t per_vcpu = upcall_vector_.load(std::memory_order_acquire);
   const uint8_t callback = machine_.callback_vector();
@@ -380,8 +371,7 @@ void VcpuRunner::PrepareEntry() {
   } else {
     run->request_interrupt_window = 0;
     // A vector MSI dropped by a disabled LAPIC is retried until the guest enables it.
-    if (per_vcpu != 0 && msi_dropped_.load(std::memory_order_acquire) &&
-        machine_.engine().UpcallPending(id_)) {
+    if (per_vcpu != 0 && msi_dropped_.load(std::memory_order_acquire) && machine_.engine().UpcallPending(id_)) {
       InjectUpcall();
     }
   }
@@ -417,9 +407,8 @@ void VcpuRunner::HandleExit() {
       if (!run->mmio.is_write) std::memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
       static std::atomic<bool> logged{false};
       if (!logged.exchange(true)) {
-        std::fprintf(stderr, "xenkvm: vCPU %u: MMIO %s at %#" PRIx64 " ignored (logged once)\n",
-                     id_, run->mmio.is_write ? "write" : "read",
-                     static_cast<uint64_t>(run->mmio.phys_addr));
+        std::fprintf(stderr, "xenkvm: vCPU %u: MMIO %s at %#" PRIx64 " ignored (logged once)\n", id_,
+                     run->mmio.is_write ? "write" : "read", static_cast<uint64_t>(run->mmio.phys_addr));
       }
       return;
     }
@@ -428,20 +417,16 @@ void VcpuRunner::HandleExit() {
                     static_cast<unsigned long long>(run->s.regs.regs.rip));
       return machine_.Stop(EndReason::kTripleFault, line);
     case KVM_EXIT_INTERNAL_ERROR:
-      std::snprintf(line, sizeof(line),
-                    "vCPU %u: KVM internal error (suberror %u, emulation failure?) at rip %#llx",
-                    id_, run->internal.suberror,
-                    static_cast<unsigned long long>(run->s.regs.regs.rip));
+      std::snprintf(line, sizeof(line), "vCPU %u: KVM internal error (suberror %u, emulation failure?) at rip %#llx", id_,
+                    run->internal.suberror, static_cast<unsigned long long>(run->s.regs.regs.rip));
       return machine_.Stop(EndReason::kInternalError, line);
     case KVM_EXIT_FAIL_ENTRY:
       std::snprintf(line, sizeof(line), "vCPU %u: VM entry failed (reason %#llx)", id_,
                     static_cast<unsigned long long>(run->fail_entry.hardware_entry_failure_reason));
       return machine_.Stop(EndReason::kInternalError, line);
     case KVM_EXIT_SYSTEM_EVENT:
-      if (run->system_event.type == KVM_SYSTEM_EVENT_RESET)
-        return machine_.Shutdown(SHUTDOWN_reboot);
-      if (run->system_event.type == KVM_SYSTEM_EVENT_SHUTDOWN)
-        return machine_.Shutdown(SHUTDOWN_poweroff);
+      if (run->system_event.type == KVM_SYSTEM_EVENT_RESET) return machine_.Shutdown(SHUTDOWN_reboot);
+      if (run->system_event.type == KVM_SYSTEM_EVENT_SHUTDOWN) return machine_.Shutdown(SHUTDOWN_poweroff);
       return machine_.Shutdown(SHUTDOWN_crash);
     default:
       std::snprintf(line, sizeof(line), "vCPU %u: unexpected KVM exit %u", id_, run->exit_reason);
