@@ -203,8 +203,8 @@ TEST_F(CompatTest, RunstateAreaProtocolAndInfo) {
   domain_->NoteRunstate(0, RUNSTATE_blocked);
   area = Get<abi::CompatVcpuRunstateInfo>(0x30000);
   EXPECT_EQ(area.state, RUNSTATE_blocked);
-  EXPECT_EQ(area.state_entry_time, t0 + 500);  // XEN_RUNSTATE_UPDATE cleared at the end
-  EXPECT_EQ(area.time[RUNSTATE_running], 500u);
+  EXPECT_EQ(+area.state_entry_time, t0 + 500);  // XEN_RUNSTATE_UPDATE cleared at the end
+  EXPECT_EQ(+area.time[RUNSTATE_running], 500u);
   platform_.now_ns += 300;
   domain_->NoteRunstate(0, RUNSTATE_running);
   // get_runstate_info includes the time in the current state so far (44-byte compat struct).
@@ -212,8 +212,8 @@ TEST_F(CompatTest, RunstateAreaProtocolAndInfo) {
   Put<uint32_t>(0x31000 + sizeof(abi::CompatVcpuRunstateInfo), 0x5a5a5a5a);
   ASSERT_EQ(Call(__HYPERVISOR_vcpu_op, VCPUOP_get_runstate_info, 0, 0x31000), 0);
   auto info = Get<abi::CompatVcpuRunstateInfo>(0x31000);
-  EXPECT_EQ(info.time[RUNSTATE_running], 700u);
-  EXPECT_EQ(info.time[RUNSTATE_blocked], 300u);
+  EXPECT_EQ(+info.time[RUNSTATE_running], 700u);
+  EXPECT_EQ(+info.time[RUNSTATE_blocked], 300u);
   EXPECT_EQ(Get<uint32_t>(0x31000 + sizeof(abi::CompatVcpuRunstateInfo)), 0x5a5a5a5au);
   // vCPU 1 was never up: offline all along.
   ASSERT_EQ(Call(__HYPERVISOR_vcpu_op, VCPUOP_get_runstate_info, 1, 0x31000), 0);
