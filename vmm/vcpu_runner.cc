@@ -330,7 +330,9 @@ void VcpuRunner::ThreadMain() {
   while (!machine_.Stopping()) {
     if (!up_.load(std::memory_order_acquire)) {
       down_wanted_ = false;
+      machine_.domain().NoteRunstate(id_, RUNSTATE_offline);
       if (!WaitUntilUp()) break;
+      machine_.domain().NoteRunstate(id_, RUNSTATE_running);
     }
     std::optional<vcpu_hvm_context> context;
     {
@@ -403,6 +405,9 @@ void VcpuRunner::HandleExit() {
       return HandleIo();
     case KVM_EXIT_X86_WRMSR:
       if (run->msr.index == XENKVM_HYPERCALL_PAGE_MSR) {
+        // Xen latches the shared_info layout here (hvm_init_hypercall_page).
+        const kvm_sregs& sregs = run->s.regs.sregs;
+        machine_.domain().LatchShinfoLayout(!((sregs.efer & kEferLma) && sregs.cs.l));
         auto r = xen::WriteHypercallPage(machine_.memory(), run->msr.data);
         run->msr.error = r ? 0 : 1;  // 1 = #GP, as Xen gives for a bad page
       } else {
