@@ -10,10 +10,9 @@
 
 #include <cstring>
 #include <string>
+#include <tl/expected.hpp>
 #include <type_traits>
 #include <utility>
-
-#include <tl/expected.hpp>
 
 extern "C" {
 #include <xen/errno.h>

@@ -1,12 +1,12 @@
 // /dev/kvm system handle; see system.h.
 #include "kvm/system.h"
 
-#include "kvm/flex_ioctl.h"
-
 #include <fcntl.h>
 #include <sys/ioctl.h>
 
 #include <cerrno>
+
+#include "kvm/flex_ioctl.h"
 
 namespace xenkvm::kvm {
 
@@ -16,7 +16,8 @@ Result<System> System::Open(const char* path) {
   int version = ::ioctl(fd.get(), KVM_GET_API_VERSION, 0);
   if (version != KVM_API_VERSION) return HostFail(ENOTSUP, "KVM_GET_API_VERSION (not 12)");
   int mmap_size = ::ioctl(fd.get(), KVM_GET_VCPU_MMAP_SIZE, 0);
-  if (mmap_size < static_cast<int>(sizeof(kvm_run))) return HostFail(errno, "KVM_GET_VCPU_MMAP_SIZE");
+  if (mmap_size < static_cast<int>(sizeof(kvm_run)))
+    return HostFail(errno, "KVM_GET_VCPU_MMAP_SIZE");
   return System(std::move(fd), mmap_size);
 }
 

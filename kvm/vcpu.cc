@@ -1,8 +1,6 @@
 // KVM vCPU; see vcpu.h.
 #include "kvm/vcpu.h"
 
-#include "kvm/flex_ioctl.h"
-
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -11,6 +9,8 @@
 #include <cstring>
 #include <mutex>
 #include <vector>
+
+#include "kvm/flex_ioctl.h"
 
 namespace xenkvm::kvm {
 
@@ -21,7 +21,7 @@ void KickHandler(int) {}
 void InstallKickHandler() {
   static std::once_flag once;
   std::call_once(once, [] {
-    struct sigaction sa{};
+    struct sigaction sa {};
     sa.sa_handler = KickHandler;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;  // KVM_RUN still returns EINTR; ordinary syscalls restart
@@ -30,7 +30,9 @@ void InstallKickHandler() {
 }
 
 Vcpu::Vcpu(Vcpu&& other) noexcept
-    : id_(other.id_), fd_(std::move(other.fd_)), run_(std::exchange(other.run_, nullptr)),
+    : id_(other.id_),
+      fd_(std::move(other.fd_)),
+      run_(std::exchange(other.run_, nullptr)),
       run_size_(other.run_size_) {
   owner_.store(other.owner_.load());
   has_owner_.store(other.has_owner_.load());
@@ -76,7 +78,8 @@ Result<> Vcpu::SetSregs(const kvm_sregs& sregs) {
 Result<> Vcpu::SetCpuid(std::span<const kvm_cpuid_entry2> entries) {
   FlexArg<kvm_cpuid_entry2> cpuid(static_cast<uint32_t>(entries.size()));
   std::memcpy(cpuid.entries(), entries.data(), entries.size_bytes());
-  if (::ioctl(fd_.get(), kIoctlSetCpuid2, cpuid.data()) < 0) return HostFail(errno, "KVM_SET_CPUID2");
+  if (::ioctl(fd_.get(), kIoctlSetCpuid2, cpuid.data()) < 0)
+    return HostFail(errno, "KVM_SET_CPUID2");
   return {};
 }
 
@@ -106,7 +109,8 @@ Result<> Vcpu::Interrupt(uint32_t vector) {
 Result<uint64_t> Vcpu::GetMsr(uint32_t index) {
   FlexArg<kvm_msr_entry> msrs(1);
   msrs.entries()[0].index = index;
-  if (::ioctl(fd_.get(), kIoctlGetMsrs, msrs.data()) != 1) return HostFail(EIO, "KVM_GET_MSRS (not one MSR read)");
+  if (::ioctl(fd_.get(), kIoctlGetMsrs, msrs.data()) != 1)
+    return HostFail(EIO, "KVM_GET_MSRS (not one MSR read)");
   return msrs.entries()[0].data;
 }
 
@@ -114,7 +118,8 @@ Result<> Vcpu::SetMsr(uint32_t index, uint64_t value) {
   FlexArg<kvm_msr_entry> msrs(1);
   msrs.entries()[0].index = index;
   msrs.entries()[0].data = value;
-  if (::ioctl(fd_.get(), kIoctlSetMsrs, msrs.data()) != 1) return HostFail(EIO, "KVM_SET_MSRS (not one MSR written)");
+  if (::ioctl(fd_.get(), kIoctlSetMsrs, msrs.data()) != 1)
+    return HostFail(EIO, "KVM_SET_MSRS (not one MSR written)");
   return {};
 }
 

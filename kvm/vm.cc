@@ -44,12 +44,14 @@ Result<> Vm::EnableCap(uint32_t cap, uint64_t arg0) {
 }
 
 Result<> Vm::EnableSplitIrqchip(uint32_t ioapic_routes) {
-  if (!system_->CheckExtension(KVM_CAP_SPLIT_IRQCHIP)) return HostFail(ENOSYS, "KVM_CHECK_EXTENSION(KVM_CAP_SPLIT_IRQCHIP)");
+  if (!system_->CheckExtension(KVM_CAP_SPLIT_IRQCHIP))
+    return HostFail(ENOSYS, "KVM_CHECK_EXTENSION(KVM_CAP_SPLIT_IRQCHIP)");
   return EnableCap(KVM_CAP_SPLIT_IRQCHIP, ioapic_routes);
 }
 
 Result<> Vm::EnableX2apicApi() {
-  if (!system_->CheckExtension(KVM_CAP_X2APIC_API)) return HostFail(ENOSYS, "KVM_CHECK_EXTENSION(KVM_CAP_X2APIC_API)");
+  if (!system_->CheckExtension(KVM_CAP_X2APIC_API))
+    return HostFail(ENOSYS, "KVM_CHECK_EXTENSION(KVM_CAP_X2APIC_API)");
   return EnableCap(KVM_CAP_X2APIC_API, KVM_X2APIC_API_USE_32BIT_IDS);
 }
 
@@ -70,7 +72,8 @@ Result<> Vm::TrapMsrs(uint32_t base, uint32_t count) {
   filter.ranges[0].nmsrs = count;
   filter.ranges[0].base = base;
   filter.ranges[0].bitmap = bitmap.data();
-  if (::ioctl(fd_.get(), KVM_X86_SET_MSR_FILTER, &filter) < 0) return HostFail(errno, "KVM_X86_SET_MSR_FILTER");
+  if (::ioctl(fd_.get(), KVM_X86_SET_MSR_FILTER, &filter) < 0)
+    return HostFail(errno, "KVM_X86_SET_MSR_FILTER");
   return {};
 }
 

@@ -46,7 +46,9 @@ class GuestMemory {
   // Host address of [gpa, gpa+len) if it lies inside one slot, else -EFAULT.
   Result<uint8_t*> TranslateGuarded(uint64_t gpa, uint64_t len) const;
   // Transitional old name of TranslateGuarded, for branches in flight; remove once merged.
-  Result<uint8_t*> TranslateLocked(uint64_t gpa, uint64_t len) const { return TranslateGuarded(gpa, len); }
+  Result<uint8_t*> TranslateLocked(uint64_t gpa, uint64_t len) const {
+    return TranslateGuarded(gpa, len);
+  }
 
   // ---- convenience accessors: take the guard themselves (may wait for a layout change) ----
   Result<> Read(uint64_t gpa, std::span<std::byte> out) const;
@@ -74,7 +76,8 @@ class GuestMemory {
   };
   class LayoutChange;  // RAII writer side
 
-  bool Overlaps(uint64_t gpa, uint64_t size, uint32_t except_slot) const XENKVM_REQUIRES(writers_mutex_);
+  bool Overlaps(uint64_t gpa, uint64_t size, uint32_t except_slot) const
+      XENKVM_REQUIRES(writers_mutex_);
 
   Mutex writers_mutex_;                             // serialises layout changes
   mutable std::atomic<uint32_t> writer_active_{0};  // 1 while a layout change is in flight

@@ -17,9 +17,12 @@ namespace xenkvm::vmm {
 inline constexpr uint64_t kEferLma = 1ull << 10;
 
 // Whether the vCPU runs 32-bit code (legacy protected mode or compatibility mode).
-inline bool IsCompatMode(const kvm_sregs& sregs) { return !((sregs.efer & kEferLma) && sregs.cs.l); }
+inline bool IsCompatMode(const kvm_sregs& sregs) {
+  return !((sregs.efer & kEferLma) && sregs.cs.l);
+}
 
-inline xen::HypercallCall DecodeHypercall(uint32_t vcpu, uint32_t nr, const kvm_regs& regs, const kvm_sregs& sregs) {
+inline xen::HypercallCall DecodeHypercall(uint32_t vcpu, uint32_t nr, const kvm_regs& regs,
+                                          const kvm_sregs& sregs) {
   xen::HypercallCall call;
   call.vcpu = vcpu;
   call.nr = nr;

@@ -64,7 +64,8 @@ Machine::~Machine() {
 
 Result<std::unique_ptr<Machine>> Machine::Create(const MachineConfig& config) {
   if (config.vcpus == 0 || config.vcpus > kMaxVcpus) return UsageFail("--vcpus must be 1..64");
-  if (config.memory_mib < 2 || config.memory_mib > kMaxMemoryMib) return UsageFail("--memory must be 2..3072 MiB");
+  if (config.memory_mib < 2 || config.memory_mib > kMaxMemoryMib)
+    return UsageFail("--memory must be 2..3072 MiB");
   std::unique_ptr<Machine> m(new Machine(config));
   TRY(m->Setup());
   return m;
@@ -78,10 +79,12 @@ Result<> Machine::Setup() {
   TRY(vm_->EnableSplitIrqchip());
   TRY(vm_->EnableUserSpaceMsrExits());
   TRY(vm_->TrapMsrs(XENKVM_HYPERCALL_PAGE_MSR, 1));
-  if (!system_->CheckExtension(KVM_CAP_SYNC_REGS)) return HostFail(ENOSYS, "KVM_CHECK_EXTENSION(KVM_CAP_SYNC_REGS)");
+  if (!system_->CheckExtension(KVM_CAP_SYNC_REGS))
+    return HostFail(ENOSYS, "KVM_CHECK_EXTENSION(KVM_CAP_SYNC_REGS)");
 
   ram_size_ = config_.memory_mib << 20;
-  ram_ = ::mmap(nullptr, ram_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ram_ = ::mmap(nullptr, ram_size_, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (ram_ == MAP_FAILED) {
     ram_ = nullptr;
     return HostFail(errno, "mmap guest RAM");
@@ -113,9 +116,10 @@ Result<> Machine::Setup() {
   // The PV console, pre-connected like a toolstack would (HVM_PARAM_CONSOLE_PFN/EVTCHN). Its
   // output goes to stdout unless the guest also writes with console_io, as XTF does with the
   // same text: then console_io is the copy we print.
-  console_ = std::make_unique<ConsoleBackend>(memory_, *engine_, console_ring_gpa_, [this](std::span<const char> text) {
-    if (!console_io_used_.load(std::memory_order_relaxed)) WriteStdout(text);
-  });
+  console_ = std::make_unique<ConsoleBackend>(
+      memory_, *engine_, console_ring_gpa_, [this](std::span<const char> text) {
+        if (!console_io_used_.load(std::memory_order_relaxed)) WriteStdout(text);
+      });
   const evtchn::Port console_port = TRY(engine_->ConnectBackend(console_.get()));
   domain_->SetParamFromVmm(HVM_PARAM_CONSOLE_PFN, console_ring_gpa_ >> 12);
   domain_->SetParamFromVmm(HVM_PARAM_CONSOLE_EVTCHN, console_port);
@@ -156,7 +160,8 @@ MachineEnd Machine::Run() {
 }
 
 MachineEnd GuestShutdownEnd(uint32_t xen_reason) {
-  static const char* const kNames[] = {"poweroff", "reboot", "suspend", "crash", "watchdog", "soft_reset"};
+  static const char* const kNames[] = {"poweroff", "reboot",   "suspend",
+                                       "crash",    "watchdog", "soft_reset"};
   const char* name = xen_reason < std::size(kNames) ? kNames[xen_reason] : "unknown";
   const EndReason reason = xen_reason == SHUTDOWN_poweroff ? EndReason::kPoweroff
                            : xen_reason == SHUTDOWN_reboot ? EndReason::kReboot
@@ -192,7 +197,9 @@ void Machine::VcpuThreadFinished(uint32_t vcpu) {
   end_cv_.notify_all();
 }
 
-Result<> Machine::WriteHypercallPage(uint64_t msr_value) { return xen::WriteHypercallPage(memory_, msr_value); }
+Result<> Machine::WriteHypercallPage(uint64_t msr_value) {
+  return xen::WriteHypercallPage(memory_, msr_value);
+}
 
 Result<std::vector<kvm_cpuid_entry2>> Machine::Cpuid(uint32_t vcpu) {
   return BuildCpuid(TRY(vm_->system().SupportedCpuid()), vcpu, domain_->domid());
@@ -251,7 +258,9 @@ Result<> Machine::DownVcpu(uint32_t target) {
 }
 bool Machine::VcpuIsUp(uint32_t target) const { return runners_[target]->IsUp(); }
 
-void Machine::SetUpcallVector(uint32_t target, uint8_t vector) { injector_->SetUpcallVector(target, vector); }
+void Machine::SetUpcallVector(uint32_t target, uint8_t vector) {
+  injector_->SetUpcallVector(target, vector);
+}
 
 void Machine::SetCallbackVector(uint8_t vector) { injector_->SetCallbackVector(vector); }
 

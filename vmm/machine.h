@@ -81,7 +81,9 @@ class Machine final : public xen::Platform, public VcpuHost {
   void SetCallbackVector(uint8_t vector) override;
   void RaiseUpcall(uint32_t target) override;
   uint64_t SystemTimeNs() const override { return clock_.NowNs(); }
-  void BootWallclock(uint64_t* sec, uint32_t* nsec) const override { clock_.BootWallclock(sec, nsec); }
+  void BootWallclock(uint64_t* sec, uint32_t* nsec) const override {
+    clock_.BootWallclock(sec, nsec);
+  }
   void SetTimer(uint32_t target, uint64_t deadline_ns, uint64_t period_ns) override;
   Result<vcpu_time_info> VcpuTime(uint32_t target) override;
   uint64_t WakeSeq(uint32_t calling_vcpu) override;
@@ -97,7 +99,9 @@ class Machine final : public xen::Platform, public VcpuHost {
   void DebugconWrite(uint8_t byte) override;
   Result<std::vector<kvm_cpuid_entry2>> Cpuid(uint32_t vcpu) override;
   BootEntry Boot() const override { return boot_; }
-  void CalibrateClock(uint64_t guest_tsc, uint32_t tsc_khz) override { clock_.Calibrate(guest_tsc, tsc_khz); }
+  void CalibrateClock(uint64_t guest_tsc, uint32_t tsc_khz) override {
+    clock_.Calibrate(guest_tsc, tsc_khz);
+  }
   void VcpuThreadFinished(uint32_t vcpu) override;
 
   explicit Machine(const MachineConfig& config);

@@ -93,7 +93,8 @@ void UpcallInjector::SetUpcallVector(uint32_t vcpu, uint8_t vector) {
 
 void UpcallInjector::SetCallbackVector(uint8_t vector) {
   callback_vector_.store(vector, std::memory_order_release);
-  for (uint32_t i = 0; i < count_; ++i) vcpus_[i].target->Request(kRequestFixLvt0 | kRequestCallbackUpcall);
+  for (uint32_t i = 0; i < count_; ++i)
+    vcpus_[i].target->Request(kRequestFixLvt0 | kRequestCallbackUpcall);
 }
 
 void UpcallInjector::OnVcpuReset(uint32_t vcpu) {
@@ -109,7 +110,9 @@ void UpcallInjector::BeforeEntry(uint32_t vcpu, kvm::Vcpu& kvm_vcpu, uint32_t re
       SetLvt0ExtInt(&*lapic);
       if (auto r = kvm_vcpu.SetLapic(*lapic); !r) lapic = tl::unexpected(r.error());
     }
-    if (!lapic) std::fprintf(stderr, "xenkvm: vCPU %u: LVT0 fix-up failed: %s\n", vcpu, Describe(lapic.error()).c_str());
+    if (!lapic)
+      std::fprintf(stderr, "xenkvm: vCPU %u: LVT0 fix-up failed: %s\n", vcpu,
+                   Describe(lapic.error()).c_str());
   }
   EntryState s;
   s.upcall_vector = v.upcall_vector.load(std::memory_order_acquire);
@@ -122,7 +125,8 @@ void UpcallInjector::BeforeEntry(uint32_t vcpu, kvm::Vcpu& kvm_vcpu, uint32_t re
   s.ready_for_injection = run->ready_for_interrupt_injection != 0;
   s.if_flag = run->if_flag != 0;
   const EntryAction a = DecideEntry(s);
-  if (a.queue_extint) (void)kvm_vcpu.Interrupt(s.callback_vector);  // -EEXIST: one is already queued
+  if (a.queue_extint)
+    (void)kvm_vcpu.Interrupt(s.callback_vector);  // -EEXIST: one is already queued
   run->request_interrupt_window = a.request_window ? 1 : 0;
   if (a.resend_msi) Raise(vcpu);
 }

@@ -14,14 +14,14 @@
 // is a leaf (nothing else is taken under it).
 #pragma once
 
+#include <linux/kvm.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <thread>
 #include <vector>
-
-#include <linux/kvm.h>
 
 #include "abi/sync.h"
 #include "evtchn/engine.h"
@@ -40,9 +40,9 @@ enum class RaiseAction {
 RaiseAction DecideRaise(uint8_t upcall_vector, uint8_t callback_vector);
 
 struct EntryState {
-  uint8_t upcall_vector = 0;    // per-vCPU vector, 0 = none
-  uint8_t callback_vector = 0;  // global callback vector, 0 = none
-  bool upcall_pending = false;  // vcpu_info.evtchn_upcall_pending
+  uint8_t upcall_vector = 0;         // per-vCPU vector, 0 = none
+  uint8_t callback_vector = 0;       // global callback vector, 0 = none
+  bool upcall_pending = false;       // vcpu_info.evtchn_upcall_pending
   bool ready_for_injection = false;  // kvm_run.ready_for_interrupt_injection
   bool if_flag = false;              // kvm_run.if_flag
   bool msi_dropped = false;          // the last vector MSI found the LAPIC disabled

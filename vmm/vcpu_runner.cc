@@ -23,12 +23,17 @@ MachineEnd EndWith(EndReason reason, const char* format, auto... args) {
 }  // namespace
 
 VcpuRunner::VcpuRunner(VcpuHost& host, UpcallInjector& injector, kvm::Vcpu vcpu)
-    : host_(host), injector_(injector), vcpu_(std::move(vcpu)), id_(vcpu_.id()),
+    : host_(host),
+      injector_(injector),
+      vcpu_(std::move(vcpu)),
+      id_(vcpu_.id()),
       state_(id_ == 0 ? VcpuState::kUp : VcpuState::kOffline) {}
 
 VcpuRunner::~VcpuRunner() { Join(); }
 
-void VcpuRunner::StartThread() { thread_ = std::thread([this] { ThreadMain(); }); }
+void VcpuRunner::StartThread() {
+  thread_ = std::thread([this] { ThreadMain(); });
+}
 
 void VcpuRunner::Join() {
   if (thread_.joinable()) thread_.join();
@@ -168,8 +173,9 @@ void VcpuRunner::ThreadMain() {
       if (auto r = ApplyContext(*context); !r) {
         // The guest's own bad register state (KVM refused it): this vCPU stays down, the VM
         // goes on, as if VCPUOP_initialise had failed.
-        std::fprintf(stderr, "xenkvm: vCPU %u: VCPUOP_initialise state refused (%s); vCPU stays down\n", id_,
-                     Describe(r.error()).c_str());
+        std::fprintf(stderr,
+                     "xenkvm: vCPU %u: VCPUOP_initialise state refused (%s); vCPU stays down\n",
+                     id_, Describe(r.error()).c_str());
         MutexLock lock(wake_mutex_);
         state_.store(VcpuState::kOffline, std::memory_order_release);
         continue;
@@ -198,7 +204,9 @@ void VcpuRunner::HandleExit() {
       return HandleIo();
     case KVM_EXIT_X86_WRMSR:
       if (run->msr.index == XENKVM_HYPERCALL_PAGE_MSR) {
-        run->msr.error = host_.WriteHypercallPage(run->msr.data) ? 0 : 1;  // 1 = #GP, as Xen gives for a bad page
+        run->msr.error = host_.WriteHypercallPage(run->msr.data)
+                             ? 0
+                             : 1;  // 1 = #GP, as Xen gives for a bad page
       } else {
         run->msr.error = 1;
       }
@@ -212,26 +220,33 @@ void VcpuRunner::HandleExit() {
       if (!run->mmio.is_write) std::memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
       static std::atomic<bool> logged{false};
       if (!logged.exchange(true)) {
-        std::fprintf(stderr, "xenkvm: vCPU %u: MMIO %s at %#" PRIx64 " ignored (logged once)\n", id_,
-                     run->mmio.is_write ? "write" : "read", static_cast<uint64_t>(run->mmio.phys_addr));
+        std::fprintf(stderr, "xenkvm: vCPU %u: MMIO %s at %#" PRIx64 " ignored (logged once)\n",
+                     id_, run->mmio.is_write ? "write" : "read",
+                     static_cast<uint64_t>(run->mmio.phys_addr));
       }
       return;
     }
     case KVM_EXIT_SHUTDOWN:
-      return host_.Stop(EndWith(EndReason::kTripleFault, "vCPU %u: triple fault at rip %#llx", id_, rip));
+      return host_.Stop(
+          EndWith(EndReason::kTripleFault, "vCPU %u: triple fault at rip %#llx", id_, rip));
     case KVM_EXIT_INTERNAL_ERROR:
-      return host_.Stop(EndWith(EndReason::kInternalError,
-                                "vCPU %u: KVM internal error (suberror %u, emulation failure?) at rip %#llx", id_,
-                                run->internal.suberror, rip));
+      return host_.Stop(
+          EndWith(EndReason::kInternalError,
+                  "vCPU %u: KVM internal error (suberror %u, emulation failure?) at rip %#llx", id_,
+                  run->internal.suberror, rip));
     case KVM_EXIT_FAIL_ENTRY:
-      return host_.Stop(EndWith(EndReason::kInternalError, "vCPU %u: VM entry failed (reason %#llx)", id_,
-                                static_cast<unsigned long long>(run->fail_entry.hardware_entry_failure_reason)));
+      return host_.Stop(
+          EndWith(EndReason::kInternalError, "vCPU %u: VM entry failed (reason %#llx)", id_,
+                  static_cast<unsigned long long>(run->fail_entry.hardware_entry_failure_reason)));
     case KVM_EXIT_SYSTEM_EVENT:
-      if (run->system_event.type == KVM_SYSTEM_EVENT_RESET) return host_.Stop(GuestShutdownEnd(SHUTDOWN_reboot));
-      if (run->system_event.type == KVM_SYSTEM_EVENT_SHUTDOWN) return host_.Stop(GuestShutdownEnd(SHUTDOWN_poweroff));
+      if (run->system_event.type == KVM_SYSTEM_EVENT_RESET)
+        return host_.Stop(GuestShutdownEnd(SHUTDOWN_reboot));
+      if (run->system_event.type == KVM_SYSTEM_EVENT_SHUTDOWN)
+        return host_.Stop(GuestShutdownEnd(SHUTDOWN_poweroff));
       return host_.Stop(GuestShutdownEnd(SHUTDOWN_crash));
     default:
-      return host_.Stop(EndWith(EndReason::kInternalError, "vCPU %u: unexpected KVM exit %u", id_, run->exit_reason));
+      return host_.Stop(EndWith(EndReason::kInternalError, "vCPU %u: unexpected KVM exit %u", id_,
+                                run->exit_reason));
   }
 }
 

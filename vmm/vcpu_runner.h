@@ -76,7 +76,9 @@ class VcpuRunner final : public evtchn::VcpuSink, public UpcallInjector::Target 
   void HandleExit();
   void HandleIo();
   void HandleHypercall(uint32_t nr);
-  bool OnOwnThread() const { return std::this_thread::get_id() == thread_id_.load(std::memory_order_acquire); }
+  bool OnOwnThread() const {
+    return std::this_thread::get_id() == thread_id_.load(std::memory_order_acquire);
+  }
 
   VcpuHost& host_;
   UpcallInjector& injector_;

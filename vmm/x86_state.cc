@@ -82,19 +82,22 @@ X86State StateFromHvmContext(const kvm_sregs& base, const vcpu_hvm_context& ctx)
   kvm_sregs& sregs = st.sregs;
   if (ctx.mode == VCPU_HVM_MODE_64B) {
     const auto& r = ctx.cpu_regs.x86_64;
-    regs = kvm_regs{r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, 0, 0, 0, 0, 0, 0, 0, 0,
-                    r.rip, r.rflags | kRflagsFixed};
+    regs =
+        kvm_regs{r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, 0,
+                 0,     0,     0,     0,     0,     0,     0,     r.rip, r.rflags | kRflagsFixed};
     sregs.cr0 = r.cr0;
     sregs.cr3 = r.cr3;
     sregs.cr4 = r.cr4;
     sregs.efer = r.efer;
     sregs.cs = FlatSegment(kLongCodeSelector, kSegCodeExecRead, true);
-    sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = FlatSegment(kLongDataSelector, kSegDataReadWrite);
+    sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss =
+        FlatSegment(kLongDataSelector, kSegDataReadWrite);
     sregs.tr = TssSegment(0, kTssLimit);
   } else {
     const auto& r = ctx.cpu_regs.x86_32;
-    regs = kvm_regs{r.eax, r.ebx, r.ecx, r.edx, r.esi, r.edi, r.esp, r.ebp, 0, 0, 0, 0, 0, 0, 0, 0,
-                    r.eip, uint64_t{r.eflags} | kRflagsFixed};
+    regs = kvm_regs{r.eax, r.ebx, r.ecx, r.edx, r.esi, r.edi,
+                    r.esp, r.ebp, 0,     0,     0,     0,
+                    0,     0,     0,     0,     r.eip, uint64_t{r.eflags} | kRflagsFixed};
     sregs.cr0 = r.cr0;
     sregs.cr3 = r.cr3;
     sregs.cr4 = r.cr4;
@@ -110,13 +113,13 @@ X86State StateFromHvmContext(const kvm_sregs& base, const vcpu_hvm_context& ctx)
   return st;
 }
 
-std::vector<kvm_cpuid_entry2> BuildCpuid(std::span<const kvm_cpuid_entry2> supported, uint32_t vcpu_id,
-                                         uint16_t domid) {
+std::vector<kvm_cpuid_entry2> BuildCpuid(std::span<const kvm_cpuid_entry2> supported,
+                                         uint32_t vcpu_id, uint16_t domid) {
   std::vector<kvm_cpuid_entry2> entries;
   for (kvm_cpuid_entry2 e : supported) {
     if (e.function >= XENKVM_CPUID_BASE && e.function < XENKVM_CPUID_BASE + 0x10000) continue;
     if (e.function == 1) e.ebx = (e.ebx & 0x00ffffffu) | (vcpu_id << 24);  // initial APIC id
-    if (e.function == 0xb || e.function == 0x1f) e.edx = vcpu_id;           // x2APIC id
+    if (e.function == 0xb || e.function == 0x1f) e.edx = vcpu_id;          // x2APIC id
     entries.push_back(e);
   }
   for (uint32_t leaf = XENKVM_CPUID_BASE; leaf < XENKVM_CPUID_BASE + xen::kXenCpuidLeaves; ++leaf) {

@@ -12,13 +12,13 @@
 #include <vector>
 
 extern "C" {
-#include <xen/xen.h>
 #include <xen/hvm/hvm_vcpu.h>
+#include <xen/xen.h>
 }
 
 namespace xenkvm::vmm {
 
-inline constexpr uint8_t kSegCodeExecRead = 0xb;  // code, execute/read, accessed
+inline constexpr uint8_t kSegCodeExecRead = 0xb;   // code, execute/read, accessed
 inline constexpr uint8_t kSegDataReadWrite = 0x3;  // data, read/write, accessed
 inline constexpr uint8_t kSegTssBusy = 0xb;        // 32/64-bit TSS, busy
 
@@ -47,8 +47,8 @@ X86State StateFromHvmContext(const kvm_sregs& base, const vcpu_hvm_context& cont
 
 // The CPUID table for vCPU `vcpu_id`: KVM's supported leaves with their APIC ids set and KVM's
 // own paravirt leaves replaced by Xen's (guests look for one hypervisor signature).
-std::vector<kvm_cpuid_entry2> BuildCpuid(std::span<const kvm_cpuid_entry2> supported, uint32_t vcpu_id,
-                                         uint16_t domid);
+std::vector<kvm_cpuid_entry2> BuildCpuid(std::span<const kvm_cpuid_entry2> supported,
+                                         uint32_t vcpu_id, uint16_t domid);
 
 // LVT0 = ExtINT, unmasked: what the global callback vector needs on every vCPU (KVM sets it on
 // vCPU0 at reset but masks it on the others).

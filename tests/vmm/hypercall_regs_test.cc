@@ -1,9 +1,9 @@
 // Hypercall register decoding (Xen's hypercall ABI): 64-bit callers in rdi/rsi/rdx/r10/r8,
 // compat callers in ebx/ecx/edx/esi/edi (upper halves dropped), mode from EFER.LMA and CS.L,
 // CPL from SS.DPL, and the result truncated to eax for compat callers.
-#include <gtest/gtest.h>
-
 #include "vmm/hypercall_regs.h"
+
+#include <gtest/gtest.h>
 
 namespace xenkvm::vmm {
 namespace {

@@ -1,9 +1,9 @@
 // The upcall injector's decisions (docs/upcalls.md), without KVM: which route a raise takes,
 // what happens right before KVM_RUN (callback ExtINT now, an interrupt window, or the resend of
 // a dropped vector MSI), and what the retry thread does with a dropped MSI.
-#include <gtest/gtest.h>
-
 #include "vmm/upcall_injector.h"
+
+#include <gtest/gtest.h>
 
 namespace xenkvm::vmm {
 namespace {
@@ -32,7 +32,8 @@ TEST(UpcallInjector, CallbackInjectsWhenTheGuestCanTakeIt) {
 }
 
 TEST(UpcallInjector, CallbackAsksForAWindowWhenBlocked) {
-  for (auto [ready, if_flag] : {std::pair{false, true}, std::pair{true, false}, std::pair{false, false}}) {
+  for (auto [ready, if_flag] :
+       {std::pair{false, true}, std::pair{true, false}, std::pair{false, false}}) {
     const EntryAction a = DecideEntry(Callback(true, ready, if_flag));
     EXPECT_FALSE(a.queue_extint);
     EXPECT_TRUE(a.request_window);

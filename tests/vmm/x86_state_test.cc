@@ -1,10 +1,11 @@
 // The x86 start state as KVM structs, without KVM: PVH entry (Xen docs/misc/pvh.pandoc),
 // VCPUOP_initialise's contexts in both modes, Xen's segment attribute unpacking, the CPUID
 // table and LVT0.
+#include "vmm/x86_state.h"
+
 #include <gtest/gtest.h>
 
 #include "abi/platform.h"
-#include "vmm/x86_state.h"
 
 namespace xenkvm::vmm {
 namespace {
@@ -28,7 +29,8 @@ TEST(X86State, PvhEntryIsFlat32BitProtectedModeWithoutPaging) {
   EXPECT_EQ(st.sregs.efer, 0u);
   EXPECT_EQ(st.sregs.apic_base, 0xfee00900u);
   EXPECT_EQ(st.sregs.idt.limit, 0xffff);
-  for (const kvm_segment* s : {&st.sregs.cs, &st.sregs.ds, &st.sregs.ss, &st.sregs.es, &st.sregs.fs, &st.sregs.gs}) {
+  for (const kvm_segment* s :
+       {&st.sregs.cs, &st.sregs.ds, &st.sregs.ss, &st.sregs.es, &st.sregs.fs, &st.sregs.gs}) {
     EXPECT_EQ(s->base, 0u);
     EXPECT_EQ(s->limit, 0xffffffffu);
     EXPECT_EQ(s->present, 1);
@@ -127,7 +129,7 @@ TEST(X86State, CpuidSetsApicIdsAndReplacesHypervisorLeaves) {
   supported[3].function = 7;
   supported[3].ebx = 0x99;
   const auto table = BuildCpuid(supported, 3, 0);
-  ASSERT_EQ(table.size(), 3u + 5u);  // leaves 1, 0xb, 7 and Xen's five
+  ASSERT_EQ(table.size(), 3u + 5u);      // leaves 1, 0xb, 7 and Xen's five
   EXPECT_EQ(table[0].ebx, 0x03123456u);  // APIC id in bits 31:24
   EXPECT_EQ(table[1].edx, 3u);           // x2APIC id
   EXPECT_EQ(table[2].ebx, 0x99u);
