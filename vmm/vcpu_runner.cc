@@ -187,7 +187,7 @@ void VcpuRunner::ThreadMain() {
     const uint32_t requests = requests_.TakeAll();
     if (requests & kRequestSyncEvents) host_.SyncEvents(id_);
     injector_.BeforeEntry(id_, vcpu_, requests);
-    if (auto r = vcpu_.Run(); !r) return StopWithError("KVM_RUN", r.error());
+    if (auto r = vcpu_.Run(); !r) return StopWithError("guest entry", r.error());
     HandleExit();
   }
 }
