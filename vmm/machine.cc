@@ -197,6 +197,11 @@ void Machine::VcpuThreadFinished(uint32_t vcpu) {
   end_cv_.notify_all();
 }
 
+void Machine::ReanchorClock(uint32_t vcpu, uint64_t guest_tsc) {
+  clock_.Reanchor(guest_tsc);
+  domain_->RefreshVcpuTime(vcpu);
+}
+
 Result<> Machine::WriteHypercallPage(uint64_t msr_value) {
   return xen::WriteHypercallPage(memory_, msr_value);
 }

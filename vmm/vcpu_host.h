@@ -40,6 +40,11 @@ class VcpuHost {
   virtual BootEntry Boot() const = 0;
   // Pair the boot vCPU's TSC with the host clock (pvclock calibration).
   virtual void CalibrateClock(uint64_t guest_tsc, uint32_t tsc_khz) = 0;
+  // The host clock the guest TSC is anchored to.
+  virtual uint64_t ClockMonotonicNs() const = 0;
+  // A fresh guest TSC reading from `vcpu` (out of KVM_RUN): move the pvclock anchor there and
+  // refresh that vCPU's vcpu_time_info.
+  virtual void ReanchorClock(uint32_t vcpu, uint64_t guest_tsc) = 0;
   // The thread is gone (Machine::Run waits for all of them).
   virtual void VcpuThreadFinished(uint32_t vcpu) = 0;
 };

@@ -113,6 +113,18 @@ bool VcpuRunner::WaitUntilUp() {
   return !host_.Stopping();
 }
 
+void VcpuRunner::RefreshClock() {
+  // Xen refreshes each vCPU's vcpu_time_info when it is scheduled and every second; we do it at
+  // the first exit (KVM settles the guest TSC when a vCPU first runs) and then at least every
+  // second of exits. Re-anchoring also re-measures the guest TSC's rate over that second.
+  const uint64_t now = host_.ClockMonotonicNs();
+  if (clock_refreshed_ns_ != 0 && now - clock_refreshed_ns_ < 1'000'000'000ull) return;
+  clock_refreshed_ns_ = now;
+  auto tsc = vcpu_.GetMsr(kMsrIa32Tsc);
+  if (!tsc) return;
+  host_.ReanchorClock(id_, *tsc);
+}
+
 PagingState VcpuRunner::Paging() const {
   const kvm_sregs& s = vcpu_.run()->s.regs.sregs;
   return PagingState{s.cr0, s.cr3, s.cr4, s.efer};
@@ -125,7 +137,8 @@ Result<> VcpuRunner::ApplyBootState() {
   const X86State st = PvhBootState(TRY(vcpu_.GetSregs()), boot.entry, boot.start_info_gpa);
   TRY(vcpu_.SetSregs(st.sregs));
   TRY(vcpu_.SetRegs(st.regs));
-  // pvclock calibration: pair the guest TSC with the host's now.
+  // pvclock: a first pairing of the guest TSC with the host clock at KVM's stated rate. KVM
+  // may still move the guest TSC when the vCPU first runs; RefreshClock() re-anchors then.
   const uint64_t tsc = TRY(vcpu_.GetMsr(kMsrIa32Tsc));
   const auto khz = vcpu_.TscKhz();
   host_.CalibrateClock(tsc, khz ? *khz : 0);
@@ -193,6 +206,7 @@ void VcpuRunner::ThreadMain() {
 }
 
 void VcpuRunner::HandleExit() {
+  RefreshClock();
   kvm_run* run = vcpu_.run();
   const auto rip = static_cast<unsigned long long>(run->s.regs.regs.rip);
   switch (run->exit_reason) {

@@ -74,6 +74,7 @@ class VcpuRunner final : public evtchn::VcpuSink, public UpcallInjector::Target 
   Result<> ApplyContext(const vcpu_hvm_context& context);
   void StopWithError(const char* what, const Error& error);
   void HandleExit();
+  void RefreshClock();
   void HandleIo();
   void HandleHypercall(uint32_t nr);
   bool OnOwnThread() const {
@@ -87,6 +88,7 @@ class VcpuRunner final : public evtchn::VcpuSink, public UpcallInjector::Target 
   std::thread thread_;
   std::atomic<std::thread::id> thread_id_{};
   VcpuRequests requests_;
+  uint64_t clock_refreshed_ns_ = 0;  // own thread: host time of this vCPU's last RefreshClock
 
   std::atomic<VcpuState> state_;  // written under wake_mutex_, read anywhere
 
