@@ -102,6 +102,8 @@ class Machine final : public xen::Platform, public VcpuHost {
   void CalibrateClock(uint64_t guest_tsc, uint32_t tsc_khz) override {
     clock_.Calibrate(guest_tsc, tsc_khz);
   }
+  uint64_t ClockMonotonicNs() const override { return clock_.MonotonicNs(); }
+  void ReanchorClock(uint32_t vcpu, uint64_t guest_tsc) override;
   void VcpuThreadFinished(uint32_t vcpu) override;
 
   explicit Machine(const MachineConfig& config);
