@@ -110,7 +110,7 @@ struct LayoutCompat {
 inline constexpr uint32_t kFifoPorts = 1u << 17;
 inline constexpr size_t kPageSize = 4096;
 
-// DESIGN.md §7, checked against the real headers.
+// docs/design.md §8, checked against the real headers.
 static_assert(Layout64::kPorts == 4096 && LayoutCompat::kPorts == 1024);
 static_assert(Layout64::kVcpuInfoSize == 64 && LayoutCompat::kVcpuInfoSize == 64);
 static_assert(Layout64::kUpcallPending == 0 && Layout64::kUpcallMask == 1 &&

@@ -180,8 +180,7 @@ int main(int argc, char** argv) {
 
   auto machine = xenkvm::vmm::Machine::Create(o.machine);
   if (!machine) {
-    std::fprintf(stderr, "xenkvm: cannot create the VM: %s (errno %d)\n", machine.error().message,
-                 machine.error().xen_errno);
+    std::fprintf(stderr, "xenkvm: cannot create the VM: %s\n", xenkvm::Describe(machine.error()).c_str());
     return kExitHostError;
   }
   xenkvm::vmm::Machine& m = **machine;
@@ -216,6 +215,6 @@ int main(int argc, char** argv) {
   if (code != 0) std::fprintf(stderr, "xenkvm: %s (last stage %u)\n", end.message.c_str(), m.LastStage());
   std::fflush(nullptr);
   // Threads stuck in KVM_RUN can't be joined; leave without destructors in that case.
-  if (end.reason == EndReason::kStuck || end.message.find("did not stop") != std::string::npos) _exit(code);
+  if (end.threads_stuck) _exit(code);
   return code;
 }

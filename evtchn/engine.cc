@@ -363,8 +363,8 @@ struct Engine::Impl {
   // Copies a guest page range (a moving shared_info or vcpu_info keeps its contents, as in
   // Xen where the page itself moves). LayoutGuard held.
   void CopyGuestLocked(uint64_t from, uint64_t to, uint64_t length) {
-    auto src = memory_.TranslateLocked(from, length);
-    auto dst = memory_.TranslateLocked(to, length);
+    auto src = memory_.TranslateGuarded(from, length);
+    auto dst = memory_.TranslateGuarded(to, length);
     if (src && dst) std::memmove(*dst, *src, length);
   }
 };
@@ -405,7 +405,7 @@ Result<> Engine::SetVcpuInfoGpa(uint32_t xen_vcpu_id, uint64_t gpa) {
   std::lock_guard lock(impl_->table_mutex_);
   {
     auto guard = mem::LayoutGuard::Acquire(impl_->memory_);
-    if (!impl_->memory_.TranslateLocked(gpa, abi::Layout64::kVcpuInfoSize))
+    if (!impl_->memory_.TranslateGuarded(gpa, abi::Layout64::kVcpuInfoSize))
       return Fail(XEN_EFAULT, "vcpu_info not in guest memory");
   }
   const uint64_t old_gpa = vcpu->vcpu_info.gpa();
@@ -434,7 +434,7 @@ Result<> Engine::SetSharedInfoGpa(uint64_t gpa, std::span<const uint32_t> defaul
   std::lock_guard lock(impl_->table_mutex_);
   {
     auto guard = mem::LayoutGuard::Acquire(impl_->memory_);
-    if (!impl_->memory_.TranslateLocked(gpa, abi::kPageSize))
+    if (!impl_->memory_.TranslateGuarded(gpa, abi::kPageSize))
       return Fail(XEN_EFAULT, "shared_info not in guest memory");
   }
   const uint64_t old_gpa = impl_->shared_info_.gpa();

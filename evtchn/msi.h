@@ -1,7 +1,7 @@
 // Xen's "MSI that is really a PIRQ": a guest that routes a device MSI to an event channel
 // programs the MSI with vector 0 and puts the PIRQ number in the address's destination-id
 // bits: address bits 19:12 are PIRQ bits 7:0, address bits 63:40 are PIRQ bits 31:8
-// (DESIGN.md §7). A device model asks here before injecting an MSI.
+// (docs/design.md §8). A device model asks here before injecting an MSI.
 #pragma once
 
 #include <cstdint>

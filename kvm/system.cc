@@ -1,22 +1,23 @@
 // /dev/kvm system handle; see system.h.
 #include "kvm/system.h"
 
-#include "kvm/flex_ioctl.h"
-
 #include <fcntl.h>
 #include <sys/ioctl.h>
 
 #include <cerrno>
 
+#include "kvm/flex_ioctl.h"
+
 namespace xenkvm::kvm {
 
 Result<System> System::Open(const char* path) {
   Fd fd(::open(path, O_RDWR | O_CLOEXEC));
-  if (!fd.valid()) return Fail(errno, "open /dev/kvm");
+  if (!fd.valid()) return HostFail(errno, "open /dev/kvm");
   int version = ::ioctl(fd.get(), KVM_GET_API_VERSION, 0);
-  if (version != KVM_API_VERSION) return Fail(XEN_ENOSYS, "KVM_GET_API_VERSION mismatch");
+  if (version != KVM_API_VERSION) return HostFail(ENOTSUP, "KVM_GET_API_VERSION (not 12)");
   int mmap_size = ::ioctl(fd.get(), KVM_GET_VCPU_MMAP_SIZE, 0);
-  if (mmap_size < static_cast<int>(sizeof(kvm_run))) return Fail(errno, "KVM_GET_VCPU_MMAP_SIZE");
+  if (mmap_size < static_cast<int>(sizeof(kvm_run)))
+    return HostFail(errno, "KVM_GET_VCPU_MMAP_SIZE");
   return System(std::move(fd), mmap_size);
 }
 
@@ -32,9 +33,9 @@ Result<std::vector<kvm_cpuid_entry2>> System::SupportedCpuid() const {
     if (::ioctl(fd_.get(), kIoctlGetSupportedCpuid, cpuid.data()) == 0) {
       return std::vector<kvm_cpuid_entry2>(cpuid.entries(), cpuid.entries() + cpuid.count());
     }
-    if (errno != E2BIG) return Fail(errno, "KVM_GET_SUPPORTED_CPUID");
+    if (errno != E2BIG) return HostFail(errno, "KVM_GET_SUPPORTED_CPUID");
   }
-  return Fail(XEN_E2BIG, "KVM_GET_SUPPORTED_CPUID: too many leaves");
+  return HostFail(E2BIG, "KVM_GET_SUPPORTED_CPUID (more than 4096 leaves)");
 }
 
 bool KvmAvailable(const char* path) {

@@ -5,9 +5,8 @@
 #include <linux/kvm.h>
 #include <pthread.h>
 
-#include <csignal>
-
 #include <atomic>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -27,7 +26,8 @@ void InstallKickHandler();
 // called BindToCurrentThread(), or before the vCPU runs). Kick() may be called from any thread.
 class Vcpu {
  public:
-  Vcpu(uint32_t id, Fd fd, kvm_run* run, size_t run_size) : id_(id), fd_(std::move(fd)), run_(run), run_size_(run_size) {}
+  Vcpu(uint32_t id, Fd fd, kvm_run* run, size_t run_size)
+      : id_(id), fd_(std::move(fd)), run_(run), run_size_(run_size) {}
   Vcpu(Vcpu&& other) noexcept;
   Vcpu& operator=(Vcpu&&) = delete;
   Vcpu(const Vcpu&) = delete;

@@ -1,8 +1,6 @@
 // KVM virtual machine; see vm.h.
 #include "kvm/vm.h"
 
-#include "kvm/flex_ioctl.h"
-
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
@@ -17,7 +15,7 @@ Result<Vm> Vm::Create(const System& system) {
   do {
     fd = ::ioctl(system.fd(), KVM_CREATE_VM, 0);
   } while (fd < 0 && errno == EINTR);
-  if (fd < 0) return Fail(errno, "KVM_CREATE_VM");
+  if (fd < 0) return HostFail(errno, "KVM_CREATE_VM");
   Vm vm(system, Fd(fd));
   // Needed on VMX for real-mode emulation; PVH starts in protected mode, so failure is benign.
   (void)::ioctl(vm.fd(), KVM_SET_TSS_ADDR, 0xfffbd000ul);
@@ -32,7 +30,7 @@ Result<> Vm::SetMemory(uint32_t slot, uint64_t gpa, uint64_t size, void* host, u
   region.memory_size = size;
   region.userspace_addr = reinterpret_cast<uint64_t>(host);
   if (::ioctl(fd_.get(), KVM_SET_USER_MEMORY_REGION, &region) < 0) {
-    return Fail(errno, "KVM_SET_USER_MEMORY_REGION");
+    return HostFail(errno, "KVM_SET_USER_MEMORY_REGION");
   }
   return {};
 }
@@ -41,23 +39,25 @@ Result<> Vm::EnableCap(uint32_t cap, uint64_t arg0) {
   kvm_enable_cap enable{};
   enable.cap = cap;
   enable.args[0] = arg0;
-  if (::ioctl(fd_.get(), KVM_ENABLE_CAP, &enable) < 0) return Fail(errno, "KVM_ENABLE_CAP");
+  if (::ioctl(fd_.get(), KVM_ENABLE_CAP, &enable) < 0) return HostFail(errno, "KVM_ENABLE_CAP");
   return {};
 }
 
 Result<> Vm::EnableSplitIrqchip(uint32_t ioapic_routes) {
-  if (!system_->CheckExtension(KVM_CAP_SPLIT_IRQCHIP)) return Fail(XEN_ENOSYS, "no KVM_CAP_SPLIT_IRQCHIP");
+  if (!system_->CheckExtension(KVM_CAP_SPLIT_IRQCHIP))
+    return HostFail(ENOSYS, "KVM_CHECK_EXTENSION(KVM_CAP_SPLIT_IRQCHIP)");
   return EnableCap(KVM_CAP_SPLIT_IRQCHIP, ioapic_routes);
 }
 
 Result<> Vm::EnableX2apicApi() {
-  if (!system_->CheckExtension(KVM_CAP_X2APIC_API)) return Fail(XEN_ENOSYS, "no KVM_CAP_X2APIC_API");
+  if (!system_->CheckExtension(KVM_CAP_X2APIC_API))
+    return HostFail(ENOSYS, "KVM_CHECK_EXTENSION(KVM_CAP_X2APIC_API)");
   return EnableCap(KVM_CAP_X2APIC_API, KVM_X2APIC_API_USE_32BIT_IDS);
 }
 
 Result<> Vm::EnableUserSpaceMsrExits() {
   if (!system_->CheckExtension(KVM_CAP_X86_USER_SPACE_MSR)) {
-    return Fail(XEN_ENOSYS, "no KVM_CAP_X86_USER_SPACE_MSR");
+    return HostFail(ENOSYS, "KVM_CHECK_EXTENSION(KVM_CAP_X86_USER_SPACE_MSR)");
   }
   return EnableCap(KVM_CAP_X86_USER_SPACE_MSR, KVM_MSR_EXIT_REASON_FILTER);
 }
@@ -72,7 +72,8 @@ Result<> Vm::TrapMsrs(uint32_t base, uint32_t count) {
   filter.ranges[0].nmsrs = count;
   filter.ranges[0].base = base;
   filter.ranges[0].bitmap = bitmap.data();
-  if (::ioctl(fd_.get(), KVM_X86_SET_MSR_FILTER, &filter) < 0) return Fail(errno, "KVM_X86_SET_MSR_FILTER");
+  if (::ioctl(fd_.get(), KVM_X86_SET_MSR_FILTER, &filter) < 0)
+    return HostFail(errno, "KVM_X86_SET_MSR_FILTER");
   return {};
 }
 
@@ -82,37 +83,17 @@ Result<bool> Vm::SignalMsi(uint64_t address, uint32_t data) {
   msi.address_hi = static_cast<uint32_t>(address >> 32);
   msi.data = data;
   int r = ::ioctl(fd_.get(), KVM_SIGNAL_MSI, &msi);
-  if (r < 0) return Fail(errno, "KVM_SIGNAL_MSI");
+  if (r < 0) return HostFail(errno, "KVM_SIGNAL_MSI");
   return r > 0;
-}
-
-Result<> Vm::SetMsiRoute(uint32_t gsi, uint64_t address, uint32_t data) {
-  FlexArg<kvm_irq_routing_entry> routing(1);
-  kvm_irq_routing_entry& e = routing.entries()[0];
-  e.gsi = gsi;
-  e.type = KVM_IRQ_ROUTING_MSI;
-  e.u.msi.address_lo = static_cast<uint32_t>(address);
-  e.u.msi.address_hi = static_cast<uint32_t>(address >> 32);
-  e.u.msi.data = data;
-  if (::ioctl(fd_.get(), kIoctlSetGsiRouting, routing.data()) < 0) return Fail(errno, "KVM_SET_GSI_ROUTING");
-  return {};
-}
-
-Result<> Vm::AddIrqfd(int eventfd, uint32_t gsi) {
-  kvm_irqfd irqfd{};
-  irqfd.fd = static_cast<uint32_t>(eventfd);
-  irqfd.gsi = gsi;
-  if (::ioctl(fd_.get(), KVM_IRQFD, &irqfd) < 0) return Fail(errno, "KVM_IRQFD");
-  return {};
 }
 
 Result<Vcpu> Vm::CreateVcpu(uint32_t id) {
   int fd = ::ioctl(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(id));
-  if (fd < 0) return Fail(errno, "KVM_CREATE_VCPU");
+  if (fd < 0) return HostFail(errno, "KVM_CREATE_VCPU");
   Fd vcpu_fd(fd);
   void* run = ::mmap(nullptr, static_cast<size_t>(system_->VcpuMmapSize()), PROT_READ | PROT_WRITE,
                      MAP_SHARED, fd, 0);
-  if (run == MAP_FAILED) return Fail(errno, "mmap kvm_run");
+  if (run == MAP_FAILED) return HostFail(errno, "mmap kvm_run");
   return Vcpu(id, std::move(vcpu_fd), static_cast<kvm_run*>(run),
               static_cast<size_t>(system_->VcpuMmapSize()));
 }

@@ -1,5 +1,5 @@
 // A KVM virtual machine: memslots, split irqchip (LAPIC in kernel, no PIC/IOAPIC), x2APIC API,
-// MSI injection, irqfd routes and the MSR filter that sends chosen MSRs to user space.
+// MSI injection and the MSR filter that sends chosen MSRs to user space.
 // Follows the KVM API (Documentation/virt/kvm/api.rst).
 #pragma once
 
@@ -16,7 +16,7 @@
 namespace xenkvm::kvm {
 
 // Threads: setup calls (memslots, caps, filters) from the VMM's main thread before vCPUs run,
-// or with vCPUs paused; SignalMsi and irqfd from any thread (the kernel serialises them).
+// or with vCPUs paused; SignalMsi from any thread (the kernel serialises them).
 class Vm {
  public:
   static Result<Vm> Create(const System& system);
@@ -36,9 +36,6 @@ class Vm {
   // A fixed-destination MSI through the in-kernel LAPICs. Returns false if the guest blocked
   // it (e.g. a software-disabled LAPIC), which KVM reports as 0.
   Result<bool> SignalMsi(uint64_t address, uint32_t data);
-  // GSI route gsi -> MSI(address, data), then irqfd eventfd -> gsi. Replaces the routing table.
-  Result<> SetMsiRoute(uint32_t gsi, uint64_t address, uint32_t data);
-  Result<> AddIrqfd(int eventfd, uint32_t gsi);
   Result<Vcpu> CreateVcpu(uint32_t id);
 
  private:

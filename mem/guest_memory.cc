@@ -8,15 +8,16 @@ namespace xenkvm::mem {
 
 // ---- the writer side of LayoutGuard ----
 
-class GuestMemory::LayoutChange {
+class XENKVM_SCOPED_CAPABILITY GuestMemory::LayoutChange {
  public:
-  explicit LayoutChange(GuestMemory& memory) : memory_(memory), lock_(memory.writers_) {
+  explicit LayoutChange(GuestMemory& memory) XENKVM_ACQUIRE(memory.writers_mutex_)
+      : memory_(memory), lock_(memory.writers_mutex_) {
     // Changing the layout while holding a guard on it would wait for ourselves.
     assert(detail::ThisThreadReader().reading.load(std::memory_order_relaxed) != &memory);
     memory_.writer_active_.store(1, std::memory_order_seq_cst);
     WaitForReadersToLeave(&memory_);
   }
-  ~LayoutChange() {
+  ~LayoutChange() XENKVM_RELEASE() {
     memory_.generation_.fetch_add(1, std::memory_order_release);
     memory_.writer_active_.store(0, std::memory_order_release);
     memory_.writer_active_.notify_all();
@@ -24,7 +25,7 @@ class GuestMemory::LayoutChange {
 
  private:
   GuestMemory& memory_;
-  std::lock_guard<std::mutex> lock_;
+  MutexLock lock_;
 };
 
 LayoutGuard LayoutGuard::Acquire(const GuestMemory& memory) {
@@ -40,7 +41,7 @@ LayoutGuard LayoutGuard::Acquire(const GuestMemory& memory) {
 
 // ---- layout ----
 
-bool GuestMemory::OverlapsLocked(uint64_t gpa, uint64_t size, uint32_t except_slot) const {
+bool GuestMemory::Overlaps(uint64_t gpa, uint64_t size, uint32_t except_slot) const {
   for (uint32_t i = 0; i < kMaxSlots; ++i) {
     const Slot& s = slots_[i];
     if (!s.used || i == except_slot) continue;
@@ -58,7 +59,7 @@ Result<> GuestMemory::AddSlot(uint32_t slot, uint64_t gpa, uint64_t size, void* 
     return Fail(XEN_EINVAL, "bad memslot");
   LayoutChange change(*this);
   if (slots_[slot].used) return Fail(XEN_EEXIST, "memslot in use");
-  if (OverlapsLocked(gpa, size, kMaxSlots)) return Fail(XEN_EEXIST, "memslot overlaps");
+  if (Overlaps(gpa, size, kMaxSlots)) return Fail(XEN_EEXIST, "memslot overlaps");
   slots_[slot] = Slot{true, gpa, size, static_cast<uint8_t*>(host)};
   return {};
 }
@@ -77,7 +78,7 @@ Result<> GuestMemory::MoveSlot(uint32_t slot, uint64_t new_gpa) {
   Slot& s = slots_[slot];
   if (!s.used) return Fail(XEN_ENOENT, "memslot not in use");
   if (!RangeValid(new_gpa, s.size)) return Fail(XEN_EINVAL, "bad memslot");
-  if (OverlapsLocked(new_gpa, s.size, slot)) return Fail(XEN_EEXIST, "memslot overlaps");
+  if (Overlaps(new_gpa, s.size, slot)) return Fail(XEN_EEXIST, "memslot overlaps");
   s.gpa = new_gpa;
   return {};
 }
@@ -86,7 +87,7 @@ void GuestMemory::WaitForReaders() { LayoutChange change(*this); }
 
 // ---- translation and access ----
 
-Result<uint8_t*> GuestMemory::TranslateLocked(uint64_t gpa, uint64_t len) const {
+Result<uint8_t*> GuestMemory::TranslateGuarded(uint64_t gpa, uint64_t len) const {
   if (gpa + len < gpa) return Fail(XEN_EFAULT, "guest range wraps");
   for (const Slot& s : slots_) {
     if (!s.used || gpa < s.gpa) continue;
@@ -99,7 +100,7 @@ Result<uint8_t*> GuestMemory::TranslateLocked(uint64_t gpa, uint64_t len) const 
 Result<> GuestMemory::Read(uint64_t gpa, std::span<std::byte> out) const {
   if (out.empty()) return {};
   auto guard = LayoutGuard::Acquire(*this);
-  uint8_t* host = TRY(TranslateLocked(gpa, out.size()));
+  uint8_t* host = TRY(TranslateGuarded(gpa, out.size()));
   std::memcpy(out.data(), host, out.size());
   return {};
 }
@@ -107,7 +108,7 @@ Result<> GuestMemory::Read(uint64_t gpa, std::span<std::byte> out) const {
 Result<> GuestMemory::Write(uint64_t gpa, std::span<const std::byte> in) {
   if (in.empty()) return {};
   auto guard = LayoutGuard::Acquire(*this);
-  uint8_t* host = TRY(TranslateLocked(gpa, in.size()));
+  uint8_t* host = TRY(TranslateGuarded(gpa, in.size()));
   std::memcpy(host, in.data(), in.size());
   return {};
 }

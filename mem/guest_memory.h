@@ -2,9 +2,11 @@
 // Every access is bounds and overflow checked. The layout (slots) can change at run time;
 // accessors hold a LayoutGuard so a translation can't go stale between two accesses.
 //
-// Threads: any. Lock: LayoutGuard (layout_guard.h) — readers announce themselves in a record of
-// their own thread and never block while holding it; a layout change raises writer_active_,
-// then waits until no reader record names this memory.
+// Threads: any. Locks: writers_mutex_ serialises layout changes (a leaf: taken with no other
+// lock held, and never under a LayoutGuard). Readers hold a LayoutGuard (layout_guard.h), not a
+// mutex: they announce themselves in a record of their own thread and never block while holding
+// it; a layout change raises writer_active_, then waits until no reader record names this
+// memory. Functions that need a guard held say so with "Guarded" in their name.
 #pragma once
 
 #include <array>
@@ -12,11 +14,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <mutex>
 #include <span>
 #include <type_traits>
 
 #include "abi/result.h"
+#include "abi/sync.h"
 #include "abi/xen.h"
 #include "mem/layout_guard.h"
 
@@ -44,7 +46,11 @@ class GuestMemory {
 
   // ---- translation: caller holds a LayoutGuard on this memory ----
   // Host address of [gpa, gpa+len) if it lies inside one slot, else -EFAULT.
-  Result<uint8_t*> TranslateLocked(uint64_t gpa, uint64_t len) const;
+  Result<uint8_t*> TranslateGuarded(uint64_t gpa, uint64_t len) const;
+  // Transitional old name of TranslateGuarded, for branches in flight; remove once merged.
+  Result<uint8_t*> TranslateLocked(uint64_t gpa, uint64_t len) const {
+    return TranslateGuarded(gpa, len);
+  }
 
   // ---- convenience accessors: take the guard themselves (may wait for a layout change) ----
   Result<> Read(uint64_t gpa, std::span<std::byte> out) const;
@@ -72,12 +78,15 @@ class GuestMemory {
   };
   class LayoutChange;  // RAII writer side
 
-  bool OverlapsLocked(uint64_t gpa, uint64_t size, uint32_t except_slot) const;
+  bool Overlaps(uint64_t gpa, uint64_t size, uint32_t except_slot) const
+      XENKVM_REQUIRES(writers_mutex_);
 
-  std::mutex writers_;                              // serialises layout changes
+  Mutex writers_mutex_;                             // serialises layout changes
   mutable std::atomic<uint32_t> writer_active_{0};  // 1 while a layout change is in flight
   std::atomic<uint64_t> generation_{1};
-  std::array<Slot, kMaxSlots> slots_{};  // written only with the writer bit set and no readers
+  // Written only under writers_mutex_ with the writer bit set and no readers; read under a
+  // LayoutGuard (which the analysis can't see, so no XENKVM_GUARDED_BY).
+  std::array<Slot, kMaxSlots> slots_{};
 };
 
 inline LayoutGuard LayoutGuard::TryAcquire(const GuestMemory& memory) {

@@ -15,26 +15,27 @@ void CachedMapping::Store(uint64_t gpa, uint8_t* host, uint64_t generation) {
 }
 
 void CachedMapping::SetGpa(uint64_t gpa) {
-  std::lock_guard lock(update_mutex_);
+  MutexLock lock(update_mutex_);
   Store(gpa, nullptr, 0);
 }
 
 Result<uint8_t*> CachedMapping::Refresh(const GuestMemory& memory) {
-  std::lock_guard lock(update_mutex_);
+  MutexLock lock(update_mutex_);
   return RefreshLocked(memory);
 }
 
 uint8_t* CachedMapping::TryRefresh(const GuestMemory& memory) {
-  std::unique_lock lock(update_mutex_, std::try_to_lock);
-  if (!lock) return nullptr;
-  return RefreshLocked(memory).value_or(nullptr);
+  if (!update_mutex_.try_lock()) return nullptr;
+  uint8_t* host = RefreshLocked(memory).value_or(nullptr);
+  update_mutex_.unlock();
+  return host;
 }
 
 Result<uint8_t*> CachedMapping::RefreshLocked(const GuestMemory& memory) {
   uint64_t gpa = gpa_.load(std::memory_order_relaxed);
   if (gpa == kNoGpa) return Fail(XEN_ENOENT, "no guest address set");
   uint64_t generation = memory.generation();
-  auto host = memory.TranslateLocked(gpa, length_);
+  auto host = memory.TranslateGuarded(gpa, length_);
   Store(gpa, host ? *host : nullptr, host ? generation : 0);
   return host;
 }

@@ -3,13 +3,14 @@
 // generation it was made under still holds; a layout change invalidates it at once.
 //
 // Threads: Get() from any thread, O(1), never blocks (a seqcount guards the cached fields).
-// SetGpa()/Refresh() may block; they and TryRefresh() are serialised by update_mutex_.
+// SetGpa()/Refresh() may block; they and TryRefresh() are serialised by update_mutex_ (a leaf;
+// Refresh and TryRefresh run under the caller's LayoutGuard, which is not a mutex).
 #pragma once
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
 
+#include "abi/sync.h"
 #include "mem/guest_memory.h"
 
 namespace xenkvm::mem {
@@ -45,11 +46,13 @@ class CachedMapping {
   uint8_t* TryRefresh(const GuestMemory& memory);
 
  private:
-  void Store(uint64_t gpa, uint8_t* host, uint64_t generation);  // update_mutex_ held
-  Result<uint8_t*> RefreshLocked(const GuestMemory& memory);     // update_mutex_ held
+  void Store(uint64_t gpa, uint8_t* host, uint64_t generation) XENKVM_REQUIRES(update_mutex_);
+  Result<uint8_t*> RefreshLocked(const GuestMemory& memory) XENKVM_REQUIRES(update_mutex_);
 
   const uint32_t length_;
-  std::mutex update_mutex_;
+  // Serialises writers of the fields below; readers use the seqcount instead, so the fields
+  // are atomics and not XENKVM_GUARDED_BY.
+  Mutex update_mutex_;
   std::atomic<uint32_t> seq_{0};  // odd while an update is in progress
   std::atomic<uint64_t> gpa_{kNoGpa};
   std::atomic<uint8_t*> host_{nullptr};

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# All tests: unit tests (no hardware) and kvm tests (boot the guests) in a release build, then
-# the engine and memory tests again under TSan. Where this machine has no usable /dev/kvm, the
-# kvm tests run inside a nested-KVM VM (scripts/kvm-vm.sh); XENKVM_NO_VM=1 skips them instead.
+# All tests: unit tests (no hardware) and kvm tests (boot the guests) in a release build, the
+# whole tree under Clang with its lock analysis (-Wthread-safety -Werror, the `clang` preset)
+# and its unit tests, then the engine and memory tests again under TSan. Where this machine has
+# no usable /dev/kvm, the kvm tests run inside a nested-KVM VM (scripts/kvm-vm.sh);
+# XENKVM_NO_VM=1 skips them instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -13,6 +15,9 @@ if [ "${XENKVM_NO_VM:-}" = 1 ]; then
 else
   scripts/kvm-vm.sh ctest --preset release -j2 -L kvm
 fi
+cmake --preset clang >/dev/null
+cmake --build --preset clang
+ctest --preset clang -L unit -j2
 cmake --preset tsan >/dev/null
 cmake --build --preset tsan --target evtchn_test mem_test
 build/tsan/tests/mem/mem_test

@@ -13,9 +13,9 @@ namespace xenkvm::vmm {
 void ConsoleBackend::OnGuestSend(evtchn::Port guest_port) {
   std::vector<char> out;
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     mem::LayoutGuard guard = mem::LayoutGuard::Acquire(memory_);
-    auto host = memory_.TranslateLocked(ring_gpa_, sizeof(xencons_interface));
+    auto host = memory_.TranslateGuarded(ring_gpa_, sizeof(xencons_interface));
     if (!host) return;
     // The ring is shared with a running guest: indices through atomics, data after acquire.
     auto* ring = reinterpret_cast<xencons_interface*>(*host);

@@ -5,9 +5,9 @@
 
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <span>
 
+#include "abi/sync.h"
 #include "evtchn/engine.h"
 #include "mem/guest_memory.h"
 
@@ -26,7 +26,7 @@ class ConsoleBackend : public evtchn::Backend {
   evtchn::Engine& engine_;
   const uint64_t ring_gpa_;
   Sink sink_;
-  std::mutex mutex_;
+  Mutex mutex_;
 };
 
 }  // namespace xenkvm::vmm

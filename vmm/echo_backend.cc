@@ -7,7 +7,7 @@ EchoBackend::EchoBackend(evtchn::Engine& engine) : engine_(engine), thread_([thi
 
 EchoBackend::~EchoBackend() {
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     stop_ = true;
   }
   cv_.notify_all();
@@ -16,24 +16,24 @@ EchoBackend::~EchoBackend() {
 
 void EchoBackend::OnGuestSend(evtchn::Port guest_port) {
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     queue_.push_back(guest_port);
   }
   cv_.notify_one();
 }
 
 void EchoBackend::Loop() {
-  std::unique_lock lock(mutex_);
+  MutexLock lock(mutex_);
   while (!stop_) {
     if (queue_.empty()) {
-      cv_.wait(lock);
+      cv_.wait(lock.native());
       continue;
     }
     evtchn::Port port = queue_.front();
     queue_.pop_front();
-    lock.unlock();
+    lock.native().unlock();
     engine_.RaisePort(port);
-    lock.lock();
+    lock.native().lock();
   }
 }
 

@@ -5,9 +5,9 @@
 
 #include <condition_variable>
 #include <deque>
-#include <mutex>
 #include <thread>
 
+#include "abi/sync.h"
 #include "evtchn/engine.h"
 
 namespace xenkvm::vmm {
@@ -23,10 +23,10 @@ class EchoBackend : public evtchn::Backend {
  private:
   void Loop();
   evtchn::Engine& engine_;
-  std::mutex mutex_;
+  Mutex mutex_;
   std::condition_variable cv_;
-  std::deque<evtchn::Port> queue_;
-  bool stop_ = false;
+  std::deque<evtchn::Port> queue_ XENKVM_GUARDED_BY(mutex_);
+  bool stop_ XENKVM_GUARDED_BY(mutex_) = false;
   std::thread thread_;
 };
 

@@ -12,7 +12,10 @@
 #include "abi/platform.h"
 #include "vmm/console_backend.h"
 #include "vmm/pvh_loader.h"
+#include "vmm/upcall_injector.h"
 #include "vmm/vcpu_runner.h"
+#include "vmm/x86_state.h"
+#include "xen/hypercall_page.h"
 
 namespace xenkvm::vmm {
 
@@ -37,34 +40,25 @@ void WriteAll(int fd, const char* data, size_t len) {
 
 Machine::Machine(const MachineConfig& config) : config_(config) {}
 
-// Teardown order matters: event sources (timers, backends, the retry thread, the engine's
-// worker) call into the runners, and the runners' threads call into the engine. So: stop and
-// join the vCPU threads, then the sources, then the engine, and free the runners last.
+// Teardown order matters: event sources (timers, backends, the injector's retry thread, the
+// engine's worker) call into the runners, and the runners' threads call into the engine. So:
+// stop and join the vCPU threads, then the sources, then the engine, and free the runners last.
 Machine::~Machine() {
   stopping_ = true;
-  for (auto& r : runners_) {
-    r->Wake();
-    r->Kick();
-  }
+  KickAll();
   if (stuck_) {
     for (auto& r : runners_) (void)r.release();  // threads still inside KVM_RUN: never join
     runners_.clear();
   }
   for (auto& r : runners_) r->Join();
-  if (retry_thread_.joinable()) {
-    {
-      std::lock_guard lock(retry_mutex_);
-      retry_stop_ = true;
-    }
-    retry_cv_.notify_all();
-    retry_thread_.join();
-  }
+  if (injector_) injector_->StopRetries();
   timers_.reset();
   echo_.reset();
   domain_.reset();
   engine_.reset();
   console_.reset();
   runners_.clear();
+  injector_.reset();
   if (ram_ != nullptr && !stuck_) ::munmap(ram_, ram_size_);
   if (!stuck_) {
     MutexLock lock(special_mutex_);
@@ -73,8 +67,9 @@ Machine::~Machine() {
 }
 
 Result<std::unique_ptr<Machine>> Machine::Create(const MachineConfig& config) {
-  if (config.vcpus == 0 || config.vcpus > kMaxVcpus) return Fail(XEN_EINVAL, "--vcpus must be 1..64");
-  if (config.memory_mib < 2 || config.memory_mib > kMaxMemoryMib) return Fail(XEN_EINVAL, "--memory must be 2..3072 MiB");
+  if (config.vcpus == 0 || config.vcpus > kMaxVcpus) return UsageFail("--vcpus must be 1..64");
+  if (config.memory_mib < 2 || config.memory_mib > kMaxMemoryMib)
+    return UsageFail("--memory must be 2..3072 MiB");
   std::unique_ptr<Machine> m(new Machine(config));
   TRY(m->Setup());
   return m;
@@ -88,13 +83,15 @@ Result<> Machine::Setup() {
   TRY(vm_->EnableSplitIrqchip());
   TRY(vm_->EnableUserSpaceMsrExits());
   TRY(vm_->TrapMsrs(XENKVM_HYPERCALL_PAGE_MSR, 1));
-  if (!system_->CheckExtension(KVM_CAP_SYNC_REGS)) return Fail(XEN_ENOSYS, "no KVM_CAP_SYNC_REGS");
+  if (!system_->CheckExtension(KVM_CAP_SYNC_REGS))
+    return HostFail(ENOSYS, "KVM_CHECK_EXTENSION(KVM_CAP_SYNC_REGS)");
 
   ram_size_ = config_.memory_mib << 20;
-  ram_ = ::mmap(nullptr, ram_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ram_ = ::mmap(nullptr, ram_size_, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (ram_ == MAP_FAILED) {
     ram_ = nullptr;
-    return Fail(errno, "mmap guest RAM");
+    return HostFail(errno, "mmap guest RAM");
   }
   TRY(vm_->SetMemory(kRamSlot, 0, ram_size_, ram_));
   TRY(memory_.AddSlot(kRamSlot, 0, ram_size_, ram_));
@@ -108,8 +105,10 @@ Result<> Machine::Setup() {
 
   engine_ = std::make_unique<evtchn::Engine>(memory_, evtchn::Engine::Options{});
   domain_ = std::make_unique<xen::Domain>(*this, memory_, *engine_, xen::Domain::Options{});
+  injector_ = std::make_unique<UpcallInjector>(*vm_, *engine_, config_.vcpus);
   for (uint32_t i = 0; i < config_.vcpus; ++i) {
-    runners_.push_back(std::make_unique<VcpuRunner>(*this, TRY(vm_->CreateVcpu(i))));
+    runners_.push_back(std::make_unique<VcpuRunner>(*this, *injector_, TRY(vm_->CreateVcpu(i))));
+    injector_->Attach(i, runners_.back().get());
     TRY(engine_->AddVcpu(i, runners_.back().get()));
   }
   // The echo service is the first endpoint of domain 0 (abi/platform.h); guests rely on that.
@@ -120,13 +119,13 @@ Result<> Machine::Setup() {
   // The PV console, pre-connected like a toolstack would (HVM_PARAM_CONSOLE_PFN/EVTCHN). Its
   // output goes to stdout unless the guest also writes with console_io, as XTF does with the
   // same text: then console_io is the copy we print.
-  console_ = std::make_unique<ConsoleBackend>(memory_, *engine_, console_ring_gpa_, [this](std::span<const char> text) {
-    if (!console_io_used_.load(std::memory_order_relaxed)) WriteStdout(text);
-  });
+  console_ = std::make_unique<ConsoleBackend>(
+      memory_, *engine_, console_ring_gpa_, [this](std::span<const char> text) {
+        if (!console_io_used_.load(std::memory_order_relaxed)) WriteStdout(text);
+      });
   const evtchn::Port console_port = TRY(engine_->ConnectBackend(console_.get()));
   domain_->SetParamFromVmm(HVM_PARAM_CONSOLE_PFN, console_ring_gpa_ >> 12);
   domain_->SetParamFromVmm(HVM_PARAM_CONSOLE_EVTCHN, console_port);
-  retry_thread_ = std::thread([this] { MsiRetryLoop(); });
   timers_ = std::make_unique<Timers>(
       config_.vcpus, [this] { return clock_.NowNs(); },
       [this](uint32_t vcpu) { engine_->RaiseVirq(VIRQ_TIMER, vcpu); });
@@ -135,30 +134,27 @@ Result<> Machine::Setup() {
 
 Result<> Machine::LoadGuest(std::span<const uint8_t> elf_image) {
   PvhBoot boot = TRY(LoadPvhImage(elf_image, memory_, ram_size_, config_.cmdline, memory_map_));
-  boot_entry_ = boot.entry;
-  boot_start_info_ = boot.start_info_gpa;
+  boot_ = BootEntry{boot.entry, boot.start_info_gpa};
   return {};
 }
 
 MachineEnd Machine::Run() {
   for (auto& r : runners_) r->StartThread();
-  std::unique_lock lock(end_mutex_);
-  end_cv_.wait(lock, [&] { return end_.has_value(); });
+  MutexLock lock(end_mutex_);
+  while (!end_) end_cv_.wait(lock.native());
   MachineEnd end = *end_;
   // vCPU threads leave KVM_RUN on the kick; one stuck in a hung instruction can't be joined.
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
   while (finished_threads_ < runners_.size()) {
-    lock.unlock();
-    for (auto& r : runners_) {
-      r->Wake();
-      r->Kick();
-    }
-    lock.lock();
-    if (end_cv_.wait_until(lock, give_up, [&] { return finished_threads_ == runners_.size(); })) break;
-    if (std::chrono::steady_clock::now() >= give_up) {
-      end.reason = end.reason == EndReason::kPoweroff ? EndReason::kStuck : end.reason;
+    lock.native().unlock();
+    KickAll();
+    lock.native().lock();
+    end_cv_.wait_until(lock.native(), give_up);
+    if (finished_threads_ < runners_.size() && std::chrono::steady_clock::now() >= give_up) {
+      if (end.reason == EndReason::kPoweroff) end.reason = EndReason::kStuck;
       end.message += " (some vCPU threads did not stop)";
-      // Leave them: the process exits without joining (see the CLI); the destructor won't wait.
+      end.threads_stuck = true;
+      // Leave them: the caller exits without joining; the destructor won't wait.
       stuck_ = true;
       return end;
     }
@@ -166,68 +162,56 @@ MachineEnd Machine::Run() {
   return end;
 }
 
-void Machine::Stop(EndReason reason, std::string message) {
+MachineEnd GuestShutdownEnd(uint32_t xen_reason) {
+  static const char* const kNames[] = {"poweroff", "reboot",   "suspend",
+                                       "crash",    "watchdog", "soft_reset"};
+  const char* name = xen_reason < std::size(kNames) ? kNames[xen_reason] : "unknown";
+  const EndReason reason = xen_reason == SHUTDOWN_poweroff ? EndReason::kPoweroff
+                           : xen_reason == SHUTDOWN_reboot ? EndReason::kReboot
+                                                           : EndReason::kCrash;
+  return MachineEnd{reason, xen_reason, std::string("guest shutdown: ") + name};
+}
+
+void Machine::Stop(MachineEnd end) {
   {
-    std::lock_guard lock(end_mutex_);
-    if (!end_) end_ = MachineEnd{reason, 0, std::move(message)};
+    MutexLock lock(end_mutex_);
+    if (!end_) end_ = std::move(end);
   }
   stopping_ = true;
   end_cv_.notify_all();
+  KickAll();
+}
+
+void Machine::Shutdown(uint32_t reason) { Stop(GuestShutdownEnd(reason)); }
+
+void Machine::KickAll() {
   for (auto& r : runners_) {
     r->Wake();
     r->Kick();
   }
 }
 
-void Machine::Shutdown(uint32_t reason) {
-  static const char* const kNames[] = {"poweroff", "reboot", "suspend", "crash", "watchdog", "soft_reset"};
-  const char* name = reason < std::size(kNames) ? kNames[reason] : "unknown";
-  EndReason end = reason == SHUTDOWN_poweroff ? EndReason::kPoweroff
-                  : reason == SHUTDOWN_reboot ? EndReason::kReboot
-                                              : EndReason::kCrash;
+void Machine::VcpuThreadFinished(uint32_t vcpu) {
+  (void)vcpu;
   {
-    std::lock_guard lock(end_mutex_);
-    if (!end_) end_ = MachineEnd{end, reason, std::string("guest shutdown: ") + name};
-  }
-  stopping_ = true;
-  end_cv_.notify_all();
-  for (auto& r : runners_) {
-    r->Wake();
-    r->Kick();
-  }
-}
-
-void Machine::VcpuThreadFinished() {
-  {
-    std::lock_guard lock(end_mutex_);
+    MutexLock lock(end_mutex_);
     ++finished_threads_;
   }
   end_cv_.notify_all();
 }
 
-void Machine::NoteDroppedMsi() {
-  {
-    std::lock_guard lock(retry_mutex_);
-    retry_wanted_ = true;
-  }
-  retry_cv_.notify_all();
+void Machine::ReanchorClock(uint32_t vcpu, uint64_t guest_tsc) {
+  clock_.Reanchor(guest_tsc);
+  domain_->RefreshVcpuTime(vcpu);
 }
 
-void Machine::MsiRetryLoop() {
-  std::unique_lock lock(retry_mutex_);
-  while (!retry_stop_) {
-    if (!retry_wanted_) {
-      retry_cv_.wait(lock);
-      continue;
-    }
-    retry_wanted_ = false;
-    lock.unlock();
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    bool again = false;
-    for (auto& r : runners_) again |= r->RetryDroppedMsi();
-    lock.lock();
-    retry_wanted_ |= again;
-  }
+Result<> Machine::WriteHypercallPage(uint64_t msr_value, bool compat) {
+  domain_->LatchShinfoLayout(compat);
+  return xen::WriteHypercallPage(memory_, msr_value);
+}
+
+Result<std::vector<kvm_cpuid_entry2>> Machine::Cpuid(uint32_t vcpu) {
+  return BuildCpuid(TRY(vm_->system().SupportedCpuid()), vcpu, domain_->domid());
 }
 
 void Machine::NoteStage(uint32_t vcpu, uint32_t stage) {
@@ -236,7 +220,7 @@ void Machine::NoteStage(uint32_t vcpu, uint32_t stage) {
 }
 
 void Machine::DebugconWrite(uint8_t byte) {
-  std::lock_guard lock(console_mutex_);
+  MutexLock lock(console_mutex_);
   debugcon_line_.push_back(static_cast<char>(byte));
   if (byte == '\n' || debugcon_line_.size() >= 256) {
     WriteAll(STDOUT_FILENO, debugcon_line_.data(), debugcon_line_.size());
@@ -250,7 +234,7 @@ void Machine::ConsoleWrite(std::span<const char> bytes) {
 }
 
 void Machine::WriteStdout(std::span<const char> bytes) {
-  std::lock_guard lock(console_mutex_);
+  MutexLock lock(console_mutex_);
   WriteAll(STDOUT_FILENO, bytes.data(), bytes.size());
 }
 
@@ -325,15 +309,14 @@ Result<> Machine::DownVcpu(uint32_t target) {
 }
 bool Machine::VcpuIsUp(uint32_t target) const { return runners_[target]->IsUp(); }
 
-void Machine::SetUpcallVector(uint32_t target, uint8_t vector) { runners_[target]->SetUpcallVector(vector); }
-
-void Machine::SetCallbackVector(uint8_t vector) {
-  callback_vector_.store(vector, std::memory_order_release);
-  for (auto& r : runners_) r->OnCallbackVectorChanged();
+void Machine::SetUpcallVector(uint32_t target, uint8_t vector) {
+  injector_->SetUpcallVector(target, vector);
 }
 
+void Machine::SetCallbackVector(uint8_t vector) { injector_->SetCallbackVector(vector); }
+
 void Machine::RaiseUpcall(uint32_t target) {
-  if (engine_->UpcallPending(target)) runners_[target]->InjectUpcall();
+  if (engine_->UpcallPending(target)) injector_->Raise(target);
 }
 
 void Machine::SetTimer(uint32_t target, uint64_t deadline_ns, uint64_t period_ns) {

@@ -1,10 +1,12 @@
 // The xenkvm virtual machine: guest RAM, the KVM VM and one thread per vCPU, the event-channel
-// engine and Xen domain, timers, console and the echo backend. Implements xen::Platform, the
-// mechanism under the hypercall layer. Boots a 64-bit PVH guest and runs it to shutdown.
+// engine and Xen domain, upcall injection, timers, console and the echo backend. Implements
+// xen::Platform (the mechanism under the hypercall layer) and VcpuHost (what a vCPU thread
+// needs). Boots a PVH guest and runs it to its end.
 //
-// Threads: Create/Run on the main thread; Platform methods from vCPU threads (see
-// xen/platform.h); Shutdown/Fail from any thread. Lock: end_mutex_ guards the end state;
-// console_mutex_ serialises stdout; per-vCPU state lives in VcpuRunner.
+// Threads: Create/LoadGuest/Run on the main thread; Platform and VcpuHost methods from vCPU
+// threads; Stop from any thread. Locks: end_mutex_ guards the end state; console_mutex_
+// serialises stdout. Neither is held while taking another (both are leaves); per-vCPU state and
+// its lock live in VcpuRunner, the retry thread's in UpcallInjector.
 #pragma once
 
 #include <atomic>
@@ -12,7 +14,6 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -27,13 +28,16 @@
 #include "vmm/console_backend.h"
 #include "vmm/echo_backend.h"
 #include "vmm/guest_clock.h"
+#include "vmm/machine_end.h"
 #include "vmm/timers.h"
+#include "vmm/vcpu_host.h"
 #include "xen/domain.h"
 #include "xen/platform.h"
 
 namespace xenkvm::vmm {
 
 class VcpuRunner;
+class UpcallInjector;
 
 struct MachineConfig {
   uint32_t vcpus = 1;
@@ -42,55 +46,23 @@ struct MachineConfig {
   bool log_stages = true;  // print each stage marker (port 0xe4) on stderr
 };
 
-// How a run ended.
-enum class EndReason {
-  kPoweroff,       // SCHEDOP_shutdown poweroff
-  kReboot,         // SCHEDOP_shutdown reboot
-  kCrash,          // SCHEDOP_shutdown crash (or another reason)
-  kTripleFault,    // KVM_EXIT_SHUTDOWN
-  kInternalError,  // KVM_EXIT_INTERNAL_ERROR / FAIL_ENTRY / unexpected exit
-  kHostError,      // an ioctl failed
-  kStuck,          // vCPU threads did not stop after shutdown
-};
-
-struct MachineEnd {
-  EndReason reason = EndReason::kCrash;
-  uint32_t xen_reason = 0;  // SHUTDOWN_* when reason is a guest shutdown
-  std::string message;      // one line for the user
-};
-
-class Machine final : public xen::Platform {
+class Machine final : public xen::Platform, public VcpuHost {
  public:
   static Result<std::unique_ptr<Machine>> Create(const MachineConfig& config);
   ~Machine() override;
 
   Result<> LoadGuest(std::span<const uint8_t> elf_image);
   // Runs until the guest shuts down or fails. Does not time out by itself (the CLI's watchdog
-  // does, with _exit, because a vCPU stuck in KVM_RUN can't be joined).
+  // does, with _exit, because a vCPU stuck in KVM_RUN can't be joined). end.threads_stuck says
+  // some vCPU threads never left: the caller must then leave without destructors.
   MachineEnd Run();
 
-  // Any thread.
-  void Stop(EndReason reason, std::string message);
+  // Any thread: end the run (the first end wins) and make every vCPU leave KVM_RUN.
+  void Stop(MachineEnd end) override;
   uint32_t LastStage() const { return last_stage_.load(std::memory_order_relaxed); }
-  void NoteStage(uint32_t vcpu, uint32_t stage);
-  // Called by each vCPU thread as it exits (Run waits for all of them).
-  void VcpuThreadFinished();
-  evtchn::Engine& engine() { return *engine_; }
-  xen::Domain& domain() { return *domain_; }
-  mem::GuestMemory& memory() { return memory_; }
-  kvm::Vm& vm() { return *vm_; }
-  const MachineConfig& config() const { return config_; }
-  const GuestClock& clock() const { return clock_; }
-  GuestClock& mutable_clock() { return clock_; }
-  uint32_t boot_entry() const { return boot_entry_; }
-  uint64_t boot_start_info() const { return boot_start_info_; }
-  uint8_t callback_vector() const { return callback_vector_.load(std::memory_order_acquire); }
-  void DebugconWrite(uint8_t byte);
-  // Where all guest text ends up: stdout, unbuffered (a watchdog _exit must not lose it).
-  void WriteStdout(std::span<const char> bytes);
-  // A per-vCPU-vector MSI found its LAPIC disabled: retry it every millisecond until the guest
-  // enables the LAPIC (x2APIC MSRs can't be trapped, so there is no exit to hook).
-  void NoteDroppedMsi();
+  // For --stats.
+  const evtchn::Engine& engine() const { return *engine_; }
+  const xen::Domain& domain() const { return *domain_; }
 
   // ---- xen::Platform ----
   uint32_t VcpuCount() const override { return config_.vcpus; }
@@ -102,7 +74,7 @@ class Machine final : public xen::Platform {
   void UnmapSpecialPage(uint64_t gfn) override;
   void ConsoleWrite(std::span<const char> bytes) override;  // console_io
   size_t ConsoleRead(std::span<char> out) override;
-  void Shutdown(uint32_t reason) override;
+  void Shutdown(uint32_t reason) override;  // Stop(GuestShutdownEnd(reason))
   bool Stopping() const override { return stopping_.load(std::memory_order_acquire); }
   Result<> InitialiseVcpu(uint32_t target, const vcpu_hvm_context& context) override;
   Result<> UpVcpu(uint32_t target) override;
@@ -112,7 +84,9 @@ class Machine final : public xen::Platform {
   void SetCallbackVector(uint8_t vector) override;
   void RaiseUpcall(uint32_t target) override;
   uint64_t SystemTimeNs() const override { return clock_.NowNs(); }
-  void BootWallclock(uint64_t* sec, uint32_t* nsec) const override { clock_.BootWallclock(sec, nsec); }
+  void BootWallclock(uint64_t* sec, uint32_t* nsec) const override {
+    clock_.BootWallclock(sec, nsec);
+  }
   void SetTimer(uint32_t target, uint64_t deadline_ns, uint64_t period_ns) override;
   Result<vcpu_time_info> VcpuTime(uint32_t target) override;
   uint64_t WakeSeq(uint32_t calling_vcpu) override;
@@ -120,8 +94,27 @@ class Machine final : public xen::Platform {
   void Yield(uint32_t calling_vcpu) override;
 
  private:
+  // ---- VcpuHost (Stopping, Stop and SystemTimeNs above) ----
+  long Hypercall(const xen::HypercallCall& call) override { return domain_->Hypercall(call); }
+  Result<> WriteHypercallPage(uint64_t msr_value, bool compat) override;
+  void NoteRunstate(uint32_t vcpu, int runstate) override { domain_->NoteRunstate(vcpu, runstate); }
+  void SyncEvents(uint32_t vcpu) override { engine_->SyncVcpu(vcpu); }
+  void NoteStage(uint32_t vcpu, uint32_t stage) override;
+  void DebugconWrite(uint8_t byte) override;
+  Result<std::vector<kvm_cpuid_entry2>> Cpuid(uint32_t vcpu) override;
+  BootEntry Boot() const override { return boot_; }
+  void CalibrateClock(uint64_t guest_tsc, uint32_t tsc_khz) override {
+    clock_.Calibrate(guest_tsc, tsc_khz);
+  }
+  uint64_t ClockMonotonicNs() const override { return clock_.MonotonicNs(); }
+  void ReanchorClock(uint32_t vcpu, uint64_t guest_tsc) override;
+  void VcpuThreadFinished(uint32_t vcpu) override;
+
   explicit Machine(const MachineConfig& config);
   Result<> Setup();
+  void KickAll();
+  // Where all guest text ends up: stdout, unbuffered (a watchdog _exit must not lose it).
+  void WriteStdout(std::span<const char> bytes);
 
   const MachineConfig config_;
   uint64_t ram_size_ = 0;
@@ -145,28 +138,20 @@ class Machine final : public xen::Platform {
   std::map<uint64_t, SpecialPage> special_pages_ XENKVM_GUARDED_BY(special_mutex_);
   std::atomic<bool> console_io_used_{false};
   std::unique_ptr<Timers> timers_;
+  std::unique_ptr<UpcallInjector> injector_;
   std::vector<std::unique_ptr<VcpuRunner>> runners_;
-  uint32_t boot_entry_ = 0;
-  uint64_t boot_start_info_ = 0;
+  BootEntry boot_;
 
   std::atomic<bool> stopping_{false};
   std::atomic<uint32_t> last_stage_{0};
-  std::atomic<uint8_t> callback_vector_{0};
-  std::mutex end_mutex_;
+  Mutex end_mutex_;
   std::condition_variable end_cv_;
-  std::optional<MachineEnd> end_;  // guarded by end_mutex_; first end wins
-  uint32_t finished_threads_ = 0;  // guarded by end_mutex_
-  bool stuck_ = false;             // main thread only: some vCPU threads never finished
+  std::optional<MachineEnd> end_ XENKVM_GUARDED_BY(end_mutex_);  // first end wins
+  uint32_t finished_threads_ XENKVM_GUARDED_BY(end_mutex_) = 0;
+  bool stuck_ = false;  // main thread only: some vCPU threads never finished
 
-  void MsiRetryLoop();
-  std::mutex retry_mutex_;
-  std::condition_variable retry_cv_;
-  bool retry_wanted_ = false;  // guarded by retry_mutex_
-  bool retry_stop_ = false;    // guarded by retry_mutex_
-  std::thread retry_thread_;
-
-  std::mutex console_mutex_;
-  std::string debugcon_line_;  // guarded by console_mutex_
+  Mutex console_mutex_;
+  std::string debugcon_line_ XENKVM_GUARDED_BY(console_mutex_);
 };
 
 }  // namespace xenkvm::vmm

@@ -11,7 +11,7 @@ Timers::Timers(uint32_t vcpus, Clock now, Expire expire)
 
 Timers::~Timers() {
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     stop_ = true;
   }
   cv_.notify_all();
@@ -20,7 +20,7 @@ Timers::~Timers() {
 
 void Timers::Set(uint32_t vcpu, uint64_t deadline_ns, uint64_t period_ns) {
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     if (vcpu >= deadlines_.size()) return;
     deadlines_[vcpu] = deadline_ns;
     periods_[vcpu] = deadline_ns == 0 ? 0 : period_ns;
@@ -29,7 +29,7 @@ void Timers::Set(uint32_t vcpu, uint64_t deadline_ns, uint64_t period_ns) {
 }
 
 void Timers::Loop() {
-  std::unique_lock lock(mutex_);
+  MutexLock lock(mutex_);
   std::vector<uint32_t> due;
   while (!stop_) {
     const uint64_t now = now_();
@@ -44,15 +44,15 @@ void Timers::Loop() {
       if (deadlines_[v] != 0) earliest = std::min(earliest, deadlines_[v]);
     }
     if (!due.empty()) {
-      lock.unlock();
+      lock.native().unlock();
       for (uint32_t v : due) expire_(v);
-      lock.lock();
+      lock.native().lock();
       continue;
     }
     if (earliest == UINT64_MAX) {
-      cv_.wait(lock);
+      cv_.wait(lock.native());
     } else {
-      cv_.wait_for(lock, std::chrono::nanoseconds(earliest - now));
+      cv_.wait_for(lock.native(), std::chrono::nanoseconds(earliest - now));
     }
   }
 }

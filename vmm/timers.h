@@ -5,9 +5,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
+
+#include "abi/sync.h"
 
 namespace xenkvm::vmm {
 
@@ -26,11 +27,11 @@ class Timers {
   void Loop();
   Clock now_;
   Expire expire_;
-  std::mutex mutex_;
+  Mutex mutex_;
   std::condition_variable cv_;
-  std::vector<uint64_t> deadlines_;  // 0 = off
-  std::vector<uint64_t> periods_;
-  bool stop_ = false;
+  std::vector<uint64_t> deadlines_ XENKVM_GUARDED_BY(mutex_);  // 0 = off
+  std::vector<uint64_t> periods_ XENKVM_GUARDED_BY(mutex_);
+  bool stop_ XENKVM_GUARDED_BY(mutex_) = false;
   std::thread thread_;
 };
 

@@ -1,124 +1,55 @@
-// vCPU thread, exit decoding and upcall injection; see vcpu_runner.h and docs/upcalls.md.
+// vCPU thread and exit decoding; see vcpu_runner.h.
 #include "vmm/vcpu_runner.h"
 
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <string>
 
 #include "abi/platform.h"
-#include "vmm/machine.h"
-#include "xen/cpuid.h"
-#include "xen/hypercall_page.h"
+#include "vmm/hypercall_regs.h"
+#include "vmm/x86_state.h"
 
 namespace xenkvm::vmm {
 
 namespace {
-constexpr uint64_t kEferLma = 1ull << 10;
 constexpr uint32_t kMsrIa32Tsc = 0x10;
-constexpr uint32_t kLapicLvt0 = 0x350;
-constexpr uint32_t kLvtExtInt = 0x700;  // delivery mode ExtINT, unmasked
-constexpr uint64_t kMsiAddressBase = 0xfee00000ull;
 
-kvm_segment FlatSegment(uint16_t selector, uint8_t type, bool code64) {
-  kvm_segment s{};
-  s.base = 0;
-  s.limit = 0xffffffff;
-  s.selector = selector;
-  s.type = type;
-  s.present = 1;
-  s.s = 1;
-  s.g = 1;
-  s.l = code64 ? 1 : 0;
-  s.db = code64 ? 0 : 1;
-  return s;
-}
-
-kvm_segment TssSegment(uint32_t base, uint32_t limit, uint8_t type) {
-  kvm_segment s{};
-  s.base = base;
-  s.limit = limit;
-  s.type = type;  // 11: busy TSS
-  s.present = 1;
-  return s;
-}
-
-// A segment from vcpu_hvm_x86_32's base/limit/ar (Xen's packed attribute format: type 3:0,
-// S 4, DPL 6:5, P 7, AVL 8, L 9, D/B 10, G 11).
-kvm_segment SegmentFromXen(uint32_t base, uint32_t limit, uint16_t ar) {
-  kvm_segment s{};
-  s.base = base;
-  s.limit = limit;
-  s.type = ar & 0xf;
-  s.s = (ar >> 4) & 1;
-  s.dpl = (ar >> 5) & 3;
-  s.present = (ar >> 7) & 1;
-  s.avl = (ar >> 8) & 1;
-  s.l = (ar >> 9) & 1;
-  s.db = (ar >> 10) & 1;
-  s.g = (ar >> 11) & 1;
-  s.unusable = s.present ? 0 : 1;
-  return s;
+MachineEnd EndWith(EndReason reason, const char* format, auto... args) {
+  char line[256];
+  std::snprintf(line, sizeof(line), format, args...);
+  return MachineEnd{reason, 0, line};
 }
 }  // namespace
 
-VcpuRunner::VcpuRunner(Machine& machine, kvm::Vcpu vcpu) : machine_(machine), vcpu_(std::move(vcpu)), id_(vcpu_.id()) {
-  if (id_ == 0) {
-    initialised_ = true;
-    up_ = true;
-  }
-}
+VcpuRunner::VcpuRunner(VcpuHost& host, UpcallInjector& injector, kvm::Vcpu vcpu)
+    : host_(host),
+      injector_(injector),
+      vcpu_(std::move(vcpu)),
+      id_(vcpu_.id()),
+      state_(id_ == 0 ? VcpuState::kUp : VcpuState::kOffline) {}
 
 VcpuRunner::~VcpuRunner() { Join(); }
 
-void VcpuRunner::StartThread() { thread_ = std::thread([this] { ThreadMain(); }); }
+void VcpuRunner::StartThread() {
+  thread_ = std::thread([this] { ThreadMain(); });
+}
 
 void VcpuRunner::Join() {
   if (thread_.joinable()) thread_.join();
 }
 
-// ---------------------------------------------------------------- upcalls (any thread)
+// ---------------------------------------------------------------- requests (any thread)
 
-void VcpuRunner::InjectUpcall() {
-  const uint8_t vector = upcall_vector_.load(std::memory_order_acquire);
-  if (vector != 0) {
-    // Per-vCPU vector: a fixed, edge MSI to this vCPU's APIC id through the in-kernel LAPIC;
-    // works from any thread and wakes a halted vCPU without a kick.
-    auto delivered = machine_.vm().SignalMsi(kMsiAddressBase | (uint64_t{id_} << 12), vector);
-    const bool dropped = delivered && !*delivered;
-    msi_dropped_.store(dropped, std::memory_order_release);
-    // A software-disabled LAPIC drops it; the machine retries until the guest enables it.
-    if (dropped) machine_.NoteDroppedMsi();
-  } else if (machine_.callback_vector() != 0) {
-    // Global callback vector: an ExtINT only the vCPU's own thread may queue (KVM_INTERRUPT).
-    extint_wanted_.store(true, std::memory_order_release);
-    if (!OnOwnThread()) vcpu_.Kick();
-  }
-  Wake();  // a vCPU sleeping in SCHEDOP_block/poll
+void VcpuRunner::Request(uint32_t bits) {
+  requests_.Make(bits);
+  if (!OnOwnThread()) vcpu_.Kick();  // the kick sets immediate_exit: a request can't be missed
+  Wake();                            // a vCPU sleeping in SCHEDOP_block/poll
 }
-
-void VcpuRunner::RequestSync() {
-  sync_wanted_.store(true, std::memory_order_release);
-  if (!OnOwnThread()) vcpu_.Kick();
-  Wake();
-}
-
-void VcpuRunner::SetUpcallVector(uint8_t vector) {
-  upcall_vector_.store(vector, std::memory_order_release);
-  // Xen re-raises at once if events are already pending.
-  if (machine_.engine().UpcallPending(id_)) InjectUpcall();
-}
-
-void VcpuRunner::OnCallbackVectorChanged() {
-  lvt0_fix_wanted_.store(true, std::memory_order_release);
-  extint_wanted_.store(true, std::memory_order_release);  // re-check pending on entry
-  if (!OnOwnThread()) vcpu_.Kick();
-}
-
-void VcpuRunner::Kick() { vcpu_.Kick(); }
 
 void VcpuRunner::Wake() {
   {
-    std::lock_guard lock(wake_mutex_);
+    MutexLock lock(wake_mutex_);
     ++wake_seq_;
   }
   wake_cv_.notify_all();
@@ -127,41 +58,40 @@ void VcpuRunner::Wake() {
 uint64_t VcpuRunner::WakeSeq() {
   // Sync requests may arrive while the vCPU sleeps in a hypercall: fold them in here so the
   // caller's pending check sees them.
-  if (sync_wanted_.exchange(false, std::memory_order_acq_rel)) machine_.engine().SyncVcpu(id_);
-  std::lock_guard lock(wake_mutex_);
+  if (requests_.Check(kRequestSyncEvents)) host_.SyncEvents(id_);
+  MutexLock lock(wake_mutex_);
   return wake_seq_;
 }
 
 void VcpuRunner::Sleep(uint64_t seq, uint64_t deadline_ns) {
-  std::unique_lock lock(wake_mutex_);
-  while (wake_seq_ == seq && !machine_.Stopping()) {
+  MutexLock lock(wake_mutex_);
+  while (wake_seq_ == seq && !host_.Stopping()) {
     if (deadline_ns == 0) {
-      wake_cv_.wait(lock);
+      wake_cv_.wait(lock.native());
     } else {
-      const uint64_t now = machine_.SystemTimeNs();
+      const uint64_t now = host_.SystemTimeNs();
       if (now >= deadline_ns) break;
-      wake_cv_.wait_for(lock, std::chrono::nanoseconds(deadline_ns - now));
+      wake_cv_.wait_for(lock.native(), std::chrono::nanoseconds(deadline_ns - now));
     }
   }
 }
 
-// ---------------------------------------------------------------- lifecycle
+// ---------------------------------------------------------------- lifecycle (any thread)
 
 Result<> VcpuRunner::Initialise(const vcpu_hvm_context& context) {
-  std::lock_guard lock(wake_mutex_);
+  MutexLock lock(wake_mutex_);
   // Like Xen, a vCPU is initialised once (a downed one resumes with VCPUOP_up).
-  if (initialised_.load()) return Fail(XEN_EEXIST, "vcpu already initialised");
+  if (state_.load() != VcpuState::kOffline) return Fail(XEN_EEXIST, "vcpu already initialised");
   context_ = context;
-  initialised_ = true;
+  state_.store(VcpuState::kDown, std::memory_order_release);
   return {};
 }
 
 Result<> VcpuRunner::Up() {
   {
-    std::lock_guard lock(wake_mutex_);
-    if (!initialised_.load()) return Fail(XEN_EINVAL, "vcpu not initialised");
-    down_wanted_ = false;
-    up_ = true;
+    MutexLock lock(wake_mutex_);
+    if (state_.load() == VcpuState::kOffline) return Fail(XEN_EINVAL, "vcpu not initialised");
+    state_.store(VcpuState::kUp, std::memory_order_release);
     ++wake_seq_;
   }
   wake_cv_.notify_all();
@@ -171,41 +101,28 @@ Result<> VcpuRunner::Up() {
 void VcpuRunner::Down() {
   {
     // Down at once as far as VCPUOP_is_up can tell; the thread parks at its next exit.
-    std::lock_guard lock(wake_mutex_);
-    up_ = false;
-    down_wanted_ = true;
+    MutexLock lock(wake_mutex_);
+    if (state_.load() == VcpuState::kUp) state_.store(VcpuState::kDown, std::memory_order_release);
   }
   if (!OnOwnThread()) vcpu_.Kick();
 }
 
-bool VcpuRunner::RetryDroppedMsi() {
-  if (!msi_dropped_.load(std::memory_order_acquire)) return false;
-  if (upcall_vector_.load(std::memory_order_acquire) == 0 || !machine_.engine().UpcallPending(id_)) {
-    msi_dropped_.store(false, std::memory_order_release);
-    return false;
-  }
-  InjectUpcall();
-  return msi_dropped_.load(std::memory_order_acquire);
-}
-
 bool VcpuRunner::WaitUntilUp() {
-  std::unique_lock lock(wake_mutex_);
-  while (!up_.load() && !machine_.Stopping()) wake_cv_.wait(lock);
-  return !machine_.Stopping();
+  MutexLock lock(wake_mutex_);
+  while (state_.load() != VcpuState::kUp && !host_.Stopping()) wake_cv_.wait(lock.native());
+  return !host_.Stopping();
 }
 
 void VcpuRunner::RefreshClock() {
   // Xen refreshes each vCPU's vcpu_time_info when it is scheduled and every second; we do it at
   // the first exit (KVM settles the guest TSC when a vCPU first runs) and then at least every
   // second of exits. Re-anchoring also re-measures the guest TSC's rate over that second.
-  GuestClock& clock = machine_.mutable_clock();
-  const uint64_t now = clock.MonotonicNs();
+  const uint64_t now = host_.ClockMonotonicNs();
   if (clock_refreshed_ns_ != 0 && now - clock_refreshed_ns_ < 1'000'000'000ull) return;
   clock_refreshed_ns_ = now;
   auto tsc = vcpu_.GetMsr(kMsrIa32Tsc);
   if (!tsc) return;
-  clock.Reanchor(*tsc);
-  machine_.domain().RefreshVcpuTime(id_);
+  host_.ReanchorClock(id_, *tsc);
 }
 
 PagingState VcpuRunner::Paging() const {
@@ -213,189 +130,89 @@ PagingState VcpuRunner::Paging() const {
   return PagingState{s.cr0, s.cr3, s.cr4, s.efer};
 }
 
-// ---------------------------------------------------------------- setup (own thread)
+// ---------------------------------------------------------------- start state (own thread)
 
-Result<> VcpuRunner::ApplyCpuid() {
-  auto supported = TRY(machine_.vm().system().SupportedCpuid());
-  std::vector<kvm_cpuid_entry2> entries;
-  for (kvm_cpuid_entry2 e : supported) {
-    // Replace KVM's own paravirt leaves with Xen's: guests look for one hypervisor signature.
-    if (e.function >= XENKVM_CPUID_BASE && e.function < XENKVM_CPUID_BASE + 0x10000) continue;
-    if (e.function == 1) e.ebx = (e.ebx & 0x00ffffffu) | (id_ << 24);       // initial APIC id
-    if (e.function == 0xb || e.function == 0x1f) e.edx = id_;                // x2APIC id
-    entries.push_back(e);
-  }
-  for (uint32_t leaf = XENKVM_CPUID_BASE; leaf < XENKVM_CPUID_BASE + xen::kXenCpuidLeaves; ++leaf) {
-    auto r = xen::XenCpuid(leaf, 0, id_, machine_.domain().domid());
-    kvm_cpuid_entry2 e{};
-    e.function = leaf;
-    e.eax = r->eax;
-    e.ebx = r->ebx;
-    e.ecx = r->ecx;
-    e.edx = r->edx;
-    if (leaf == XENKVM_CPUID_BASE + 4) e.flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
-    entries.push_back(e);
-  }
-  return vcpu_.SetCpuid(entries);
-}
-
-// PVH entry state (Xen docs/misc/pvh.pandoc): 32-bit flat protected mode, paging off,
-// ebx = hvm_start_info GPA.
 Result<> VcpuRunner::ApplyBootState() {
-  kvm_sregs sregs = TRY(vcpu_.GetSregs());
-  sregs.cs = FlatSegment(0x10, 0xb, false);
-  sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = FlatSegment(0x18, 0x3, false);
-  sregs.tr = TssSegment(0, 0x67, 11);
-  sregs.cr0 = 0x11;  // PE | ET
-  sregs.cr4 = 0;
-  sregs.efer = 0;
-  TRY(vcpu_.SetSregs(sregs));
-  kvm_regs regs{};
-  regs.rip = machine_.boot_entry();
-  regs.rbx = machine_.boot_start_info();
-  regs.rflags = 0x2;
-  TRY(vcpu_.SetRegs(regs));
+  const BootEntry boot = host_.Boot();
+  const X86State st = PvhBootState(TRY(vcpu_.GetSregs()), boot.entry, boot.start_info_gpa);
+  TRY(vcpu_.SetSregs(st.sregs));
+  TRY(vcpu_.SetRegs(st.regs));
   // pvclock: a first pairing of the guest TSC with the host clock at KVM's stated rate. KVM
   // may still move the guest TSC when the vCPU first runs; RefreshClock() re-anchors then.
-  uint64_t tsc = TRY(vcpu_.GetMsr(kMsrIa32Tsc));
-  auto khz = vcpu_.TscKhz();
-  machine_.mutable_clock().Calibrate(tsc, khz ? *khz : 0);
+  const uint64_t tsc = TRY(vcpu_.GetMsr(kMsrIa32Tsc));
+  const auto khz = vcpu_.TscKhz();
+  host_.CalibrateClock(tsc, khz ? *khz : 0);
   return {};
 }
 
-// VCPUOP_initialise's vcpu_hvm_context (xen/hvm/hvm_vcpu.h).
-Result<> VcpuRunner::ApplyContext(const vcpu_hvm_context& ctx) {
-  kvm_sregs sregs = TRY(vcpu_.GetSregs());
-  kvm_regs regs{};
-  if (ctx.mode == VCPU_HVM_MODE_64B) {
-    const auto& r = ctx.cpu_regs.x86_64;
-    regs = kvm_regs{r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp,
-                    0, 0, 0, 0, 0, 0, 0, 0, r.rip, r.rflags | 0x2};
-    sregs.cr0 = r.cr0;
-    sregs.cr3 = r.cr3;
-    sregs.cr4 = r.cr4;
-    sregs.efer = r.efer;
-    sregs.cs = FlatSegment(0x08, 0xb, true);
-    sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = FlatSegment(0x10, 0x3, false);
-    sregs.tr = TssSegment(0, 0x67, 11);
-  } else {
-    const auto& r = ctx.cpu_regs.x86_32;
-    regs = kvm_regs{r.eax, r.ebx, r.ecx, r.edx, r.esi, r.edi, r.esp, r.ebp,
-                    0, 0, 0, 0, 0, 0, 0, 0, r.eip, uint64_t{r.eflags} | 0x2};
-    sregs.cr0 = r.cr0;
-    sregs.cr3 = r.cr3;
-    sregs.cr4 = r.cr4;
-    sregs.efer = r.efer;
-    sregs.cs = SegmentFromXen(r.cs_base, r.cs_limit, r.cs_ar);
-    sregs.ds = SegmentFromXen(r.ds_base, r.ds_limit, r.ds_ar);
-    sregs.es = SegmentFromXen(r.es_base, r.es_limit, r.es_ar);
-    sregs.ss = SegmentFromXen(r.ss_base, r.ss_limit, r.ss_ar);
-    sregs.fs = sregs.gs = sregs.ds;
-    sregs.tr = SegmentFromXen(r.tr_base, r.tr_limit, r.tr_ar);
-    if (!sregs.tr.present) sregs.tr = TssSegment(0, 0x67, 11);
-  }
-  TRY(vcpu_.SetSregs(sregs));
-  TRY(vcpu_.SetRegs(regs));
+Result<> VcpuRunner::ApplyContext(const vcpu_hvm_context& context) {
+  const X86State st = StateFromHvmContext(TRY(vcpu_.GetSregs()), context);
+  TRY(vcpu_.SetSregs(st.sregs));
+  TRY(vcpu_.SetRegs(st.regs));
   return vcpu_.SetMpState(KVM_MP_STATE_RUNNABLE);
 }
 
-// ExtINT is accepted only while LVT0 says ExtINT, unmasked; KVM sets that on vCPU0 at reset
-// but masks it on the others (docs/upcalls.md).
-Result<> VcpuRunner::FixLvt0() {
-  kvm_lapic_state lapic = TRY(vcpu_.GetLapic());
-  uint32_t lvt0 = kLvtExtInt;
-  std::memcpy(&lapic.regs[kLapicLvt0], &lvt0, sizeof(lvt0));
-  return vcpu_.SetLapic(lapic);
+void VcpuRunner::StopWithError(const char* what, const Error& error) {
+  host_.Stop(EndWith(EndReason::kHostError, "vCPU %u: %s: %s", id_, what, Describe(error).c_str()));
 }
 
 // ---------------------------------------------------------------- the loop (own thread)
 
 void VcpuRunner::ThreadMain() {
-  struct Finished {  // tell Machine::Run this thread is gone, however it leaves
-    Machine& m;
-    ~Finished() { m.VcpuThreadFinished(); }
-  } finished{machine_};
+  struct Finished {  // tell the host this thread is gone, however it leaves
+    VcpuHost& host;
+    uint32_t id;
+    ~Finished() { host.VcpuThreadFinished(id); }
+  } finished{host_, id_};
   thread_id_.store(std::this_thread::get_id(), std::memory_order_release);
   vcpu_.BindToCurrentThread();
-  auto fail = [&](const Error& e, const char* what) {
-    char line[256];
-    std::snprintf(line, sizeof(line), "vCPU %u: %s: %s (errno %d)", id_, what, e.message, e.xen_errno);
-    machine_.Stop(EndReason::kHostError, line);
-  };
-  if (auto r = ApplyCpuid(); !r) return fail(r.error(), "CPUID setup");
+  {
+    auto cpuid = host_.Cpuid(id_);
+    if (!cpuid) return StopWithError("CPUID setup", cpuid.error());
+    if (auto r = vcpu_.SetCpuid(*cpuid); !r) return StopWithError("CPUID setup", r.error());
+  }
   vcpu_.EnableSyncRegs();
   if (id_ == 0) {
-    if (auto r = ApplyBootState(); !r) return fail(r.error(), "boot state");
+    if (auto r = ApplyBootState(); !r) return StopWithError("boot state", r.error());
   }
-  while (!machine_.Stopping()) {
-    if (!up_.load(std::memory_order_acquire)) {
-      down_wanted_ = false;
-      machine_.domain().NoteRunstate(id_, RUNSTATE_offline);
+  while (!host_.Stopping()) {
+    if (state_.load(std::memory_order_acquire) != VcpuState::kUp) {
+      host_.NoteRunstate(id_, RUNSTATE_offline);
       if (!WaitUntilUp()) break;
-      machine_.domain().NoteRunstate(id_, RUNSTATE_running);
+      host_.NoteRunstate(id_, RUNSTATE_running);
     }
     std::optional<vcpu_hvm_context> context;
     {
-      std::lock_guard lock(wake_mutex_);
+      MutexLock lock(wake_mutex_);
       context.swap(context_);
     }
     if (context) {
       if (auto r = ApplyContext(*context); !r) {
         // The guest's own bad register state (KVM refused it): this vCPU stays down, the VM
         // goes on, as if VCPUOP_initialise had failed.
-        std::fprintf(stderr, "xenkvm: vCPU %u: VCPUOP_initialise state refused (%s, errno %d); vCPU stays down\n",
-                     id_, r.error().message, r.error().xen_errno);
-        std::lock_guard lock(wake_mutex_);
-        up_ = false;
-        initialised_ = false;
+        std::fprintf(stderr,
+                     "xenkvm: vCPU %u: VCPUOP_initialise state refused (%s); vCPU stays down\n",
+                     id_, Describe(r.error()).c_str());
+        MutexLock lock(wake_mutex_);
+        state_.store(VcpuState::kOffline, std::memory_order_release);
         continue;
       }
-      if (machine_.callback_vector() != 0) lvt0_fix_wanted_ = true;
+      injector_.OnVcpuReset(id_);
     }
     vcpu_.ClearImmediateExit();
-    PrepareEntry();
-    if (auto r = vcpu_.Run(); !r) return fail(r.error(), "KVM_RUN");
+    // Requests made after this point kick (immediate_exit), so none waits a whole guest run.
+    const uint32_t requests = requests_.TakeAll();
+    if (requests & kRequestSyncEvents) host_.SyncEvents(id_);
+    injector_.BeforeEntry(id_, vcpu_, requests);
+    if (auto r = vcpu_.Run(); !r) return StopWithError("guest entry", r.error());
     HandleExit();
-  }
-}
-
-// Everything that must happen on this thread right before KVM_RUN: deferred engine syncs,
-// LVT0 fix-ups and the global-callback ExtINT (level-like: re-raised while pending).
-void VcpuRunner::PrepareEntry() {
-  kvm_run* run = vcpu_.run();
-  if (sync_wanted_.exchange(false, std::memory_order_acq_rel)) machine_.engine().SyncVcpu(id_);
-  if (lvt0_fix_wanted_.exchange(false, std::memory_order_acq_rel)) {
-    if (auto r = FixLvt0(); !r) std::fprintf(stderr, "xenkvm: vCPU %u: LVT0 fix-up failed: %s\n", id_, r.error().message);
-  }
-  const uint8_t per_vcpu = upcall_vector_.load(std::memory_order_acquire);
-  const uint8_t callback = machine_.callback_vector();
-  if (per_vcpu == 0 && callback != 0) {
-    const bool wanted = extint_wanted_.exchange(false, std::memory_order_acq_rel);
-    if (wanted || machine_.engine().UpcallPending(id_)) {
-      if (!machine_.engine().UpcallPending(id_)) {
-        run->request_interrupt_window = 0;
-      } else if (run->ready_for_interrupt_injection && run->if_flag) {
-        (void)vcpu_.Interrupt(callback);  // -EEXIST: one is already queued, fine
-        run->request_interrupt_window = 0;
-      } else {
-        run->request_interrupt_window = 1;
-      }
-    } else {
-      run->request_interrupt_window = 0;
-    }
-  } else {
-    run->request_interrupt_window = 0;
-    // A vector MSI dropped by a disabled LAPIC is retried until the guest enables it.
-    if (per_vcpu != 0 && msi_dropped_.load(std::memory_order_acquire) && machine_.engine().UpcallPending(id_)) {
-      InjectUpcall();
-    }
   }
 }
 
 void VcpuRunner::HandleExit() {
   RefreshClock();
   kvm_run* run = vcpu_.run();
-  char line[256];
+  const auto rip = static_cast<unsigned long long>(run->s.regs.regs.rip);
   switch (run->exit_reason) {
     case KVM_EXIT_INTR:
     case KVM_EXIT_IRQ_WINDOW_OPEN:
@@ -405,11 +222,13 @@ void VcpuRunner::HandleExit() {
       return HandleIo();
     case KVM_EXIT_X86_WRMSR:
       if (run->msr.index == XENKVM_HYPERCALL_PAGE_MSR) {
-        // Xen latches the shared_info layout here (hvm_init_hypercall_page).
-        const kvm_sregs& sregs = run->s.regs.sregs;
-        machine_.domain().LatchShinfoLayout(!((sregs.efer & kEferLma) && sregs.cs.l));
-        auto r = xen::WriteHypercallPage(machine_.memory(), run->msr.data);
-        run->msr.error = r ? 0 : 1;  // 1 = #GP, as Xen gives for a bad page
+      {
+        // Xen latches the shared_info layout here (hvm_init_hypercall_page): 32-bit callers
+        // get the compat layout.
+        const bool compat = IsCompatMode(run->s.regs.sregs);
+        // 1 = #GP, as Xen gives for a bad page.
+        run->msr.error = host_.WriteHypercallPage(run->msr.data, compat) ? 0 : 1;
+      }
       } else {
         run->msr.error = 1;
       }
@@ -423,30 +242,33 @@ void VcpuRunner::HandleExit() {
       if (!run->mmio.is_write) std::memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
       static std::atomic<bool> logged{false};
       if (!logged.exchange(true)) {
-        std::fprintf(stderr, "xenkvm: vCPU %u: MMIO %s at %#" PRIx64 " ignored (logged once)\n", id_,
-                     run->mmio.is_write ? "write" : "read", static_cast<uint64_t>(run->mmio.phys_addr));
+        std::fprintf(stderr, "xenkvm: vCPU %u: MMIO %s at %#" PRIx64 " ignored (logged once)\n",
+                     id_, run->mmio.is_write ? "write" : "read",
+                     static_cast<uint64_t>(run->mmio.phys_addr));
       }
       return;
     }
     case KVM_EXIT_SHUTDOWN:
-      std::snprintf(line, sizeof(line), "vCPU %u: triple fault at rip %#llx", id_,
-                    static_cast<unsigned long long>(run->s.regs.regs.rip));
-      return machine_.Stop(EndReason::kTripleFault, line);
+      return host_.Stop(
+          EndWith(EndReason::kTripleFault, "vCPU %u: triple fault at rip %#llx", id_, rip));
     case KVM_EXIT_INTERNAL_ERROR:
-      std::snprintf(line, sizeof(line), "vCPU %u: KVM internal error (suberror %u, emulation failure?) at rip %#llx", id_,
-                    run->internal.suberror, static_cast<unsigned long long>(run->s.regs.regs.rip));
-      return machine_.Stop(EndReason::kInternalError, line);
+      return host_.Stop(
+          EndWith(EndReason::kInternalError,
+                  "vCPU %u: KVM internal error (suberror %u, emulation failure?) at rip %#llx", id_,
+                  run->internal.suberror, rip));
     case KVM_EXIT_FAIL_ENTRY:
-      std::snprintf(line, sizeof(line), "vCPU %u: VM entry failed (reason %#llx)", id_,
-                    static_cast<unsigned long long>(run->fail_entry.hardware_entry_failure_reason));
-      return machine_.Stop(EndReason::kInternalError, line);
+      return host_.Stop(
+          EndWith(EndReason::kInternalError, "vCPU %u: VM entry failed (reason %#llx)", id_,
+                  static_cast<unsigned long long>(run->fail_entry.hardware_entry_failure_reason)));
     case KVM_EXIT_SYSTEM_EVENT:
-      if (run->system_event.type == KVM_SYSTEM_EVENT_RESET) return machine_.Shutdown(SHUTDOWN_reboot);
-      if (run->system_event.type == KVM_SYSTEM_EVENT_SHUTDOWN) return machine_.Shutdown(SHUTDOWN_poweroff);
-      return machine_.Shutdown(SHUTDOWN_crash);
+      if (run->system_event.type == KVM_SYSTEM_EVENT_RESET)
+        return host_.Stop(GuestShutdownEnd(SHUTDOWN_reboot));
+      if (run->system_event.type == KVM_SYSTEM_EVENT_SHUTDOWN)
+        return host_.Stop(GuestShutdownEnd(SHUTDOWN_poweroff));
+      return host_.Stop(GuestShutdownEnd(SHUTDOWN_crash));
     default:
-      std::snprintf(line, sizeof(line), "vCPU %u: unexpected KVM exit %u", id_, run->exit_reason);
-      return machine_.Stop(EndReason::kInternalError, line);
+      return host_.Stop(EndWith(EndReason::kInternalError, "vCPU %u: unexpected KVM exit %u", id_,
+                                run->exit_reason));
   }
 }
 
@@ -463,11 +285,11 @@ void VcpuRunner::HandleIo() {
   if (out && port == XENKVM_STAGE_PORT && run->io.size == 4) {
     uint32_t stage;
     std::memcpy(&stage, data, 4);
-    return machine_.NoteStage(id_, stage);
+    return host_.NoteStage(id_, stage);
   }
   if (port == XENKVM_DEBUGCON_PORT && run->io.size == 1) {
     if (out) {
-      for (uint32_t i = 0; i < run->io.count; ++i) machine_.DebugconWrite(data[i]);
+      for (uint32_t i = 0; i < run->io.count; ++i) host_.DebugconWrite(data[i]);
     } else {
       std::memset(data, XENKVM_DEBUGCON_PORT, run->io.count);  // Bochs' presence check reads 0xe9
     }
@@ -479,22 +301,9 @@ void VcpuRunner::HandleIo() {
 
 // The hypercall page stub trapped: eax = number (the OUT's value), arguments in registers.
 void VcpuRunner::HandleHypercall(uint32_t nr) {
-  kvm_run* run = vcpu_.run();
-  kvm_regs& regs = run->s.regs.regs;
-  const kvm_sregs& sregs = run->s.regs.sregs;
-  xen::HypercallCall call;
-  call.vcpu = id_;
-  call.nr = nr;
-  call.compat = !((sregs.efer & kEferLma) && sregs.cs.l);
-  call.cpl = static_cast<uint8_t>(sregs.ss.dpl);  // SS.DPL is the CPL
-  if (call.compat) {
-    call.args = {regs.rbx & 0xffffffffu, regs.rcx & 0xffffffffu, regs.rdx & 0xffffffffu,
-                 regs.rsi & 0xffffffffu, regs.rdi & 0xffffffffu};
-  } else {
-    call.args = {regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8};
-  }
-  const long result = machine_.domain().Hypercall(call);
-  regs.rax = call.compat ? static_cast<uint32_t>(result) : static_cast<uint64_t>(result);
+  kvm_regs& regs = vcpu_.run()->s.regs.regs;
+  const xen::HypercallCall call = DecodeHypercall(id_, nr, regs, vcpu_.run()->s.regs.sregs);
+  regs.rax = EncodeHypercallResult(call.compat, host_.Hypercall(call));
   vcpu_.MarkRegsDirty();
 }
 

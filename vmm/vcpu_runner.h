@@ -1,31 +1,41 @@
-// One vCPU's thread: owns the KVM vCPU fd and kvm_run, enters the guest, decodes exits
-// (hypercall port I/O, debugcon, stage marker, hypercall-page MSR) and delivers upcalls. It is
-// also the engine's evtchn::VcpuSink for this vCPU (docs/upcalls.md explains the two modes).
+// One vCPU's thread: owns the KVM vCPU fd and kvm_run, applies its start state (x86_state.h),
+// enters the guest and decodes exits (hypercall port I/O, debugcon, stage marker,
+// hypercall-page MSR). It is the engine's evtchn::VcpuSink and the UpcallInjector's Target for
+// this vCPU; the injector decides how upcalls go in (docs/upcalls.md).
 //
-// Threads: ThreadMain on the owned thread; the sink methods, SetUpcallVector, RequestLvt0Fix,
-// Start/Up/Down and Wake from any thread (atomics, or wake_mutex_ for the sleep state).
+// Requests from other threads are bits in requests_ (vcpu_requests.h) followed by one
+// kick-and-wake (Request). The lifecycle is `state_`; VCPUOP_initialise's context waits in
+// context_ for the thread to apply it.
+//
+// Threads: ThreadMain on the owned thread; the sink methods, Request, Initialise/Up/Down and
+// Wake/Kick from any thread. Lock: wake_mutex_ guards the sleep sequence and the pending
+// context, and orders lifecycle changes against WaitUntilUp; it is a leaf.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <mutex>
 #include <optional>
 #include <thread>
 
 #include "abi/result.h"
+#include "abi/sync.h"
 #include "evtchn/engine.h"
 #include "kvm/vcpu.h"
 #include "vmm/page_walk.h"
-#include "xen/platform.h"
+#include "vmm/upcall_injector.h"
+#include "vmm/vcpu_host.h"
+#include "vmm/vcpu_requests.h"
 
 namespace xenkvm::vmm {
 
-class Machine;
+// VCPUOP lifecycle: kOffline until VCPUOP_initialise (vCPU0 starts up), kDown after
+// VCPUOP_down, kUp while it runs. A refused initial state sends it back to kOffline.
+enum class VcpuState : uint8_t { kOffline, kDown, kUp };
 
-class VcpuRunner final : public evtchn::VcpuSink {
+class VcpuRunner final : public evtchn::VcpuSink, public UpcallInjector::Target {
  public:
-  VcpuRunner(Machine& machine, kvm::Vcpu vcpu);
+  VcpuRunner(VcpuHost& host, UpcallInjector& injector, kvm::Vcpu vcpu);
   ~VcpuRunner() override;
 
   uint32_t id() const { return id_; }
@@ -33,30 +43,26 @@ class VcpuRunner final : public evtchn::VcpuSink {
   void Join();
 
   // ---- evtchn::VcpuSink (any thread, never blocks) ----
-  void InjectUpcall() override;
-  void RequestSync() override;
+  void InjectUpcall() override { injector_.Raise(id_); }
+  void RequestSync() override { Request(kRequestSyncEvents); }
   void WakePoller() override { Wake(); }
 
-  // ---- upcall routing ----
-  void SetUpcallVector(uint8_t vector);  // 0 = none (global callback or nothing)
-  // Callback mode changed: make LVT0 accept ExtINT and re-raise if pending.
-  void OnCallbackVectorChanged();
+  // ---- UpcallInjector::Target (any thread) ----
+  void Request(uint32_t bits) override;
+  // End a Sleep (and leave it for a stop check).
+  void Wake() override;
+  // Leave KVM_RUN soon.
+  void Kick() { vcpu_.Kick(); }
 
-  // ---- lifecycle (VCPUOP_*) ----
+  // ---- lifecycle (VCPUOP_*, any thread) ----
   Result<> Initialise(const vcpu_hvm_context& context);
   Result<> Up();
   void Down();
-  bool IsUp() const { return up_.load(std::memory_order_acquire); }
-  // Any thread: re-send a vector MSI a disabled LAPIC dropped, if still pending. Returns
-  // whether it is still dropped (the guest has not enabled its LAPIC yet).
-  bool RetryDroppedMsi();
+  bool IsUp() const { return state_.load(std::memory_order_acquire) == VcpuState::kUp; }
 
-  // ---- waiting (SCHEDOP_block/poll), called on the own thread ----
+  // ---- waiting (SCHEDOP_block/poll), on the own thread ----
   uint64_t WakeSeq();
   void Sleep(uint64_t seq, uint64_t deadline_ns);
-  // Any thread: end a Sleep and leave KVM_RUN (for shutdown).
-  void Wake();
-  void Kick();
 
   // Own thread: the paging state of the last exit (sync regs).
   PagingState Paging() const;
@@ -66,37 +72,30 @@ class VcpuRunner final : public evtchn::VcpuSink {
   bool WaitUntilUp();  // false: stopping
   Result<> ApplyBootState();
   Result<> ApplyContext(const vcpu_hvm_context& context);
-  Result<> ApplyCpuid();
-  Result<> FixLvt0();
-  void PrepareEntry();
+  void StopWithError(const char* what, const Error& error);
   void HandleExit();
   void RefreshClock();
   void HandleIo();
   void HandleHypercall(uint32_t nr);
-  bool OnOwnThread() const { return std::this_thread::get_id() == thread_id_.load(std::memory_order_acquire); }
+  bool OnOwnThread() const {
+    return std::this_thread::get_id() == thread_id_.load(std::memory_order_acquire);
+  }
 
-  Machine& machine_;
+  VcpuHost& host_;
+  UpcallInjector& injector_;
   kvm::Vcpu vcpu_;
   const uint32_t id_;
   std::thread thread_;
   std::atomic<std::thread::id> thread_id_{};
-
-  std::atomic<uint8_t> upcall_vector_{0};     // per-vCPU vector; 0 = none
-  std::atomic<bool> extint_wanted_{false};    // global-callback upcall to inject on entry
-  std::atomic<bool> msi_dropped_{false};      // last vector MSI found the LAPIC disabled
-  std::atomic<bool> sync_wanted_{false};      // Engine::SyncVcpu before the next entry
-  std::atomic<bool> lvt0_fix_wanted_{false};  // set LVT0 = ExtINT before the next entry
+  VcpuRequests requests_;
   uint64_t clock_refreshed_ns_ = 0;  // own thread: host time of this vCPU's last RefreshClock
 
-  // Lifecycle: context_ is written under wake_mutex_ and read by the own thread under it.
-  std::atomic<bool> up_{false};
-  std::atomic<bool> initialised_{false};
-  std::atomic<bool> down_wanted_{false};
-  std::optional<vcpu_hvm_context> context_;  // guarded by wake_mutex_; applied on next start
+  std::atomic<VcpuState> state_;  // written under wake_mutex_, read anywhere
 
-  std::mutex wake_mutex_;
+  Mutex wake_mutex_;
   std::condition_variable wake_cv_;
-  uint64_t wake_seq_ = 0;  // guarded by wake_mutex_
+  uint64_t wake_seq_ XENKVM_GUARDED_BY(wake_mutex_) = 0;
+  std::optional<vcpu_hvm_context> context_ XENKVM_GUARDED_BY(wake_mutex_);  // applied on next entry
 };
 
 }  // namespace xenkvm::vmm

@@ -209,7 +209,7 @@ void Domain::RemoveXenPageLocked(uint64_t gfn) {
 
 bool Domain::IsRam(uint64_t gpa, uint64_t len) const {
   mem::LayoutGuard guard = mem::LayoutGuard::Acquire(memory_);
-  return memory_.TranslateLocked(gpa, len).has_value();
+  return memory_.TranslateGuarded(gpa, len).has_value();
 }
 
 uint64_t Domain::VcpuInfoGpaLocked(uint32_t vcpu) const {

@@ -1,7 +1,7 @@
 /* PVH entry for xenkvm test guests: Xen starts us in 32-bit flat protected mode, paging off,
  * with ebx = GPA of struct hvm_start_info (xen/arch-x86/hvm/start_info.h). We go straight to
  * long mode on static identity-mapped page tables (32-bit paged modes are avoided: see
- * DESIGN.md section 6), then call runtime_start(start_info). Also: the 64-bit entry for vCPUs
+ * docs/design.md section 7), then call runtime_start(start_info). Also: the 64-bit entry for vCPUs
  * started by VCPUOP_initialise, exception and upcall stubs. */
 #include <xen/elfnote.h>
 

@@ -2,7 +2,12 @@
 // (xen/foreign/x86_32.h), and the traits the 2-level code reads.
 #include <gtest/gtest.h>
 
+#include "abi/result.h"
 #include "abi/xen.h"
+
+#include <cerrno>
+#include <cstring>
+#include <string>
 
 extern "C" {
 #include <xen/foreign/x86_32.h>
@@ -36,3 +41,28 @@ TEST(Abi, LayoutTraitsMatchDesignTable) {
 
 }  // namespace
 }  // namespace xenkvm::abi
+
+namespace xenkvm {
+namespace {
+
+// Guest refusals, host failures and usage errors stay apart and each reads as one line.
+TEST(Result, GuestHostAndUsageErrorsStayApart) {
+  const Result<> guest = Fail(XEN_EINVAL, "bad port");
+  EXPECT_EQ(guest.error().kind, ErrorKind::kGuest);
+  EXPECT_EQ(guest.error().xen_errno, XEN_EINVAL);
+  EXPECT_EQ(guest.error().host_errno, 0);
+  EXPECT_EQ(Describe(guest.error()), "bad port (Xen errno 22)");
+
+  const Result<> host = HostFail(EBADF, "KVM_RUN");
+  EXPECT_EQ(host.error().kind, ErrorKind::kHost);
+  EXPECT_EQ(host.error().xen_errno, XEN_EIO);  // what a guest would see
+  EXPECT_EQ(host.error().host_errno, EBADF);
+  EXPECT_EQ(Describe(host.error()), std::string("KVM_RUN: ") + std::strerror(EBADF) + " (errno 9)");
+
+  const Result<> usage = UsageFail("--vcpus must be 1..64");
+  EXPECT_EQ(usage.error().kind, ErrorKind::kUsage);
+  EXPECT_EQ(Describe(usage.error()), "--vcpus must be 1..64");
+}
+
+}  // namespace
+}  // namespace xenkvm

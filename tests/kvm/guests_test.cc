@@ -151,7 +151,7 @@ TEST(XenkvmCli, TimeoutEndsAVcpuHungInVmcall) {
 }
 
 // An int3 with an empty IDT: a triple fault on hardware KVM; PVM's 32-bit emulator reports an
-// emulation failure instead (DESIGN.md §6). Either way: one clear line and its exit code.
+// emulation failure instead (docs/design.md §7). Either way: one clear line and its exit code.
 TEST(XenkvmCli, FatalGuestFaultIsReported) {
   if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
   Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--timeout", "10", XENKVM_BAD_GUESTS_DIR "/triple_fault.elf"},

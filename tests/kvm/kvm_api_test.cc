@@ -11,24 +11,13 @@
 
 #include "kvm/system.h"
 #include "kvm/vm.h"
+#include "vmm/x86_state.h"
 
 namespace xenkvm::kvm {
 namespace {
 
 constexpr uint64_t kMem = 0x10000;
 constexpr uint64_t kCode = 0x1000;
-
-kvm_segment Flat(uint16_t sel, uint8_t type) {
-  kvm_segment s{};
-  s.limit = 0xffffffff;
-  s.selector = sel;
-  s.type = type;
-  s.present = 1;
-  s.s = 1;
-  s.db = 1;
-  s.g = 1;
-  return s;
-}
 
 TEST(KvmApi, RunExitKickAndMsr) {
   if (!KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
@@ -58,14 +47,10 @@ TEST(KvmApi, RunExitKickAndMsr) {
   ASSERT_TRUE(vcpu->SetCpuid(*cpuid));
   auto sregs = vcpu->GetSregs();
   ASSERT_TRUE(sregs);
-  sregs->cs = Flat(0x8, 0xb);
-  sregs->ds = sregs->es = sregs->fs = sregs->gs = sregs->ss = Flat(0x10, 0x3);
-  sregs->cr0 = 0x11;
-  ASSERT_TRUE(vcpu->SetSregs(*sregs));
-  kvm_regs regs{};
-  regs.rip = kCode;
-  regs.rflags = 2;
-  ASSERT_TRUE(vcpu->SetRegs(regs));
+  // The PVH entry state (32-bit flat, paging off) the VMM itself uses, entered at kCode.
+  const vmm::X86State st = vmm::PvhBootState(*sregs, kCode, 0);
+  ASSERT_TRUE(vcpu->SetSregs(st.sregs));
+  ASSERT_TRUE(vcpu->SetRegs(st.regs));
   vcpu->EnableSyncRegs();
   vcpu->BindToCurrentThread();
 

@@ -21,13 +21,13 @@ TEST(GuestMemory, TranslatesInsideSlotsOnly) {
   GuestMemory m;
   ASSERT_TRUE(m.AddSlot(0, 0x10000, sizeof(b.bytes), b.bytes));
   auto guard = LayoutGuard::Acquire(m);
-  EXPECT_EQ(*m.TranslateLocked(0x10000, 16), b.bytes);
-  EXPECT_EQ(*m.TranslateLocked(0x13ff0, 16), b.bytes + 0x3ff0);
-  EXPECT_FALSE(m.TranslateLocked(0x13ff8, 16));          // runs off the end
-  EXPECT_FALSE(m.TranslateLocked(0xfff0, 16));           // before the slot
-  EXPECT_FALSE(m.TranslateLocked(UINT64_MAX - 4, 16));   // wraps
-  EXPECT_FALSE(m.TranslateLocked(0x10000, UINT64_MAX));  // wraps
-  EXPECT_EQ(m.TranslateLocked(0x20000, 1).error().xen_errno, XEN_EFAULT);
+  EXPECT_EQ(*m.TranslateGuarded(0x10000, 16), b.bytes);
+  EXPECT_EQ(*m.TranslateGuarded(0x13ff0, 16), b.bytes + 0x3ff0);
+  EXPECT_FALSE(m.TranslateGuarded(0x13ff8, 16));          // runs off the end
+  EXPECT_FALSE(m.TranslateGuarded(0xfff0, 16));           // before the slot
+  EXPECT_FALSE(m.TranslateGuarded(UINT64_MAX - 4, 16));   // wraps
+  EXPECT_FALSE(m.TranslateGuarded(0x10000, UINT64_MAX));  // wraps
+  EXPECT_EQ(m.TranslateGuarded(0x20000, 1).error().xen_errno, XEN_EFAULT);
 }
 
 TEST(GuestMemory, RejectsBadAndOverlappingSlots) {
@@ -110,7 +110,7 @@ TEST(LayoutGuard, TryAcquireFailsWhileALayoutChangeWaitsForReaders) {
     }
     EXPECT_FALSE(changed);
     EXPECT_TRUE(LayoutGuard::TryAcquire(m));  // a nested guard on this thread is still fine
-    EXPECT_EQ(*m.TranslateLocked(0x10000, 8), b.bytes);  // our translation still holds
+    EXPECT_EQ(*m.TranslateGuarded(0x10000, 8), b.bytes);  // our translation still holds
   }
   changer.join();
   EXPECT_TRUE(changed);

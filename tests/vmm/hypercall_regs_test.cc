@@ -1,0 +1,65 @@
+// Hypercall register decoding (Xen's hypercall ABI): 64-bit callers in rdi/rsi/rdx/r10/r8,
+// compat callers in ebx/ecx/edx/esi/edi (upper halves dropped), mode from EFER.LMA and CS.L,
+// CPL from SS.DPL, and the result truncated to eax for compat callers.
+#include "vmm/hypercall_regs.h"
+
+#include <gtest/gtest.h>
+
+namespace xenkvm::vmm {
+namespace {
+
+kvm_regs Regs() {
+  kvm_regs r{};
+  r.rbx = 0xaaaa'0000'0000'0001ull;
+  r.rcx = 0xaaaa'0000'0000'0002ull;
+  r.rdx = 0xaaaa'0000'0000'0003ull;
+  r.rsi = 0xaaaa'0000'0000'0004ull;
+  r.rdi = 0xaaaa'0000'0000'0005ull;
+  r.r10 = 0xaaaa'0000'0000'0006ull;
+  r.r8 = 0xaaaa'0000'0000'0007ull;
+  r.r9 = 0xaaaa'0000'0000'0008ull;
+  return r;
+}
+
+TEST(HypercallRegs, LongModeUses64BitConvention) {
+  kvm_sregs s{};
+  s.efer = kEferLma;
+  s.cs.l = 1;
+  const auto call = DecodeHypercall(2, 32, Regs(), s);
+  EXPECT_FALSE(call.compat);
+  EXPECT_EQ(call.vcpu, 2u);
+  EXPECT_EQ(call.nr, 32u);
+  const std::array<uint64_t, 5> want = {0xaaaa'0000'0000'0005ull, 0xaaaa'0000'0000'0004ull,
+                                        0xaaaa'0000'0000'0003ull, 0xaaaa'0000'0000'0006ull,
+                                        0xaaaa'0000'0000'0007ull};
+  EXPECT_EQ(call.args, want);
+}
+
+TEST(HypercallRegs, ProtectedAndCompatibilityModeUse32BitConvention) {
+  kvm_sregs legacy{};  // no long mode
+  kvm_sregs compat_mode{};
+  compat_mode.efer = kEferLma;  // long mode, but a 32-bit code segment
+  for (const kvm_sregs& s : {legacy, compat_mode}) {
+    const auto call = DecodeHypercall(0, 29, Regs(), s);
+    EXPECT_TRUE(call.compat);
+    const std::array<uint64_t, 5> want = {1, 2, 3, 4, 5};
+    EXPECT_EQ(call.args, want);
+  }
+}
+
+TEST(HypercallRegs, CplIsSsDpl) {
+  kvm_sregs s{};
+  s.ss.dpl = 3;
+  EXPECT_EQ(DecodeHypercall(0, 0, Regs(), s).cpl, 3);
+  s.ss.dpl = 0;
+  EXPECT_EQ(DecodeHypercall(0, 0, Regs(), s).cpl, 0);
+}
+
+TEST(HypercallRegs, CompatResultIsZeroExtendedEax) {
+  EXPECT_EQ(EncodeHypercallResult(false, -22), static_cast<uint64_t>(-22L));
+  EXPECT_EQ(EncodeHypercallResult(true, -22), 0xffffffeau);
+  EXPECT_EQ(EncodeHypercallResult(true, 5), 5u);
+}
+
+}  // namespace
+}  // namespace xenkvm::vmm

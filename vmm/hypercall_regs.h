@@ -1,0 +1,46 @@
+// Hypercall register convention (Xen's hypercall page ABI, xen/include/public/arch-x86/xen-*.h):
+// a 64-bit caller passes arguments in rdi, rsi, rdx, r10, r8 and gets rax back; a 32-bit
+// (compat) caller uses ebx, ecx, edx, esi, edi and gets eax. The mode is long mode with a
+// 64-bit code segment (EFER.LMA and CS.L); the caller's privilege is SS.DPL. Pure functions
+// over the registers KVM publishes at the exit (sync regs), so the trap scheme can change
+// without touching the decoding.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <cstdint>
+
+#include "xen/domain.h"
+
+namespace xenkvm::vmm {
+
+inline constexpr uint64_t kEferLma = 1ull << 10;
+
+// Whether the vCPU runs 32-bit code (legacy protected mode or compatibility mode).
+inline bool IsCompatMode(const kvm_sregs& sregs) {
+  return !((sregs.efer & kEferLma) && sregs.cs.l);
+}
+
+inline xen::HypercallCall DecodeHypercall(uint32_t vcpu, uint32_t nr, const kvm_regs& regs,
+                                          const kvm_sregs& sregs) {
+  xen::HypercallCall call;
+  call.vcpu = vcpu;
+  call.nr = nr;
+  call.compat = IsCompatMode(sregs);
+  call.cpl = static_cast<uint8_t>(sregs.ss.dpl);  // SS.DPL is the CPL
+  if (call.compat) {
+    constexpr uint64_t k32 = 0xffffffffu;
+    call.args = {regs.rbx & k32, regs.rcx & k32, regs.rdx & k32, regs.rsi & k32, regs.rdi & k32};
+  } else {
+    call.args = {regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8};
+  }
+  return call;
+}
+
+// The rax a caller sees: the full 64-bit result, or its low 32 bits (zero-extended, as a
+// 32-bit register write does) for a compat caller.
+inline uint64_t EncodeHypercallResult(bool compat, long result) {
+  return compat ? static_cast<uint32_t>(result) : static_cast<uint64_t>(result);
+}
+
+}  // namespace xenkvm::vmm

@@ -1,0 +1,177 @@
+// Upcall injection and its retry; see upcall_injector.h and docs/upcalls.md.
+#include "vmm/upcall_injector.h"
+
+#include <chrono>
+#include <cstdio>
+
+#include "vmm/vcpu_requests.h"
+#include "vmm/x86_state.h"
+
+namespace xenkvm::vmm {
+
+namespace {
+constexpr uint64_t kMsiAddressBase = 0xfee00000ull;
+constexpr auto kRetryPeriod = std::chrono::milliseconds(1);
+}  // namespace
+
+RaiseAction DecideRaise(uint8_t upcall_vector, uint8_t callback_vector) {
+  if (upcall_vector != 0) return RaiseAction::kSendMsi;
+  if (callback_vector != 0) return RaiseAction::kQueueCallback;
+  return RaiseAction::kNone;
+}
+
+EntryAction DecideEntry(const EntryState& s) {
+  EntryAction a;
+  if (s.upcall_vector == 0 && s.callback_vector != 0) {
+    // Level-like: whatever asked, the ExtINT goes in while upcall_pending is set, as soon as
+    // the guest can take it; otherwise KVM exits when it can.
+    if (s.upcall_pending) {
+      if (s.ready_for_injection && s.if_flag) {
+        a.queue_extint = true;
+      } else {
+        a.request_window = true;
+      }
+    }
+  } else if (s.upcall_vector != 0 && s.msi_dropped && s.upcall_pending) {
+    a.resend_msi = true;
+  }
+  return a;
+}
+
+RetryAction DecideRetry(bool msi_dropped, uint8_t upcall_vector, bool upcall_pending) {
+  if (!msi_dropped) return RetryAction::kNothing;
+  if (upcall_vector == 0 || !upcall_pending) return RetryAction::kForget;
+  return RetryAction::kResend;
+}
+
+UpcallInjector::UpcallInjector(kvm::Vm& vm, evtchn::Engine& engine, uint32_t vcpus)
+    : vm_(vm), engine_(engine), vcpus_(std::make_unique<PerVcpu[]>(vcpus)), count_(vcpus) {
+  retry_thread_ = std::thread([this] { RetryLoop(); });
+}
+
+UpcallInjector::~UpcallInjector() { StopRetries(); }
+
+void UpcallInjector::StopRetries() {
+  {
+    MutexLock lock(retry_mutex_);
+    retry_stop_ = true;
+  }
+  retry_cv_.notify_all();
+  if (retry_thread_.joinable()) retry_thread_.join();
+}
+
+void UpcallInjector::Raise(uint32_t vcpu) {
+  PerVcpu& v = vcpus_[vcpu];
+  const uint8_t vector = v.upcall_vector.load(std::memory_order_acquire);
+  switch (DecideRaise(vector, callback_vector())) {
+    case RaiseAction::kSendMsi:
+      SendMsi(vcpu, vector);
+      v.target->Wake();  // a vCPU sleeping in SCHEDOP_block/poll
+      return;
+    case RaiseAction::kQueueCallback:
+      v.target->Request(kRequestCallbackUpcall);
+      return;
+    case RaiseAction::kNone:
+      v.target->Wake();
+      return;
+  }
+}
+
+// A fixed, edge MSI to the vCPU's APIC id; a software-disabled LAPIC drops it (KVM returns 0)
+// and the retry thread tries again until the guest enables it.
+void UpcallInjector::SendMsi(uint32_t vcpu, uint8_t vector) {
+  auto delivered = vm_.SignalMsi(kMsiAddressBase | (uint64_t{vcpu} << 12), vector);
+  const bool dropped = delivered && !*delivered;
+  vcpus_[vcpu].msi_dropped.store(dropped, std::memory_order_release);
+  if (dropped) NoteDroppedMsi();
+}
+
+void UpcallInjector::SetUpcallVector(uint32_t vcpu, uint8_t vector) {
+  vcpus_[vcpu].upcall_vector.store(vector, std::memory_order_release);
+  if (engine_.UpcallPending(vcpu)) Raise(vcpu);  // Xen re-raises at once if already pending
+}
+
+void UpcallInjector::SetCallbackVector(uint8_t vector) {
+  callback_vector_.store(vector, std::memory_order_release);
+  for (uint32_t i = 0; i < count_; ++i)
+    vcpus_[i].target->Request(kRequestFixLvt0 | kRequestCallbackUpcall);
+}
+
+void UpcallInjector::OnVcpuReset(uint32_t vcpu) {
+  if (callback_vector() != 0) vcpus_[vcpu].target->Request(kRequestFixLvt0);
+}
+
+void UpcallInjector::BeforeEntry(uint32_t vcpu, kvm::Vcpu& kvm_vcpu, uint32_t requests) {
+  PerVcpu& v = vcpus_[vcpu];
+  kvm_run* run = kvm_vcpu.run();
+  if (requests & kRequestFixLvt0) {
+    auto lapic = kvm_vcpu.GetLapic();
+    if (lapic) {
+      SetLvt0ExtInt(&*lapic);
+      if (auto r = kvm_vcpu.SetLapic(*lapic); !r) lapic = tl::unexpected(r.error());
+    }
+    if (!lapic)
+      std::fprintf(stderr, "xenkvm: vCPU %u: LVT0 fix-up failed: %s\n", vcpu,
+                   Describe(lapic.error()).c_str());
+  }
+  EntryState s;
+  s.upcall_vector = v.upcall_vector.load(std::memory_order_acquire);
+  s.callback_vector = callback_vector();
+  s.msi_dropped = v.msi_dropped.load(std::memory_order_acquire);
+  // upcall_pending is a read of guest memory: only when a route could act on it.
+  if ((s.upcall_vector == 0 && s.callback_vector != 0) || (s.upcall_vector != 0 && s.msi_dropped)) {
+    s.upcall_pending = engine_.UpcallPending(vcpu);
+  }
+  s.ready_for_injection = run->ready_for_interrupt_injection != 0;
+  s.if_flag = run->if_flag != 0;
+  const EntryAction a = DecideEntry(s);
+  if (a.queue_extint)
+    (void)kvm_vcpu.Interrupt(s.callback_vector);  // -EEXIST: one is already queued
+  run->request_interrupt_window = a.request_window ? 1 : 0;
+  if (a.resend_msi) Raise(vcpu);
+}
+
+bool UpcallInjector::RetryDroppedMsi(uint32_t vcpu) {
+  PerVcpu& v = vcpus_[vcpu];
+  const bool dropped = v.msi_dropped.load(std::memory_order_acquire);
+  if (!dropped) return false;
+  const uint8_t vector = v.upcall_vector.load(std::memory_order_acquire);
+  switch (DecideRetry(dropped, vector, vector != 0 && engine_.UpcallPending(vcpu))) {
+    case RetryAction::kNothing:
+      return false;
+    case RetryAction::kForget:
+      v.msi_dropped.store(false, std::memory_order_release);
+      return false;
+    case RetryAction::kResend:
+      Raise(vcpu);
+      return v.msi_dropped.load(std::memory_order_acquire);
+  }
+  return false;
+}
+
+void UpcallInjector::NoteDroppedMsi() {
+  {
+    MutexLock lock(retry_mutex_);
+    retry_wanted_ = true;
+  }
+  retry_cv_.notify_all();
+}
+
+void UpcallInjector::RetryLoop() {
+  MutexLock lock(retry_mutex_);
+  while (!retry_stop_) {
+    if (!retry_wanted_) {
+      retry_cv_.wait(lock.native());
+      continue;
+    }
+    retry_wanted_ = false;
+    lock.native().unlock();
+    std::this_thread::sleep_for(kRetryPeriod);
+    bool again = false;
+    for (uint32_t i = 0; i < count_; ++i) again |= RetryDroppedMsi(i);
+    lock.native().lock();
+    retry_wanted_ |= again;
+  }
+}
+
+}  // namespace xenkvm::vmm
