@@ -104,13 +104,16 @@ Result<> Machine::Setup() {
 
   engine_ = std::make_unique<evtchn::Engine>(memory_, evtchn::Engine::Options{});
   engine_->SetAbi(evtchn::Abi::k64);
-  domain_ = std::make_unique<xen::Domain>(*this, memory_, *engine_, xen::Domain::Options{});
+  domain_ = std::make_unique<xen::Domain>(*this, memory_, *engine_,
+                                          xen::Domain::Options{.log_per_second = config_.limits.log_per_second,
+                                                               .log_burst = config_.limits.log_burst,
+                                                               .console_io_max_bytes = config_.limits.console_io_max_bytes});
   for (uint32_t i = 0; i < config_.vcpus; ++i) {
     runners_.push_back(std::make_unique<VcpuRunner>(*this, TRY(vm_->CreateVcpu(i))));
     TRY(engine_->AddVcpu(i, runners_.back().get()));
   }
   // The echo service is the first endpoint of domain 0 (abi/platform.h); guests rely on that.
-  echo_ = std::make_unique<EchoBackend>(*engine_);
+  echo_ = std::make_unique<EchoBackend>(*engine_, config_.limits.backend_queue_max);
   if (TRY(engine_->AddBackendEndpoint(echo_.get())) != XENKVM_ECHO_ENDPOINT) {
     return Fail(XEN_EINVAL, "echo backend did not get endpoint XENKVM_ECHO_ENDPOINT");
   }
@@ -180,8 +183,9 @@ void Machine::Shutdown(uint32_t reason) {
   static const char* const kNames[] = {"poweroff", "reboot", "suspend", "crash", "watchdog", "soft_reset"};
   const char* name = reason < std::size(kNames) ? kNames[reason] : "unknown";
   EndReason end = reason == SHUTDOWN_poweroff ? EndReason::kPoweroff
-                  : reason == SHUTDOWN_reboot ? EndReason::kReboot
-                                              : EndReason::kCrash;
+                  : reason == SHUTDOWN_reboot  ? EndReason::kReboot
+                  : reason == SHUTDOWN_suspend ? EndReason::kSuspend
+                                               : EndReason::kCrash;
   {
     std::lock_guard lock(end_mutex_);
     if (!end_) end_ = MachineEnd{end, reason, std::string("guest shutdown: ") + name};
@@ -236,7 +240,7 @@ void Machine::DebugconWrite(uint8_t byte) {
   std::lock_guard lock(console_mutex_);
   debugcon_line_.push_back(static_cast<char>(byte));
   if (byte == '\n' || debugcon_line_.size() >= 256) {
-    WriteAll(STDOUT_FILENO, debugcon_line_.data(), debugcon_line_.size());
+    WriteGuestTextLocked(debugcon_line_);
     debugcon_line_.clear();
   }
 }
@@ -248,7 +252,18 @@ void Machine::ConsoleWrite(std::span<const char> bytes) {
 
 void Machine::WriteStdout(std::span<const char> bytes) {
   std::lock_guard lock(console_mutex_);
-  WriteAll(STDOUT_FILENO, bytes.data(), bytes.size());
+  WriteGuestTextLocked(bytes);
+}
+
+// Guest text is hostile to terminals: filtered unless the user asked for raw output.
+void Machine::WriteGuestTextLocked(std::span<const char> bytes) {
+  if (config_.console_raw) {
+    WriteAll(STDOUT_FILENO, bytes.data(), bytes.size());
+    return;
+  }
+  std::string safe;
+  terminal_filter_.Filter(bytes, &safe);
+  WriteAll(STDOUT_FILENO, safe.data(), safe.size());
 }
 
 size_t Machine::ConsoleRead(std::span<char> out) {
@@ -266,8 +281,8 @@ void Machine::ReleaseRam(uint64_t gpa, uint64_t size) {
   if (::madvise(host, size, MADV_DONTNEED) != 0) std::memset(host, 0, size);
 }
 
-Result<uint64_t> Machine::TranslateGva(uint32_t calling_vcpu, uint64_t gva) {
-  return WalkPageTables(memory_, runners_[calling_vcpu]->Paging(), gva);
+Result<uint64_t> Machine::TranslateGva(uint32_t calling_vcpu, uint64_t gva, xen::Access access) {
+  return WalkPageTables(memory_, runners_[calling_vcpu]->Paging(), gva, access);
 }
 
 Result<> Machine::InitialiseVcpu(uint32_t target, const vcpu_hvm_context& context) {

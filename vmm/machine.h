@@ -25,6 +25,7 @@
 #include "vmm/console_backend.h"
 #include "vmm/echo_backend.h"
 #include "vmm/guest_clock.h"
+#include "vmm/terminal_filter.h"
 #include "vmm/timers.h"
 #include "xen/domain.h"
 #include "xen/platform.h"
@@ -33,11 +34,22 @@ namespace xenkvm::vmm {
 
 class VcpuRunner;
 
+// What one guest may make the VMM spend (like xenstored's quotas); the CLI exposes each.
+// Xenstore quotas (entries, size, watches, transactions) join here with the xenstore server.
+struct ResourceLimits {
+  uint32_t log_per_second = 5;               // guest-triggered log lines (after a burst)
+  uint32_t log_burst = 20;
+  uint32_t console_io_max_bytes = 64 * 1024;  // shown per CONSOLEIO_write call
+  uint32_t backend_queue_max = 1024;          // outstanding requests per VMM backend
+};
+
 struct MachineConfig {
   uint32_t vcpus = 1;
   uint64_t memory_mib = 128;
   std::string cmdline;
-  bool log_stages = true;  // print each stage marker (port 0xe4) on stderr
+  bool log_stages = true;   // print each stage marker (port 0xe4) on stderr
+  bool console_raw = false;  // pass guest text to stdout unfiltered (terminal escapes included)
+  ResourceLimits limits;
 };
 
 // How a run ended.
@@ -45,6 +57,8 @@ enum class EndReason {
   kPoweroff,       // SCHEDOP_shutdown poweroff
   kReboot,         // SCHEDOP_shutdown reboot
   kCrash,          // SCHEDOP_shutdown crash (or another reason)
+  kSuspend,        // SCHEDOP_shutdown suspend (a save would follow in Xen's toolstack)
+  kSignal,         // the user asked the VMM to stop (SIGINT/SIGTERM)
   kTripleFault,    // KVM_EXIT_SHUTDOWN
   kInternalError,  // KVM_EXIT_INTERNAL_ERROR / FAIL_ENTRY / unexpected exit
   kHostError,      // an ioctl failed
@@ -92,7 +106,7 @@ class Machine final : public xen::Platform {
 
   // ---- xen::Platform ----
   uint32_t VcpuCount() const override { return config_.vcpus; }
-  Result<uint64_t> TranslateGva(uint32_t calling_vcpu, uint64_t gva) override;
+  Result<uint64_t> TranslateGva(uint32_t calling_vcpu, uint64_t gva, xen::Access access) override;
   std::span<const xen::MemoryMapEntry> MemoryMap() const override { return memory_map_; }
   uint64_t RamPages() const override { return ram_size_ >> 12; }
   void ReleaseRam(uint64_t gpa, uint64_t size) override;
@@ -154,8 +168,10 @@ class Machine final : public xen::Platform {
   bool retry_stop_ = false;    // guarded by retry_mutex_
   std::thread retry_thread_;
 
+  void WriteGuestTextLocked(std::span<const char> bytes);  // console_mutex_ held
   std::mutex console_mutex_;
-  std::string debugcon_line_;  // guarded by console_mutex_
+  std::string debugcon_line_;        // guarded by console_mutex_
+  TerminalFilter terminal_filter_;   // guarded by console_mutex_
 };
 
 }  // namespace xenkvm::vmm

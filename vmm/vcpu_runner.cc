@@ -7,6 +7,7 @@
 
 #include "abi/platform.h"
 #include "vmm/machine.h"
+#include "vmm/timers.h"
 #include "xen/cpuid.h"
 #include "xen/hypercall_page.h"
 
@@ -140,7 +141,7 @@ void VcpuRunner::Sleep(uint64_t seq, uint64_t deadline_ns) {
     } else {
       const uint64_t now = machine_.SystemTimeNs();
       if (now >= deadline_ns) break;
-      wake_cv_.wait_for(lock, std::chrono::nanoseconds(deadline_ns - now));
+      wake_cv_.wait_for(lock, WaitSlice(deadline_ns - now));  // bounded: no overflow
     }
   }
 }

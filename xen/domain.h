@@ -13,10 +13,10 @@
 #include <cstdint>
 #include <atomic>
 #include <mutex>
-#include <set>
 #include <utility>
 #include <vector>
 
+#include "abi/rate_limit.h"
 #include "abi/result.h"
 #include "abi/xen.h"
 #include "evtchn/engine.h"
@@ -43,6 +43,13 @@ class Domain {
 
   struct Options {
     uint16_t domid = 1;
+    // Guest-triggered log lines (unknown hypercalls/sub-ops): at most this many per second
+    // after a burst of log_burst; 0 = none. Constant memory whatever the guest calls.
+    uint32_t log_per_second = 5;
+    uint32_t log_burst = 20;
+    // CONSOLEIO_write: bytes shown per call; the rest is consumed unshown (Xen writes all of it
+    // with continuations; one call may not hold a vCPU thread for GiBs).
+    uint32_t console_io_max_bytes = 64 * 1024;
   };
   Domain(Platform& platform, mem::GuestMemory& memory, evtchn::Engine& engine, Options options);
 
@@ -93,7 +100,8 @@ class Domain {
   // vcpu_info GPA of `vcpu` now: registered, else the default slot in shared_info (n < 32).
   uint64_t VcpuInfoGpaLocked(uint32_t vcpu) const;
   void WriteVcpuTime(uint32_t vcpu, uint64_t vcpu_info_gpa);
-  void LogUnknownOnce(uint64_t nr, uint64_t cmd);
+  // Logs an unimplemented (number, sub-op) through log_limiter_.
+  void LogUnknown(uint64_t nr, uint64_t cmd);
 
   Platform& platform_;
   mem::GuestMemory& memory_;
@@ -107,7 +115,8 @@ class Domain {
   std::array<uint64_t, kMaxGrantFrames> grant_gfns_{};  // guarded by mutex_; 0 = unmapped
   uint32_t grant_frames_ = 1;                         // guarded by mutex_
   Reservation reservation_;                           // mutations guarded by mutex_
-  std::set<std::pair<uint64_t, uint64_t>> unknown_logged_;  // guarded by mutex_; (nr, cmd)
+  const uint32_t console_io_max_bytes_;
+  RateLimiter log_limiter_;
   std::array<std::atomic<uint64_t>, 64> counts_{};    // per hypercall number; relaxed atomics
 };
 

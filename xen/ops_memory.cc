@@ -89,7 +89,7 @@ Domain::Ret Domain::MemoryOp(const HypercallCall& c) {
     default:
       break;
   }
-  LogUnknownOnce(c.nr, cmd);
+  LogUnknown(c.nr, cmd);
   return Fail(XEN_ENOSYS, "memory_op cmd");
 }
 
@@ -122,7 +122,7 @@ Domain::Ret Domain::AddToPhysmap(const HypercallCall& c, uint64_t arg) {
       return 0;
     }
     default:
-      LogUnknownOnce(c.nr, 0x1000 + xatp.space);
+      LogUnknown(c.nr, 0x1000 + xatp.space);
       return Fail(XEN_ENOSYS, "add_to_physmap space");
   }
 }
@@ -172,7 +172,7 @@ Domain::Ret Domain::HvmOp(const HypercallCall& c) {
       return 0;
     }
     default:
-      LogUnknownOnce(c.nr, c.args[0]);
+      LogUnknown(c.nr, c.args[0]);
       return Fail(XEN_ENOSYS, "hvm_op cmd");
   }
 }
