@@ -1,14 +1,42 @@
 #!/usr/bin/env bash
 # All tests: unit tests (no hardware) and kvm tests (boot the guests; they skip visibly where
-# /dev/kvm is absent) in a release build, then the engine and memory tests again under TSan.
+# /dev/kvm is absent) in a release build; the same under ASan+UBSan; the engine and memory
+# concurrency stress under TSan; each libFuzzer target briefly (FUZZ_SECONDS each, default 20)
+# from its seed corpus. Each stage prints its duration.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 [ -e /dev/kvm ] || echo "NOTE: /dev/kvm is absent: the kvm-labelled tests will be skipped."
+stage_start=$SECONDS
+stage() { echo "== $1 (previous stage: $((SECONDS - stage_start)) s)"; stage_start=$SECONDS; }
+
+stage "release: build, unit and kvm tests"
 cmake --preset release >/dev/null
 cmake --build --preset release
 ctest --preset release -j2
+
+stage "asan (ASan+UBSan): unit and kvm tests"
+cmake --preset asan >/dev/null
+cmake --build --preset asan
+ctest --preset asan -j2
+
+stage "tsan: concurrency stress"
 cmake --preset tsan >/dev/null
 cmake --build --preset tsan --target evtchn_test mem_test
 build/tsan/tests/mem/mem_test
 build/tsan/tests/evtchn/evtchn_test
+
+stage "fuzz: each target for ${FUZZ_SECONDS:-20} s"
+cmake --preset fuzz >/dev/null
+targets=(evtchn_ops hypercall elf_loader)
+cmake --build --preset fuzz --target "${targets[@]/%/_fuzz}"
+for t in "${targets[@]}"; do
+  scratch=$(mktemp -d)  # new inputs go here; the checked-in corpus stays as it is
+  status=0
+  build/fuzz/fuzz/${t}_fuzz -max_total_time="${FUZZ_SECONDS:-20}" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 "$scratch" "fuzz/corpus/$t" >"$scratch.log" 2>&1 || status=$?
+  grep -E "^stat::number_of_executed_units|^#[0-9]+ +DONE|ERROR|SUMMARY" "$scratch.log" || true
+  [ "$status" = 0 ] || { tail -n 40 "$scratch.log"; echo "fuzz target $t failed"; exit 1; }
+  rm -rf "$scratch" "$scratch.log"
+done
+stage "done"

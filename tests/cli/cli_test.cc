@@ -2,14 +2,18 @@
 // an exception or a timeout that fires at once); images that aren't regular files of a
 // sane size are refused before anything is read.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "cli/image.h"
 #include "cli/options.h"
+#include "cli/signals.h"
 
 namespace xenkvm::cli {
 namespace {
@@ -109,6 +113,21 @@ TEST(Image, RefusesDevicesDirectoriesAndOversizedFiles) {
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->size(), 5000u);
   unlink(path);
+}
+
+// The signal thread: SIGTERM before any Machine exists (still loading) ends the process at
+// once with 128 + 15. (With a Machine it stops the run: the kvm test SigtermEndsTheRunCleanly.)
+TEST(Signals, SigtermWhileLoadingExits143) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        TerminalGuard terminal;
+        SignalWatcher watcher(5, &terminal);
+        kill(getpid(), SIGTERM);
+        sleep(30);
+        std::exit(0);
+      },
+      ::testing::ExitedWithCode(kExitSignalBase + SIGTERM), "");
 }
 
 }  // namespace
