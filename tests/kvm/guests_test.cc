@@ -2,7 +2,6 @@
 // after printing "xenkvm-test: PASS <name>". A watchdog SIGKILLs a hung run (PVM may ignore
 // SIGTERM) and the failure names the last stage the guest reported on port 0xe4.
 #include <fcntl.h>
-#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -16,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "kvm/system.h"
 
 namespace {
@@ -25,9 +26,7 @@ struct GuestRun {
   unsigned vcpus;
 };
 // Readable test parameters in ctest output.
-void PrintTo(const GuestRun& r, std::ostream* os) {
-  *os << r.name << " on " << r.vcpus << " vCPU(s)";
-}
+void PrintTo(const GuestRun& r, std::ostream* os) { *os << r.name << " on " << r.vcpus << " vCPU(s)"; }
 
 // XENKVM_GUEST_SPECS = "name:vcpus,name:vcpus,..." as guests/CMakeLists.txt declares them; the
 // demo also runs on one vCPU (the CLI's default).
@@ -51,15 +50,14 @@ std::vector<GuestRun> ListGuests() {
 }
 
 struct Outcome {
-  int exit_code = -1;  // -1: killed by the watchdog
-  std::string output;  // stdout and stderr, interleaved
+  int exit_code = -1;   // -1: killed by the watchdog
+  std::string output;   // stdout and stderr, interleaved
 };
 
 // Runs xenkvm with stdout+stderr on one pipe; SIGKILL after `limit`. With signal_after > 0,
 // sends `sig` that long after the start.
 Outcome RunXenkvm(const std::vector<std::string>& args, std::chrono::seconds limit,
-                  std::chrono::milliseconds signal_after = std::chrono::milliseconds(0),
-                  int sig = SIGTERM) {
+                  std::chrono::milliseconds signal_after = std::chrono::milliseconds(0), int sig = SIGTERM) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return {};
   pid_t pid = fork();
@@ -83,16 +81,14 @@ Outcome RunXenkvm(const std::vector<std::string>& args, std::chrono::seconds lim
       kill(pid, sig);
       signalled = true;
     }
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       kill(pid, SIGKILL);  // SIGTERM may be ignored by a vCPU stuck in the hypervisor
       killed = true;
       break;
     }
     pollfd p{fds[0], POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), signalled ? 1000 : 50))) <= 0)
-      continue;
+    if (poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), signalled ? 1000 : 50))) <= 0) continue;
     char buf[4096];
     ssize_t n = read(fds[0], buf, sizeof(buf));
     if (n <= 0) break;
@@ -108,8 +104,7 @@ Outcome RunXenkvm(const std::vector<std::string>& args, std::chrono::seconds lim
 std::string LastStage(const std::string& output) {
   std::regex stage_re("stage ([0-9]+)");
   std::string last = "none";
-  for (auto it = std::sregex_iterator(output.begin(), output.end(), stage_re);
-       it != std::sregex_iterator(); ++it) {
+  for (auto it = std::sregex_iterator(output.begin(), output.end(), stage_re); it != std::sregex_iterator(); ++it) {
     last = (*it)[1];
   }
   return last;
@@ -119,43 +114,36 @@ class GuestTest : public ::testing::TestWithParam<GuestRun> {};
 
 TEST_P(GuestTest, PowersOffWithPass) {
   const GuestRun& run = GetParam();
-  if (!xenkvm::kvm::KvmAvailable())
-    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
   if (run.name == "no_guests_built") GTEST_SKIP() << "no guest images in " << XENKVM_GUESTS_DIR;
   const std::string elf = std::string(XENKVM_GUESTS_DIR) + "/" + run.name + ".elf";
   // The CLI's own --timeout ends it cleanly; the SIGKILL watchdog is the backstop.
-  Outcome o = RunXenkvm(
-      {XENKVM_BINARY, "run", "--vcpus", std::to_string(run.vcpus), "--timeout", "60", elf},
-      std::chrono::seconds(75));
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--vcpus", std::to_string(run.vcpus), "--timeout", "60", elf},
+                        std::chrono::seconds(75));
   SCOPED_TRACE("guest output:\n" + o.output);
-  ASSERT_NE(o.exit_code, -1) << run.name
-                             << ": hung; SIGKILLed by the watchdog after 75 s (last stage "
+  ASSERT_NE(o.exit_code, -1) << run.name << ": hung; SIGKILLed by the watchdog after 75 s (last stage "
                              << LastStage(o.output) << ")";
-  EXPECT_EQ(o.exit_code, 0) << run.name << ": xenkvm exited " << o.exit_code << " (last stage "
-                            << LastStage(o.output) << ")";
+  EXPECT_EQ(o.exit_code, 0) << run.name << ": xenkvm exited " << o.exit_code << " (last stage " << LastStage(o.output)
+                            << ")";
   EXPECT_NE(o.output.find("xenkvm-test: PASS " + run.name), std::string::npos)
       << run.name << ": no PASS line (last stage " << LastStage(o.output) << ")";
 }
 
 INSTANTIATE_TEST_SUITE_P(Guests, GuestTest, ::testing::ValuesIn(ListGuests()),
                          [](const ::testing::TestParamInfo<GuestRun>& param_info) {
-                           return param_info.param.name + "_" +
-                                  std::to_string(param_info.param.vcpus) + "vcpu";
+                           return param_info.param.name + "_" + std::to_string(param_info.param.vcpus) + "vcpu";
                          });
 
 // The CLI itself: a triple fault and a bad image give one clear line and a non-zero code.
 TEST(XenkvmCli, RejectsNonElfImage) {
-  if (!xenkvm::kvm::KvmAvailable())
-    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
-  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--timeout", "10", "/proc/self/cmdline"},
-                        std::chrono::seconds(20));
+  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--timeout", "10", "/proc/self/cmdline"}, std::chrono::seconds(20));
   EXPECT_EQ(o.exit_code, 1);
   EXPECT_NE(o.output.find("not an ELF file"), std::string::npos) << o.output;
 }
 
 TEST(XenkvmCli, TimeoutEndsASpinningGuest) {
-  if (!xenkvm::kvm::KvmAvailable())
-    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
   Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--timeout", "1", XENKVM_BAD_GUESTS_DIR "/spin.elf"},
                         std::chrono::seconds(20));
   EXPECT_EQ(o.exit_code, 124) << o.output;
@@ -163,11 +151,9 @@ TEST(XenkvmCli, TimeoutEndsASpinningGuest) {
 }
 
 TEST(XenkvmCli, TimeoutEndsAVcpuHungInVmcall) {
-  if (!xenkvm::kvm::KvmAvailable())
-    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
-  Outcome o =
-      RunXenkvm({XENKVM_BINARY, "run", "--timeout", "1", XENKVM_BAD_GUESTS_DIR "/vmcall.elf"},
-                std::chrono::seconds(20));
+  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--timeout", "1", XENKVM_BAD_GUESTS_DIR "/vmcall.elf"},
+                        std::chrono::seconds(20));
   ASSERT_NE(o.exit_code, -1) << "the CLI's watchdog did not end a vCPU stuck in vmcall";
   EXPECT_NE(o.exit_code, 0) << o.output;
 }
@@ -175,11 +161,9 @@ TEST(XenkvmCli, TimeoutEndsAVcpuHungInVmcall) {
 // An int3 with an empty IDT: a triple fault on hardware KVM; PVM's 32-bit emulator reports an
 // emulation failure instead (DESIGN.md §6). Either way: one clear line and its exit code.
 TEST(XenkvmCli, FatalGuestFaultIsReported) {
-  if (!xenkvm::kvm::KvmAvailable())
-    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
-  Outcome o = RunXenkvm(
-      {XENKVM_BINARY, "run", "--timeout", "10", XENKVM_BAD_GUESTS_DIR "/triple_fault.elf"},
-      std::chrono::seconds(20));
+  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--timeout", "10", XENKVM_BAD_GUESTS_DIR "/triple_fault.elf"},
+                        std::chrono::seconds(20));
   EXPECT_TRUE(o.exit_code == 5 || o.exit_code == 6) << o.output;
   EXPECT_TRUE(o.output.find("triple fault") != std::string::npos ||
               o.output.find("KVM internal error") != std::string::npos)
@@ -189,11 +173,9 @@ TEST(XenkvmCli, FatalGuestFaultIsReported) {
 #ifdef XENKVM_BENCH_GUEST
 // Not a timed test: checks the benchmark guest runs and prints both ratios (see ctest -V).
 TEST(XenkvmBench, HypercallAndIpiRatios) {
-  if (!xenkvm::kvm::KvmAvailable())
-    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
-  Outcome o = RunXenkvm(
-      {XENKVM_BINARY, "run", "--quiet", "--vcpus", "2", "--timeout", "60", XENKVM_BENCH_GUEST},
-      std::chrono::seconds(75));
+  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--vcpus", "2", "--timeout", "60", XENKVM_BENCH_GUEST},
+                        std::chrono::seconds(75));
   ASSERT_EQ(o.exit_code, 0) << o.output;
   EXPECT_NE(o.output.find("hypercall/exit = "), std::string::npos) << o.output;
   EXPECT_NE(o.output.find("evtchn/native = "), std::string::npos) << o.output;
@@ -202,24 +184,19 @@ TEST(XenkvmBench, HypercallAndIpiRatios) {
 #endif
 
 TEST(XenkvmCli, BundledDemoWithStats) {
-  if (!xenkvm::kvm::KvmAvailable())
-    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
-  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "60"},
-                        std::chrono::seconds(75));
+  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "60"}, std::chrono::seconds(75));
   EXPECT_EQ(o.exit_code, 0) << o.output;
   EXPECT_NE(o.output.find("xenkvm-test: PASS demo"), std::string::npos) << o.output;
-  EXPECT_NE(o.output.find("delivered  coalesced     masked   deferred"), std::string::npos)
-      << o.output;
+  EXPECT_NE(o.output.find("delivered  coalesced     masked   deferred"), std::string::npos) << o.output;
   EXPECT_NE(o.output.find("xenkvm: hypercalls by number:"), std::string::npos) << o.output;
 }
 
 // SIGTERM ends a run cleanly: the Machine stops, counters are printed, exit 128 + 15.
 TEST(XenkvmCli, SigtermEndsTheRunCleanly) {
-  if (!xenkvm::kvm::KvmAvailable())
-    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
-  Outcome o = RunXenkvm(
-      {XENKVM_BINARY, "run", "--stats", "--timeout", "60", XENKVM_BAD_GUESTS_DIR "/spin.elf"},
-      std::chrono::seconds(30), std::chrono::milliseconds(1500), SIGTERM);
+  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--stats", "--timeout", "60", XENKVM_BAD_GUESTS_DIR "/spin.elf"},
+                        std::chrono::seconds(30), std::chrono::milliseconds(1500), SIGTERM);
   EXPECT_EQ(o.exit_code, 143) << o.output;
   EXPECT_NE(o.output.find("ended by SIGTERM"), std::string::npos) << o.output;
   EXPECT_NE(o.output.find("xenkvm: hypercalls by number:"), std::string::npos) << o.output;
