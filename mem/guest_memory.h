@@ -24,7 +24,9 @@ namespace xenkvm::mem {
 
 class GuestMemory {
  public:
-  static constexpr uint32_t kMaxSlots = 32;
+  // RAM, plus one slot per Xen page the guest may place outside RAM (shared_info, up to 64
+  // grant frames, the console and xenstore rings).
+  static constexpr uint32_t kMaxSlots = 96;
 
   // ---- layout (blocking; any thread; bumps generation()) ----
   // host must stay valid until the slot is removed and the call returned.

@@ -66,6 +66,10 @@ Machine::~Machine() {
   console_.reset();
   runners_.clear();
   if (ram_ != nullptr && !stuck_) ::munmap(ram_, ram_size_);
+  if (!stuck_) {
+    MutexLock lock(special_mutex_);
+    for (const auto& [gfn, page] : special_pages_) ::munmap(page.host, abi::kPageSize);
+  }
 }
 
 Result<std::unique_ptr<Machine>> Machine::Create(const MachineConfig& config) {
@@ -103,7 +107,6 @@ Result<> Machine::Setup() {
   console_ring_gpa_ = special;
 
   engine_ = std::make_unique<evtchn::Engine>(memory_, evtchn::Engine::Options{});
-  engine_->SetAbi(evtchn::Abi::k64);
   domain_ = std::make_unique<xen::Domain>(*this, memory_, *engine_,
                                           xen::Domain::Options{.log_per_second = config_.limits.log_per_second,
                                                                .log_burst = config_.limits.log_burst,
@@ -279,6 +282,48 @@ void Machine::ReleaseRam(uint64_t gpa, uint64_t size) {
   if (gpa >= ram_size_ || size > ram_size_ - gpa) return;  // the caller checked; never trust it
   uint8_t* host = static_cast<uint8_t*>(ram_) + gpa;
   if (::madvise(host, size, MADV_DONTNEED) != 0) std::memset(host, 0, size);
+}
+
+// A 4 KiB memslot per page, in both KVM and our GuestMemory (slot numbers shared).
+Result<> Machine::MapSpecialPage(uint64_t gfn) {
+  MutexLock lock(special_mutex_);
+  if (special_pages_.count(gfn)) return Fail(XEN_EEXIST, "special page already mapped");
+  uint32_t slot = kRamSlot + 1;
+  for (const auto& [mapped_gfn, page] : special_pages_) slot = std::max(slot, page.slot + 1);
+  if (slot >= mem::GuestMemory::kMaxSlots) {
+    // Reuse a hole in the numbering before giving up.
+    for (slot = kRamSlot + 1; slot < mem::GuestMemory::kMaxSlots; ++slot) {
+      bool used = false;
+      for (const auto& [mapped_gfn, page] : special_pages_) used |= page.slot == slot;
+      if (!used) break;
+    }
+    if (slot >= mem::GuestMemory::kMaxSlots) return Fail(XEN_ENOSPC, "no memslot left for a special page");
+  }
+  void* host = ::mmap(nullptr, abi::kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (host == MAP_FAILED) return Fail(XEN_ENOMEM, "mmap special page");
+  const uint64_t gpa = gfn << 12;
+  if (auto r = vm_->SetMemory(slot, gpa, abi::kPageSize, host); !r) {
+    ::munmap(host, abi::kPageSize);
+    return r;
+  }
+  if (auto r = memory_.AddSlot(slot, gpa, abi::kPageSize, host); !r) {
+    (void)vm_->SetMemory(slot, gpa, 0, host);
+    ::munmap(host, abi::kPageSize);
+    return r;
+  }
+  special_pages_[gfn] = {slot, host};
+  return {};
+}
+
+void Machine::UnmapSpecialPage(uint64_t gfn) {
+  MutexLock lock(special_mutex_);
+  auto it = special_pages_.find(gfn);
+  if (it == special_pages_.end()) return;
+  const SpecialPage page = it->second;
+  special_pages_.erase(it);
+  // Our readers first (RemoveSlot waits for them), then KVM's view, then the memory.
+  (void)memory_.RemoveSlot(page.slot);
+  if (vm_->SetMemory(page.slot, gfn << 12, 0, page.host)) ::munmap(page.host, abi::kPageSize);
 }
 
 Result<uint64_t> Machine::TranslateGva(uint32_t calling_vcpu, uint64_t gva, xen::Access access) {

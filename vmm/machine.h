@@ -10,6 +10,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "abi/result.h"
+#include "abi/sync.h"
 #include "evtchn/engine.h"
 #include "kvm/system.h"
 #include "kvm/vm.h"
@@ -110,6 +112,8 @@ class Machine final : public xen::Platform {
   std::span<const xen::MemoryMapEntry> MemoryMap() const override { return memory_map_; }
   uint64_t RamPages() const override { return ram_size_ >> 12; }
   void ReleaseRam(uint64_t gpa, uint64_t size) override;
+  Result<> MapSpecialPage(uint64_t gfn) override;
+  void UnmapSpecialPage(uint64_t gfn) override;
   void ConsoleWrite(std::span<const char> bytes) override;  // console_io
   size_t ConsoleRead(std::span<char> out) override;
   void Shutdown(uint32_t reason) override;
@@ -146,6 +150,13 @@ class Machine final : public xen::Platform {
   std::unique_ptr<EchoBackend> echo_;
   std::unique_ptr<ConsoleBackend> console_;
   uint64_t console_ring_gpa_ = 0;
+  // Xen pages the guest placed outside RAM: gfn -> (memslot, host page). Slot 0 is RAM.
+  struct SpecialPage {
+    uint32_t slot;
+    void* host;
+  };
+  Mutex special_mutex_;  // guards special_pages_; taken after xen::Domain's lock
+  std::map<uint64_t, SpecialPage> special_pages_ XENKVM_GUARDED_BY(special_mutex_);
   std::atomic<bool> console_io_used_{false};
   std::unique_ptr<Timers> timers_;
   std::vector<std::unique_ptr<VcpuRunner>> runners_;

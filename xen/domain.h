@@ -6,24 +6,29 @@
 //
 // Threads: Hypercall() on the calling vCPU's thread; every vCPU thread may be in it at once.
 // Lock: mutex_ guards the state below it; it is never held while calling the Engine's
-// delivery paths or Platform::Sleep (lock order: Domain::mutex_ -> Engine -> GuestMemory).
+// delivery paths or Platform::Sleep (lock order: Domain::mutex_ -> Engine -> GrantTable ->
+// GuestMemory). Argument structs are decoded in the caller's layout (hypercall_args.h); the
+// shared_info layout is latched here and only here (LatchShinfoLayout) and set on the Engine.
 #pragma once
 
 #include <array>
-#include <cstdint>
 #include <atomic>
-#include <mutex>
+#include <cstdint>
 #include <utility>
 #include <vector>
 
 #include "abi/rate_limit.h"
 #include "abi/result.h"
+#include "abi/sync.h"
 #include "abi/xen.h"
 #include "evtchn/engine.h"
 #include "mem/guest_memory.h"
+#include "xen/grants.h"
 #include "xen/guest_access.h"
+#include "xen/hypercall_args.h"
 #include "xen/platform.h"
 #include "xen/reservation.h"
+#include "xen/runstate.h"
 
 namespace xenkvm::xen {
 
@@ -36,10 +41,18 @@ struct HypercallCall {
   uint8_t cpl = 0;                 // privilege level of the caller (Xen: only CPL0 may call)
 };
 
+// The rings a toolstack sets up for the guest (HVM_PARAM_{CONSOLE,STORE}_{PFN,EVTCHN}).
+enum class SpecialRing { kConsole, kStore };
+
 class Domain {
  public:
   static constexpr uint64_t kNoGpa = UINT64_MAX;
-  static constexpr uint32_t kMaxGrantFrames = 64;
+  static constexpr uint64_t kMaxGfn = uint64_t{1} << 40;  // 52-bit guest-physical addresses
+  static constexpr uint32_t kMaxGrantFrames = GrantTable::kDefaultMaxFrames;
+  // Where libxc puts the rings of an HVM guest (special_pfn(): 8 pages below 0xff000, console
+  // index 7, xenstore index 4): outside RAM, reserved in no memory map.
+  static constexpr uint64_t kConsoleRingGfn = 0xfefff;
+  static constexpr uint64_t kStoreRingGfn = 0xfeffc;
 
   struct Options {
     uint16_t domid = 1;
@@ -60,7 +73,34 @@ class Domain {
   void SetParamFromVmm(uint32_t index, uint64_t value);
   uint64_t Param(uint32_t index) const;
   uint64_t SharedInfoGpa() const;
+  // Rewrite vcpu's vcpu_time_info from Platform::VcpuTime (the VMM re-anchored its clock), as
+  // Xen does when it schedules a vCPU. No-op before the guest has a vcpu_info.
+  void RefreshVcpuTime(uint32_t vcpu);
   uint16_t domid() const { return domid_; }
+
+  // ---- shared_info layout (Xen's hvm_latch_shinfo_size) ----
+  // The VMM calls this when the guest writes the hypercall-page MSR, with whether the writing
+  // vCPU is outside 64-bit mode; HVM_PARAM_CALLBACK_IRQ latches the same way. Sets the Engine's
+  // ABI (64-bit: 4096 ports; compat: 1024) and rewrites the wall clock in the latched layout.
+  void LatchShinfoLayout(bool compat);
+  bool shinfo_compat() const;
+
+  // ---- special pages the VMM sets up (any thread, before or while the guest runs) ----
+  // Puts ring page `ring` at gfn (outside RAM: a host page mapped on demand; inside RAM: that
+  // RAM page), connects a guest port to `backend` (an interdomain port whose far end is domain
+  // 0, as EVTCHNOP_status reports) and sets the two HVM params. Returns the guest port. The
+  // ring's contents are at gfn << 12 in the GuestMemory.
+  Result<evtchn::Port> SetupRing(SpecialRing ring, uint64_t gfn, evtchn::Backend* backend);
+
+  // ---- grants, for the VMM's backends (any thread) ----
+  GrantTable& grants() { return grants_; }
+
+  // ---- runstate (VCPUOP_register_runstate_memory_area, get_runstate_info) ----
+  // The VMM reports a vCPU's scheduling transitions, on that vCPU's thread (a registered area
+  // is written through its page tables): RUNSTATE_running when it (re)enters the guest after
+  // being blocked or offline, RUNSTATE_blocked when it halts, RUNSTATE_offline when it goes
+  // down. SCHEDOP_block/poll report blocked/running themselves.
+  void NoteRunstate(uint32_t vcpu, int state);
 
   // Counters for --stats: hypercalls by number.
   std::vector<std::pair<uint32_t, uint64_t>> HypercallCounts() const;
@@ -80,16 +120,35 @@ class Domain {
   Ret Domctl(const HypercallCall& c);
 
   Ret AddToPhysmap(const HypercallCall& c, uint64_t arg);
+  Ret MapGrantFrame(uint64_t idx, uint64_t gfn);
+  Ret SetMemoryMap(const HypercallCall& c, uint64_t arg);
+  Ret VmAssist(const HypercallCall& c);
+  Ret SetupTable(const HypercallCall& c, uint64_t uop, uint64_t count);
+  Ret RegisterRunstateArea(const HypercallCall& c, uint32_t target, uint64_t arg);
+  Ret RegisterTimeArea(const HypercallCall& c, uint32_t target, uint64_t arg);
+  // Places a Xen page at gfn: RAM keeps its page; elsewhere a host page is mapped. -EBUSY if
+  // another Xen page is there. Fills a ballooned-out hole.
+  Result<> PlaceXenPageLocked(uint64_t gfn) XENKVM_REQUIRES(mutex_);
+  // A Xen page left gfn: outside RAM its host page goes (a special page's contents with it).
+  void RemoveXenPageLocked(uint64_t gfn) XENKVM_REQUIRES(mutex_);
+  // Whether a Xen page (shared_info, a grant frame, a ring) sits at gfn.
+  bool HasXenPageLocked(uint64_t gfn) const XENKVM_REQUIRES(mutex_);
+  void WriteWallclockLocked() XENKVM_REQUIRES(mutex_);
+  // Writes the vCPU's runstate to its registered area with Xen's XEN_RUNSTATE_UPDATE protocol
+  // (when the guest enabled VMASST_TYPE_runstate_update_flag). On `vcpu`'s own thread.
+  void UpdateRunstateArea(uint32_t vcpu);
   // XENMEM_increase_reservation / decrease_reservation / populate_physmap: extents done.
   long ReservationOp(const HypercallCall& c, uint32_t op, uint64_t start_extent, uint64_t arg);
   // Gfns whose page Xen (or a backend) keeps using: shared_info, registered vcpu_infos, grant
   // frames, the console and xenstore rings. Their host memory is never released.
-  std::vector<uint64_t> PinnedGfnsLocked() const;
+  std::vector<uint64_t> PinnedGfnsLocked() const XENKVM_REQUIRES(mutex_);
   // A Xen page (shared_info, a grant frame) is now mapped at gfn: a hole there is filled.
-  void FillHoleLocked(uint64_t gfn);
+  void FillHoleLocked(uint64_t gfn) XENKVM_REQUIRES(mutex_);
   // gfn stopped backing a Xen page: if the guest had ballooned it out, release it now.
-  void ReleaseIfHoleLocked(uint64_t gfn);
-  GuestAccess Guest(uint32_t vcpu) const { return GuestAccess(platform_, memory_, vcpu, &reservation_); }
+  void ReleaseIfHoleLocked(uint64_t gfn) XENKVM_REQUIRES(mutex_);
+  GuestAccess Guest(uint32_t vcpu) const {
+    return GuestAccess(platform_, memory_, vcpu, &reservation_);
+  }
   Ret MapSharedInfo(uint64_t gfn);
   Ret RegisterVcpuInfo(const HypercallCall& c, uint32_t target, uint64_t arg);
   Ret Block(uint32_t vcpu);
@@ -98,7 +157,7 @@ class Domain {
   // Guest RAM (ballooned out or not: see reservation_).
   bool IsRam(uint64_t gpa, uint64_t len) const;
   // vcpu_info GPA of `vcpu` now: registered, else the default slot in shared_info (n < 32).
-  uint64_t VcpuInfoGpaLocked(uint32_t vcpu) const;
+  uint64_t VcpuInfoGpaLocked(uint32_t vcpu) const XENKVM_REQUIRES(mutex_);
   void WriteVcpuTime(uint32_t vcpu, uint64_t vcpu_info_gpa);
   // Logs an unimplemented (number, sub-op) through log_limiter_.
   void LogUnknown(uint64_t nr, uint64_t cmd);
@@ -108,16 +167,22 @@ class Domain {
   evtchn::Engine& engine_;
   const uint16_t domid_;
 
-  mutable std::mutex mutex_;
-  uint64_t shared_info_gpa_ = kNoGpa;                 // guarded by mutex_
-  std::vector<uint64_t> registered_vcpu_info_;        // guarded by mutex_; kNoGpa = default
-  std::array<uint64_t, HVM_NR_PARAMS> params_{};      // guarded by mutex_
-  std::array<uint64_t, kMaxGrantFrames> grant_gfns_{};  // guarded by mutex_; 0 = unmapped
-  uint32_t grant_frames_ = 1;                         // guarded by mutex_
-  Reservation reservation_;                           // mutations guarded by mutex_
+  mutable Mutex mutex_;
+  uint64_t shared_info_gpa_ XENKVM_GUARDED_BY(mutex_) = kNoGpa;
+  std::vector<uint64_t> registered_vcpu_info_ XENKVM_GUARDED_BY(mutex_);  // kNoGpa = default
+  std::array<uint64_t, HVM_NR_PARAMS> params_ XENKVM_GUARDED_BY(mutex_){};
+  bool shinfo_compat_ XENKVM_GUARDED_BY(mutex_) = false;         // Xen's has_32bit_shinfo
+  bool runstate_update_flag_ XENKVM_GUARDED_BY(mutex_) = false;  // VMASST_TYPE_runstate_update_flag
+  // XENMEM_set_memory_map: the guest's own map, reported by XENMEM_memory_map from then on.
+  std::vector<MemoryMapEntry> memory_map_ XENKVM_GUARDED_BY(mutex_);
+  bool memory_map_set_ XENKVM_GUARDED_BY(mutex_) = false;
+  std::vector<uint64_t> special_gfns_ XENKVM_GUARDED_BY(mutex_);  // host pages mapped outside RAM
+  std::vector<Runstate> runstates_ XENKVM_GUARDED_BY(mutex_);     // per vCPU
+  GrantTable grants_;
+  Reservation reservation_;                                 // mutations guarded by mutex_
   const uint32_t console_io_max_bytes_;
   RateLimiter log_limiter_;
-  std::array<std::atomic<uint64_t>, 64> counts_{};    // per hypercall number; relaxed atomics
+  std::array<std::atomic<uint64_t>, 64> counts_{};          // per hypercall number; relaxed atomics
 };
 
 }  // namespace xenkvm::xen

@@ -7,28 +7,30 @@ namespace xenkvm::xen {
 namespace {
 // In-out op: read T, run op, write T back only on success.
 template <class T, class Op>
-Result<long> InOut(const GuestAccess& guest, uint64_t arg, Op&& op) {
-  T value = TRY(guest.ReadObj<T>(arg));
+Result<long> InOut(const HypercallArgs& guest, uint64_t arg, Op&& op) {
+  T value = TRY(guest.Read<T>(arg));
   TRY(op(value));
-  TRY(guest.WriteObj(arg, value));
+  TRY(guest.Write(arg, value));
   return 0;
 }
 template <class T, class Op>
-Result<long> In(const GuestAccess& guest, uint64_t arg, Op&& op) {
-  T value = TRY(guest.ReadObj<T>(arg));
+Result<long> In(const HypercallArgs& guest, uint64_t arg, Op&& op) {
+  T value = TRY(guest.Read<T>(arg));
   TRY(op(value));
   return 0;
 }
 }  // namespace
 
 Domain::Ret Domain::EventChannelOp(const HypercallCall& c, uint64_t cmd, uint64_t arg) {
-  GuestAccess guest = Guest(c.vcpu);
+  HypercallArgs guest(Guest(c.vcpu), c.compat);
   evtchn::Engine& e = engine_;
   switch (cmd) {
     case EVTCHNOP_alloc_unbound:
-      return InOut<evtchn_alloc_unbound_t>(guest, arg, [&](auto& op) { return e.AllocUnbound(op); });
+      return InOut<evtchn_alloc_unbound_t>(guest, arg,
+                                           [&](auto& op) { return e.AllocUnbound(op); });
     case EVTCHNOP_bind_interdomain:
-      return InOut<evtchn_bind_interdomain_t>(guest, arg, [&](auto& op) { return e.BindInterdomain(op); });
+      return InOut<evtchn_bind_interdomain_t>(guest, arg,
+                                              [&](auto& op) { return e.BindInterdomain(op); });
     case EVTCHNOP_bind_virq:
       return InOut<evtchn_bind_virq_t>(guest, arg, [&](auto& op) { return e.BindVirq(op); });
     case EVTCHNOP_bind_ipi:
@@ -51,9 +53,13 @@ Domain::Ret Domain::EventChannelOp(const HypercallCall& c, uint64_t cmd, uint64_
     // (CONFIG_EVTCHN_FIFO=n): the argument is copied in first (-EFAULT), then init_control and
     // expand_array are -EOPNOTSUPP, and guests (Linux) fall back to 2-level.
     case EVTCHNOP_init_control:
-      return In<evtchn_init_control_t>(guest, arg, [](auto&) -> Result<> { return Fail(XEN_EOPNOTSUPP, "no FIFO event channels"); });
+      return In<evtchn_init_control_t>(guest, arg, [](auto&) -> Result<> {
+        return Fail(XEN_EOPNOTSUPP, "no FIFO event channels");
+      });
     case EVTCHNOP_expand_array:
-      return In<evtchn_expand_array_t>(guest, arg, [](auto&) -> Result<> { return Fail(XEN_EOPNOTSUPP, "no FIFO event channels"); });
+      return In<evtchn_expand_array_t>(guest, arg, [](auto&) -> Result<> {
+        return Fail(XEN_EOPNOTSUPP, "no FIFO event channels");
+      });
     case EVTCHNOP_set_priority:
       // A port that doesn't exist is -EINVAL; the 2-level ABI has no priorities: -ENOSYS.
       return In<evtchn_set_priority_t>(guest, arg, [&](auto& op) -> Result<> {

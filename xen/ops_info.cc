@@ -1,6 +1,7 @@
 // xen_version (xen/version.h), console_io (xen/xen.h CONSOLEIO_*) and the grant-table queries
 // a guest makes before using grants (xen/grant_table.h: query_size, set_version, get_version).
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 #include "xen/cpuid.h"
@@ -50,9 +51,9 @@ Domain::Ret Domain::XenVersion(const HypercallCall& c) {
       return 0;
     }
     case XENVER_platform_parameters: {
+      // Current Xen reports 0 to HVM guests (the value only meant something to PV ones).
       xen_platform_parameters_t p{};
-      p.virt_start = 0xffff800000000000ull;  // HYPERVISOR_VIRT_START for 64-bit guests
-      TRY(guest.WriteObj(arg, p));
+      TRY(HypercallArgs(guest, c.compat).Write(arg, p));
       return 0;
     }
     case XENVER_get_features: {
@@ -105,7 +106,8 @@ Domain::Ret Domain::ConsoleIo(const HypercallCall& c) {
     case CONSOLEIO_read: {
       // The result is a count or -errno: Xen refuses counts that would overlap the two.
       if (count > INT32_MAX) return Fail(XEN_E2BIG, "console_io read count");
-      uint32_t n = static_cast<uint32_t>(platform_.ConsoleRead(std::span(chunk, std::min<uint32_t>(count, sizeof(chunk)))));
+      uint32_t n = static_cast<uint32_t>(
+          platform_.ConsoleRead(std::span(chunk, std::min<uint32_t>(count, sizeof(chunk)))));
       TRY(guest.Write(buffer, std::as_bytes(std::span(chunk, n))));
       return static_cast<long>(n);
     }
@@ -115,50 +117,84 @@ Domain::Ret Domain::ConsoleIo(const HypercallCall& c) {
   }
 }
 
+// grant_table_op (xen/common/grant_table.c do_grant_table_op), version 1 only (grant_table.h).
 Domain::Ret Domain::GrantTableOp(const HypercallCall& c) {
-  GuestAccess guest = Guest(c.vcpu);
+  HypercallArgs guest(Guest(c.vcpu), c.compat);
+  const uint64_t cmd = c.args[0] & 0xffffffffu;
   const uint64_t uop = c.args[1];
   const uint64_t count = c.args[2] & 0xffffffffu;
-  switch (c.args[0]) {
+  switch (cmd) {
+    case GNTTABOP_setup_table:
+      return SetupTable(c, uop, count);
     case GNTTABOP_query_size: {
       if (count != 1) return Fail(XEN_EINVAL, "query_size count");
-      auto q = TRY(guest.ReadObj<gnttab_query_size_t>(uop));
+      auto q = TRY(guest.Read<gnttab_query_size_t>(uop));
       if (!ValidDomid(q.dom)) {
         q.status = GNTST_bad_domain;
       } else {
-        std::lock_guard lock(mutex_);
-        q.nr_frames = grant_frames_;
-        q.max_nr_frames = kMaxGrantFrames;
+        q.nr_frames = grants_.nr_frames();
+        q.max_nr_frames = grants_.max_frames();
         q.status = GNTST_okay;
       }
-      TRY(guest.WriteObj(uop, q));
+      TRY(guest.Write(uop, q));
       return 0;
     }
     case GNTTABOP_set_version: {
       if (count != 1) return Fail(XEN_EINVAL, "set_version count");
-      auto v = TRY(guest.ReadObj<gnttab_set_version_t>(uop));
+      auto v = TRY(guest.Read<gnttab_set_version_t>(uop));
       long rc = 0;
       if (v.version != 1 && v.version != 2) {
         rc = -XEN_EINVAL;
       } else if (v.version == 2) {
-        rc = -XEN_EOPNOTSUPP;  // we implement grant table v1 only
+        rc = -XEN_ENOSYS;  // max grant version 1: "behave as before set_version was introduced"
       }
       v.version = 1;  // Xen reports the version in force either way
-      TRY(guest.WriteObj(uop, v));
+      TRY(guest.Write(uop, v));
       return rc;
     }
     case GNTTABOP_get_version: {
       if (count != 1) return Fail(XEN_EINVAL, "get_version count");
-      auto v = TRY(guest.ReadObj<gnttab_get_version_t>(uop));
+      auto v = TRY(guest.Read<gnttab_get_version_t>(uop));
       if (!ValidDomid(v.dom)) return Fail(XEN_ESRCH, "get_version domid");
       v.version = 1;
-      TRY(guest.WriteObj(uop, v));
+      TRY(guest.Write(uop, v));
       return 0;
     }
     default:
-      LogUnknown(c.nr, c.args[0]);
+      LogUnknown(c.nr, cmd);
       return Fail(XEN_ENOSYS, "grant_table_op cmd");
   }
+}
+
+// GNTTABOP_setup_table (gnttab_setup_table): grows the table and reports each frame's gfn
+// (INVALID_GFN, all ones, for a frame the guest has not mapped; a compat guest can't hold that
+// and gets GNTST_address_too_big, as Xen's compat layer answers). Only the status is copied
+// back into the struct.
+Domain::Ret Domain::SetupTable(const HypercallCall& c, uint64_t uop, uint64_t count) {
+  if (count != 1) return Fail(XEN_EINVAL, "setup_table count");
+  HypercallArgs guest(Guest(c.vcpu), c.compat);
+  auto op = TRY(guest.Read<gnttab_setup_table_t>(uop));
+  int16_t status = GNTST_okay;
+  if (!ValidDomid(op.dom)) {
+    status = GNTST_bad_domain;
+  } else if (!grants_.Grow(op.nr_frames)) {
+    status = GNTST_general_error;
+  } else {
+    for (uint32_t i = 0; i < op.nr_frames; ++i) {
+      const uint64_t gfn = grants_.FrameGfn(i);
+      auto written = guest.WriteUlong(HandleGva(op.frame_list), i,
+                                      gfn == GrantTable::kNoGfn ? ~uint64_t{0} : gfn);
+      if (!written) {
+        status =
+            written.error().xen_errno == XEN_ERANGE ? GNTST_address_too_big : GNTST_bad_virt_addr;
+        break;
+      }
+    }
+  }
+  static_assert(offsetof(gnttab_setup_table_t, status) ==
+                offsetof(abi::CompatGnttabSetupTable, status));
+  TRY(guest.guest().WriteObj(uop + offsetof(gnttab_setup_table_t, status), status));
+  return 0;
 }
 
 }  // namespace xenkvm::xen

@@ -3,6 +3,7 @@
 // (xen/hvm/hvm_op.h, hvm/params.h: set/get_param, set_evtchn_upcall_vector, get_time).
 #include <algorithm>
 #include <cstdio>
+#include <vector>
 
 #include "xen/domain.h"
 
@@ -50,7 +51,7 @@ bool GuestMayGetParam(uint32_t index) {
 }  // namespace
 
 Domain::Ret Domain::MemoryOp(const HypercallCall& c) {
-  GuestAccess guest = Guest(c.vcpu);
+  HypercallArgs args(Guest(c.vcpu), c.compat);
   // A compat guest passes a 32-bit cmd (Xen's compat_memory_op takes an unsigned int).
   const uint64_t full_cmd = c.compat ? (c.args[0] & 0xffffffffu) : c.args[0];
   const uint64_t cmd = full_cmd & kMemopCmdMask;
@@ -62,26 +63,36 @@ Domain::Ret Domain::MemoryOp(const HypercallCall& c) {
     case XENMEM_populate_physmap:
       return ReservationOp(c, static_cast<uint32_t>(cmd), start_extent, arg);
     case XENMEM_add_to_physmap:
-      if (c.compat) break;  // xen_ulong_t/xen_pfn_t differ in compat; not translated
       return AddToPhysmap(c, arg);
     case XENMEM_memory_map: {
-      // struct xen_memory_map { unsigned int nr_entries; handle buffer; } — the handle is
-      // 8 bytes at offset 8 (64-bit) or 4 bytes at offset 4 (compat).
-      uint32_t nr = TRY(guest.ReadObj<uint32_t>(arg));
-      uint64_t buffer = c.compat ? TRY(guest.ReadObj<uint32_t>(arg + 4)) : TRY(guest.ReadObj<uint64_t>(arg + 8));
-      auto map = platform_.MemoryMap();
-      uint32_t n = std::min<uint32_t>(nr, static_cast<uint32_t>(map.size()));
-      TRY(guest.Write(buffer, std::as_bytes(map.subspan(0, n))));
-      TRY(guest.WriteObj(arg, n));
+      auto map = TRY(args.Read<xen_memory_map_t>(arg));
+      std::vector<MemoryMapEntry> entries;
+      bool own_map = false;
+      {
+        MutexLock lock(mutex_);
+        own_map = memory_map_set_;
+        if (own_map) entries = memory_map_;
+      }
+      std::span<const MemoryMapEntry> source =
+          own_map ? std::span<const MemoryMapEntry>(entries) : platform_.MemoryMap();
+      // Xen: an empty map is -ENOSYS ("backwards compatibility"); a short buffer gets a prefix.
+      if (source.empty()) return Fail(XEN_ENOSYS, "no memory map");
+      map.nr_entries = std::min<uint32_t>(map.nr_entries, static_cast<uint32_t>(source.size()));
+      TRY(args.guest().Write(HandleGva(map.buffer),
+                             std::as_bytes(source.subspan(0, map.nr_entries))));
+      TRY(args.Write(arg, map));
       return 0;
     }
+    case XENMEM_set_memory_map:
+      return SetMemoryMap(c, arg);
     case XENMEM_current_reservation:
     case XENMEM_maximum_reservation: {
       if (start_extent != 0) return Fail(XEN_EINVAL, "reservation query continuation");
-      auto domid = TRY(guest.ReadObj<domid_t>(arg));
+      auto domid = TRY(args.Read<domid_t>(arg));
       if (!ValidDomid(domid)) return Fail(XEN_ESRCH, "reservation domid");
-      std::lock_guard lock(mutex_);
-      return static_cast<long>(cmd == XENMEM_current_reservation ? reservation_.tot_pages() : reservation_.max_pages());
+      MutexLock lock(mutex_);
+      return static_cast<long>(cmd == XENMEM_current_reservation ? reservation_.tot_pages()
+                                                                 : reservation_.max_pages());
     }
     case XENMEM_maximum_ram_page:
       if (start_extent != 0) return Fail(XEN_EINVAL, "maximum_ram_page continuation");
@@ -93,58 +104,82 @@ Domain::Ret Domain::MemoryOp(const HypercallCall& c) {
   return Fail(XEN_ENOSYS, "memory_op cmd");
 }
 
+// XENMEM_set_memory_map (xen/arch/x86/mm.c): a domain may set its own e820 (XSM_TARGET), which
+// XENMEM_memory_map reports from then on. At most E820MAX (1024) entries.
+Domain::Ret Domain::SetMemoryMap(const HypercallCall& c, uint64_t arg) {
+  constexpr uint32_t kE820Max = 1024;
+  HypercallArgs args(Guest(c.vcpu), c.compat);
+  auto fmap = TRY(args.Read<xen_foreign_memory_map_t>(arg));
+  if (fmap.map.nr_entries > kE820Max) return Fail(XEN_EINVAL, "set_memory_map too many entries");
+  if (!ValidDomid(fmap.domid)) return Fail(XEN_ESRCH, "set_memory_map domid");
+  std::vector<MemoryMapEntry> entries(fmap.map.nr_entries);
+  TRY(args.guest().Read(HandleGva(fmap.map.buffer), std::as_writable_bytes(std::span(entries))));
+  MutexLock lock(mutex_);
+  memory_map_ = std::move(entries);
+  memory_map_set_ = true;
+  return 0;
+}
+
 Domain::Ret Domain::AddToPhysmap(const HypercallCall& c, uint64_t arg) {
-  GuestAccess guest = Guest(c.vcpu);
-  auto xatp = TRY(guest.ReadObj<xen_add_to_physmap_t>(arg));
+  HypercallArgs args(Guest(c.vcpu), c.compat);
+  auto xatp = TRY(args.Read<xen_add_to_physmap_t>(arg));
   if (!ValidDomid(xatp.domid)) return Fail(XEN_ESRCH, "add_to_physmap domid");
   switch (xatp.space) {
     case XENMAPSPACE_shared_info:
       if (xatp.idx != 0) return Fail(XEN_EINVAL, "shared_info idx");
       return MapSharedInfo(xatp.gpfn);
-    case XENMAPSPACE_grant_table: {
-      // Grant-table v1 frames only; status frames exist in v2, which we don't offer.
-      if ((xatp.idx & XENMAPIDX_grant_table_status) != 0) return Fail(XEN_EINVAL, "grant status frame");
-      if (xatp.idx >= kMaxGrantFrames) return Fail(XEN_EINVAL, "grant frame idx");
-      if (xatp.gpfn > (UINT64_MAX >> 12) || !IsRam(xatp.gpfn << 12, abi::kPageSize)) {
-        return Fail(XEN_EINVAL, "grant frame gfn");
-      }
-      std::lock_guard lock(mutex_);
-      FillHoleLocked(xatp.gpfn);
-      if (grant_gfns_[xatp.idx] == 0) {
-        // A new grant frame starts empty, as Xen's would.
-        std::vector<std::byte> zero(abi::kPageSize);
-        TRY(memory_.Write(xatp.gpfn << 12, zero));
-      }
-      const uint64_t old_gfn = grant_gfns_[xatp.idx];
-      grant_gfns_[xatp.idx] = xatp.gpfn;
-      if (old_gfn != 0 && old_gfn != xatp.gpfn) ReleaseIfHoleLocked(old_gfn);
-      grant_frames_ = std::max<uint32_t>(grant_frames_, static_cast<uint32_t>(xatp.idx) + 1);
-      return 0;
-    }
+    case XENMAPSPACE_grant_table:
+      return MapGrantFrame(xatp.idx, xatp.gpfn);
     default:
       LogUnknown(c.nr, 0x1000 + xatp.space);
       return Fail(XEN_ENOSYS, "add_to_physmap space");
   }
 }
 
+// XENMAPSPACE_grant_table (gnttab_map_frame_begin): with version 1 in force the status bit is
+// not stripped, so a status frame is an index beyond the table: -EINVAL. Mapping frame idx
+// grows the table to idx + 1 within max_frames. A moved frame keeps its contents.
+Domain::Ret Domain::MapGrantFrame(uint64_t idx, uint64_t gfn) {
+  if (idx >= grants_.max_frames()) return Fail(XEN_EINVAL, "grant frame idx");
+  if (gfn >= kMaxGfn) return Fail(XEN_EINVAL, "grant frame gfn");
+  const uint32_t frame = static_cast<uint32_t>(idx);
+  MutexLock lock(mutex_);
+  const uint64_t old_gfn = grants_.FrameGfn(frame);
+  if (old_gfn == gfn) return 0;
+  TRY(PlaceXenPageLocked(gfn));
+  std::vector<std::byte> page(abi::kPageSize);  // a frame never mapped before is zeroed
+  if (old_gfn != GrantTable::kNoGfn) (void)memory_.Read(old_gfn << 12, page);
+  if (auto written = memory_.Write(gfn << 12, page); !written) {
+    RemoveXenPageLocked(gfn);
+    return tl::unexpected(written.error());
+  }
+  grants_.SetFrameGfn(frame, gfn);
+  if (old_gfn != GrantTable::kNoGfn) {
+    RemoveXenPageLocked(old_gfn);
+    ReleaseIfHoleLocked(old_gfn);
+  }
+  return 0;
+}
+
 Domain::Ret Domain::HvmOp(const HypercallCall& c) {
-  GuestAccess guest = Guest(c.vcpu);
+  HypercallArgs guest(Guest(c.vcpu), c.compat);
   const uint64_t arg = c.args[1];
   switch (c.args[0]) {
     case HVMOP_set_param:
     case HVMOP_get_param: {
-      auto p = TRY(guest.ReadObj<xen_hvm_param_t>(arg));
+      auto p = TRY(guest.Read<xen_hvm_param_t>(arg));
       if (!ValidDomid(p.domid)) return Fail(XEN_ESRCH, "hvm_param domid");
       if (p.index >= HVM_NR_PARAMS) return Fail(XEN_EINVAL, "hvm_param index");
       if (c.args[0] == HVMOP_get_param) {
         if (!GuestMayGetParam(p.index)) return Fail(XEN_EPERM, "hvm_param not readable");
         p.value = Param(p.index);
-        TRY(guest.WriteObj(arg, p));
+        TRY(guest.Write(arg, p));
         return 0;
       }
       if (!GuestMaySetParam(p.index)) return Fail(XEN_EPERM, "hvm_param not writable");
       SetParamFromVmm(p.index, p.value);
       if (p.index == HVM_PARAM_CALLBACK_IRQ) {
+        LatchShinfoLayout(c.compat);  // as Xen's hvm_set_param does
         const uint64_t type = p.value >> 56;
         if (p.value == 0) {
           platform_.SetCallbackVector(0);
@@ -152,7 +187,8 @@ Domain::Ret Domain::HvmOp(const HypercallCall& c) {
           platform_.SetCallbackVector(static_cast<uint8_t>(p.value & 0xff));
         } else {
           // GSI / PCI INTx callbacks need an emulated IOAPIC or PCI device, which we don't have.
-          std::fprintf(stderr, "xenkvm: HVM_PARAM_CALLBACK_IRQ type %llu not supported; no upcalls\n",
+          std::fprintf(stderr,
+                       "xenkvm: HVM_PARAM_CALLBACK_IRQ type %llu not supported; no upcalls\n",
                        static_cast<unsigned long long>(type));
           platform_.SetCallbackVector(0);
         }
@@ -160,7 +196,7 @@ Domain::Ret Domain::HvmOp(const HypercallCall& c) {
       return 0;
     }
     case HVMOP_set_evtchn_upcall_vector: {
-      auto op = TRY(guest.ReadObj<xen_hvm_evtchn_upcall_vector_t>(arg));
+      auto op = TRY(guest.Read<xen_hvm_evtchn_upcall_vector_t>(arg));
       if (op.vector < 0x10) return Fail(XEN_EINVAL, "upcall vector < 0x10");
       if (op.vcpu >= platform_.VcpuCount()) return Fail(XEN_ENOENT, "upcall vector vcpu");
       platform_.SetUpcallVector(op.vcpu, op.vector);
@@ -168,7 +204,7 @@ Domain::Ret Domain::HvmOp(const HypercallCall& c) {
     }
     case HVMOP_get_time: {
       xen_hvm_get_time_t t{platform_.SystemTimeNs()};
-      TRY(guest.WriteObj(arg, t));
+      TRY(guest.Write(arg, t));
       return 0;
     }
     default:

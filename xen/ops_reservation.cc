@@ -17,18 +17,6 @@ constexpr uint32_t kAllocatorMaxOrder = 20;
 constexpr uint32_t kPageShift = 12;
 constexpr uint32_t kNumaNoNode = 0xff;
 
-// struct xen_memory_reservation as a 32-bit guest lays it out (compat: 4-byte handle and
-// xen_ulong_t, 4-byte alignment).
-struct CompatMemoryReservation {
-  uint32_t extent_start;
-  uint32_t nr_extents;
-  uint32_t extent_order;
-  uint32_t mem_flags;
-  domid_t domid;
-  uint16_t pad;
-};
-static_assert(sizeof(CompatMemoryReservation) == 20);
-
 struct Request {
   uint64_t extent_start;  // guest-virtual address of the xen_pfn_t list
   uint64_t nr_extents;
@@ -50,22 +38,15 @@ bool FlagsAcceptable(uint32_t mem_flags) {
 }
 }  // namespace
 
-long Domain::ReservationOp(const HypercallCall& c, uint32_t op, uint64_t start_extent, uint64_t arg) {
-  GuestAccess guest = Guest(c.vcpu);
-  const long none = static_cast<long>(start_extent);  // every refusal reports the extents done so far
-  Request req;
-  if (c.compat) {
-    auto r = guest.ReadObj<CompatMemoryReservation>(arg);
-    if (!r) return none;
-    req = {r->extent_start, r->nr_extents, r->extent_order, r->mem_flags, r->domid};
-  } else {
-    auto r = guest.ReadObj<xen_memory_reservation_t>(arg);
-    if (!r) return none;
-    uint64_t list;
-    static_assert(sizeof(r->extent_start) == sizeof(list));
-    std::memcpy(&list, &r->extent_start, sizeof(list));
-    req = {list, r->nr_extents, r->extent_order, r->mem_flags, r->domid};
-  }
+long Domain::ReservationOp(const HypercallCall& c, uint32_t op, uint64_t start_extent,
+                           uint64_t arg) {
+  HypercallArgs args(Guest(c.vcpu), c.compat);
+  const long none =
+      static_cast<long>(start_extent);  // every refusal reports the extents done so far
+  auto r = args.Read<xen_memory_reservation_t>(arg);
+  if (!r) return none;
+  const Request req{HandleGva(r->extent_start), r->nr_extents, r->extent_order, r->mem_flags,
+                    r->domid};
   // Too many extents to encode a continuation in cmd; a continuation past the end.
   if (req.nr_extents > (UINT32_MAX >> kMemopExtentShift)) return none;
   if (start_extent >= req.nr_extents) return none;
@@ -78,15 +59,13 @@ long Domain::ReservationOp(const HypercallCall& c, uint32_t op, uint64_t start_e
   if (pod) return none;
 
   const uint64_t pages = uint64_t{1} << req.extent_order;
-  const size_t entry_size = c.compat ? sizeof(uint32_t) : sizeof(xen_pfn_t);
-  auto read_extent = [&](uint64_t i) -> Result<uint64_t> {
-    if (c.compat) return TRY(guest.ReadObj<uint32_t>(req.extent_start + i * entry_size));
-    return TRY(guest.ReadObj<xen_pfn_t>(req.extent_start + i * entry_size));
-  };
+  auto read_extent = [&](uint64_t i) { return args.ReadUlong(req.extent_start, i); };
 
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   const std::vector<uint64_t> pinned = PinnedGfnsLocked();
-  auto is_pinned = [&](uint64_t gfn) { return std::find(pinned.begin(), pinned.end(), gfn) != pinned.end(); };
+  auto is_pinned = [&](uint64_t gfn) {
+    return std::find(pinned.begin(), pinned.end(), gfn) != pinned.end();
+  };
   // Releases host memory in runs of consecutive gfns (one madvise each), never a pinned page:
   // Xen keeps such a page alive and writing to it after the gfn is gone, and so do we.
   uint64_t run_start = 0, run_len = 0;
@@ -155,9 +134,10 @@ std::vector<uint64_t> Domain::PinnedGfnsLocked() const {
   for (uint64_t gpa : registered_vcpu_info_) {
     if (gpa != kNoGpa) gfns.push_back(gpa >> kPageShift);
   }
-  for (uint64_t gfn : grant_gfns_) {
-    if (gfn != 0) gfns.push_back(gfn);
+  for (uint32_t i = 0; i < grants_.max_frames(); ++i) {
+    if (uint64_t gfn = grants_.FrameGfn(i); gfn != GrantTable::kNoGfn) gfns.push_back(gfn);
   }
+  for (uint64_t gfn : grants_.MappedGfns()) gfns.push_back(gfn);
   // The rings a backend writes into (the console's is served; xenstore's is reserved for it).
   for (uint32_t param : {HVM_PARAM_CONSOLE_PFN, HVM_PARAM_STORE_PFN}) {
     if (params_[param] != 0) gfns.push_back(params_[param]);

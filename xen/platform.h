@@ -46,6 +46,14 @@ class Platform {
   // page aligned, inside RAM (checked by the caller). The range stays mapped and reads as zeros
   // afterwards, where Xen's p2m would have no page at all.
   virtual void ReleaseRam(uint64_t gpa, uint64_t size) = 0;
+  // Xen's own pages (shared_info, grant frames, console and xenstore rings) at gfns outside
+  // RAM: back gfn with a fresh zeroed host page, visible to the guest and in the GuestMemory at
+  // gfn << 12 (a memslot made on demand). The caller (xen::Domain) checked gfn is not RAM and
+  // not already mapped; -ENOMEM/-ENOSPC if the host has no page or slot left.
+  virtual Result<> MapSpecialPage(uint64_t gfn) = 0;
+  // Remove that page (its contents are gone; the gfn is a hole again). Waits until no thread
+  // still uses a translation into it.
+  virtual void UnmapSpecialPage(uint64_t gfn) = 0;
 
   // ---- console (CONSOLEIO_*) ----
   virtual void ConsoleWrite(std::span<const char> bytes) = 0;

@@ -4,9 +4,11 @@
 
 #include <cstring>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "mem/guest_memory.h"
 #include "xen/platform.h"
 
 namespace xenkvm::xen::testing {
@@ -14,7 +16,8 @@ namespace xenkvm::xen::testing {
 class FakePlatform : public Platform {
  public:
   explicit FakePlatform(uint32_t vcpus, uint64_t ram_size) : vcpus_(vcpus), ram_size_(ram_size) {
-    map_ = {{0, ram_size, XEN_HVM_MEMMAP_TYPE_RAM}, {0xfee00000, 0x1000, XEN_HVM_MEMMAP_TYPE_RESERVED}};
+    map_ = {{0, ram_size, XEN_HVM_MEMMAP_TYPE_RAM},
+            {0xfee00000, 0x1000, XEN_HVM_MEMMAP_TYPE_RESERVED}};
   }
 
   // Guest-virtual page -> guest-physical page; unlisted pages map 1:1 below ram_size.
@@ -30,8 +33,8 @@ class FakePlatform : public Platform {
   std::map<uint32_t, std::pair<uint64_t, uint64_t>> timers;
   std::map<uint32_t, bool> up;
   std::map<uint32_t, vcpu_hvm_context> contexts;
-  uint8_t* ram = nullptr;                                 // guest RAM, for ReleaseRam
-  std::vector<std::pair<uint64_t, uint64_t>> released;    // ReleaseRam(gpa, size) calls
+  uint8_t* ram = nullptr;                               // guest RAM, for ReleaseRam
+  std::vector<std::pair<uint64_t, uint64_t>> released;  // ReleaseRam(gpa, size) calls
 
   uint32_t VcpuCount() const override { return vcpus_; }
   Result<uint64_t> TranslateGva(uint32_t, uint64_t gva, Access access) override {
@@ -55,7 +58,28 @@ class FakePlatform : public Platform {
     released.emplace_back(gpa, size);
     if (ram != nullptr) std::memset(ram + gpa, 0, size);
   }
-  void ConsoleWrite(std::span<const char> bytes) override { console.append(bytes.data(), bytes.size()); }
+  // Special pages: a host page per gfn, added to `memory` (if set) as its own slot.
+  Result<> MapSpecialPage(uint64_t gfn) override {
+    if (special.count(gfn)) return Fail(XEN_EEXIST, "mapped twice");
+    if (special.size() >= max_special) return Fail(XEN_ENOSPC, "no slot");
+    auto& page = special[gfn];
+    page.reset(new uint8_t[4096]());
+    if (memory != nullptr) {
+      uint32_t slot = next_slot++;
+      slots[gfn] = slot;
+      TRY(memory->AddSlot(slot, gfn << 12, 4096, page.get()));
+    }
+    return {};
+  }
+  void UnmapSpecialPage(uint64_t gfn) override {
+    unmapped_special.push_back(gfn);
+    if (memory != nullptr && slots.count(gfn)) (void)memory->RemoveSlot(slots[gfn]);
+    slots.erase(gfn);
+    special.erase(gfn);
+  }
+  void ConsoleWrite(std::span<const char> bytes) override {
+    console.append(bytes.data(), bytes.size());
+  }
   size_t ConsoleRead(std::span<char>) override { return 0; }
   void Shutdown(uint32_t reason) override { shutdown_reason = reason; }
   bool Stopping() const override { return shutdown_reason != UINT32_MAX; }
@@ -73,8 +97,12 @@ class FakePlatform : public Platform {
     up[target] = false;
     return {};
   }
-  bool VcpuIsUp(uint32_t target) const override { return target == 0 || (up.count(target) && up.at(target)); }
-  void SetUpcallVector(uint32_t target, uint8_t vector) override { upcall_vectors[target] = vector; }
+  bool VcpuIsUp(uint32_t target) const override {
+    return target == 0 || (up.count(target) && up.at(target));
+  }
+  void SetUpcallVector(uint32_t target, uint8_t vector) override {
+    upcall_vectors[target] = vector;
+  }
   void SetCallbackVector(uint8_t vector) override { callback_vector = vector; }
   void RaiseUpcall(uint32_t target) override { raised.push_back(target); }
   uint64_t SystemTimeNs() const override { return now_ns; }
@@ -100,6 +128,13 @@ class FakePlatform : public Platform {
     if (++sleeps > max_sleeps) shutdown_reason = SHUTDOWN_crash;
   }
   void Yield(uint32_t) override { ++yields; }
+
+  mem::GuestMemory* memory = nullptr;  // where special pages appear
+  std::map<uint64_t, std::unique_ptr<uint8_t[]>> special;
+  std::map<uint64_t, uint32_t> slots;
+  std::vector<uint64_t> unmapped_special;
+  uint32_t next_slot = 1;
+  size_t max_special = 80;
 
   int sleeps = 0;
   int max_sleeps = 1000;

@@ -35,11 +35,13 @@ class HypercallTest : public ::testing::Test {
     engine_->SetAbi(evtchn::Abi::k64);
     for (uint32_t i = 0; i < kVcpus; ++i) EXPECT_TRUE(engine_->AddVcpu(i, &sinks_[i]));
     platform_.ram = ram_.get();
+    platform_.memory = &memory_;
     domain_ = std::make_unique<Domain>(platform_, memory_, *engine_, Domain::Options{.domid = 1});
   }
 
   long Call(uint64_t nr, uint64_t a0 = 0, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0, uint32_t vcpu = 0) {
     HypercallCall c;
+    c.compat = compat_;
     c.vcpu = vcpu;
     c.nr = nr;
     c.args = {a0, a1, a2, a3, 0};
@@ -64,6 +66,8 @@ class HypercallTest : public ::testing::Test {
     Put(kArg, x);
     return Call(__HYPERVISOR_memory_op, XENMEM_add_to_physmap, kArg);
   }
+
+  bool compat_ = false;  // calls come from a 32-bit vCPU
 
   struct FreeDeleter {
     void operator()(uint8_t* p) const { std::free(p); }
