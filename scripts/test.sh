@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# All tests: unit tests (no hardware) and kvm tests (boot the guests) in a release build, the
-# whole tree under Clang with its lock analysis (-Wthread-safety -Werror, the `clang` preset)
-# and its unit tests, then the engine and memory tests again under TSan. Where this machine has
-# no usable /dev/kvm, the kvm tests run inside a nested-KVM VM (scripts/kvm-vm.sh);
-# XENKVM_NO_VM=1 skips them instead.
+# All tests: unit tests (no hardware) and kvm tests (boot the guests) in a release build; the
+# whole tree under Clang with its lock analysis (`clang` preset: -Wthread-safety -Werror); the
+# same tests under ASan+UBSan; the engine and memory concurrency stress under TSan; each libFuzzer
+# target briefly (FUZZ_SECONDS each, default 20) from its seed corpus. Each stage prints its
+# duration. Where this machine has no usable /dev/kvm, the kvm tests run inside a nested-KVM VM
+# (scripts/kvm-vm.sh); XENKVM_NO_VM=1 skips them instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
+stage_start=$SECONDS
+stage() { echo "== $1 (previous stage: $((SECONDS - stage_start)) s)"; stage_start=$SECONDS; }
+
+stage "release: build, unit and kvm tests"
 cmake --preset release >/dev/null
 cmake --build --preset release
 ctest --preset release -j2 -L unit
@@ -15,10 +20,39 @@ if [ "${XENKVM_NO_VM:-}" = 1 ]; then
 else
   scripts/kvm-vm.sh ctest --preset release -j2 -L kvm
 fi
+
+stage "clang: the whole tree with the lock analysis (-Wthread-safety -Werror)"
 cmake --preset clang >/dev/null
 cmake --build --preset clang
-ctest --preset clang -L unit -j2
+
+stage "asan (ASan+UBSan): unit and kvm tests"
+cmake --preset asan >/dev/null
+cmake --build --preset asan
+ctest --preset asan -j2 -L unit
+if [ "${XENKVM_NO_VM:-}" = 1 ]; then
+  ctest --preset asan -j2 -L kvm
+else
+  scripts/kvm-vm.sh ctest --preset asan -j2 -L kvm
+fi
+
+stage "tsan: concurrency stress"
 cmake --preset tsan >/dev/null
 cmake --build --preset tsan --target evtchn_test mem_test
 build/tsan/tests/mem/mem_test
 build/tsan/tests/evtchn/evtchn_test
+
+stage "fuzz: each target for ${FUZZ_SECONDS:-20} s"
+cmake --preset fuzz >/dev/null
+targets=(evtchn_ops hypercall elf_loader)
+cmake --build --preset fuzz --target "${targets[@]/%/_fuzz}"
+for t in "${targets[@]}"; do
+  scratch=$(mktemp -d)  # new inputs go here; the checked-in corpus stays as it is
+  status=0
+  # No quarantine: freed memory is reused at once (fresh pages per run cost ~10x here).
+  ASAN_OPTIONS=quarantine_size_mb=0 build/fuzz/fuzz/${t}_fuzz -max_total_time="${FUZZ_SECONDS:-20}" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 "$scratch" "fuzz/corpus/$t" >"$scratch.log" 2>&1 || status=$?
+  grep -E "^stat::number_of_executed_units|^#[0-9]+ +DONE|ERROR|SUMMARY" "$scratch.log" || true
+  [ "$status" = 0 ] || { tail -n 40 "$scratch.log"; echo "fuzz target $t failed"; exit 1; }
+  rm -rf "$scratch" "$scratch.log"
+done
+stage "done"

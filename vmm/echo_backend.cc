@@ -3,7 +3,8 @@
 
 namespace xenkvm::vmm {
 
-EchoBackend::EchoBackend(evtchn::Engine& engine) : engine_(engine), thread_([this] { Loop(); }) {}
+EchoBackend::EchoBackend(evtchn::Engine& engine, size_t max_queued)
+    : engine_(engine), max_queued_(std::max<size_t>(max_queued, 1)), thread_([this] { Loop(); }) {}
 
 EchoBackend::~EchoBackend() {
   {
@@ -17,9 +18,20 @@ EchoBackend::~EchoBackend() {
 void EchoBackend::OnGuestSend(evtchn::Port guest_port) {
   {
     MutexLock lock(mutex_);
+    // Already queued: its answer is one pending bit either way.
+    if (std::find(queue_.begin(), queue_.end(), guest_port) != queue_.end()) return;
+    if (queue_.size() >= max_queued_) {
+      ++dropped_;
+      return;
+    }
     queue_.push_back(guest_port);
   }
   cv_.notify_one();
+}
+
+uint64_t EchoBackend::dropped() {
+  MutexLock lock(mutex_);
+  return dropped_;
 }
 
 void EchoBackend::Loop() {

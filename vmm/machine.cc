@@ -104,7 +104,11 @@ Result<> Machine::Setup() {
   console_ring_gpa_ = special;
 
   engine_ = std::make_unique<evtchn::Engine>(memory_, evtchn::Engine::Options{});
-  domain_ = std::make_unique<xen::Domain>(*this, memory_, *engine_, xen::Domain::Options{});
+  domain_ = std::make_unique<xen::Domain>(
+      *this, memory_, *engine_,
+      xen::Domain::Options{.log_per_second = config_.limits.log_per_second,
+                           .log_burst = config_.limits.log_burst,
+                           .console_io_max_bytes = config_.limits.console_io_max_bytes});
   injector_ = std::make_unique<UpcallInjector>(*vm_, *engine_, config_.vcpus);
   for (uint32_t i = 0; i < config_.vcpus; ++i) {
     runners_.push_back(std::make_unique<VcpuRunner>(*this, *injector_, TRY(vm_->CreateVcpu(i))));
@@ -112,7 +116,7 @@ Result<> Machine::Setup() {
     TRY(engine_->AddVcpu(i, runners_.back().get()));
   }
   // The echo service is the first endpoint of domain 0 (abi/platform.h); guests rely on that.
-  echo_ = std::make_unique<EchoBackend>(*engine_);
+  echo_ = std::make_unique<EchoBackend>(*engine_, config_.limits.backend_queue_max);
   if (TRY(engine_->AddBackendEndpoint(echo_.get())) != XENKVM_ECHO_ENDPOINT) {
     return Fail(XEN_EINVAL, "echo backend did not get endpoint XENKVM_ECHO_ENDPOINT");
   }
@@ -167,8 +171,9 @@ MachineEnd GuestShutdownEnd(uint32_t xen_reason) {
                                        "crash",    "watchdog", "soft_reset"};
   const char* name = xen_reason < std::size(kNames) ? kNames[xen_reason] : "unknown";
   const EndReason reason = xen_reason == SHUTDOWN_poweroff ? EndReason::kPoweroff
-                           : xen_reason == SHUTDOWN_reboot ? EndReason::kReboot
-                                                           : EndReason::kCrash;
+                           : xen_reason == SHUTDOWN_reboot  ? EndReason::kReboot
+                           : xen_reason == SHUTDOWN_suspend ? EndReason::kSuspend
+                                                            : EndReason::kCrash;
   return MachineEnd{reason, xen_reason, std::string("guest shutdown: ") + name};
 }
 
@@ -223,7 +228,7 @@ void Machine::DebugconWrite(uint8_t byte) {
   MutexLock lock(console_mutex_);
   debugcon_line_.push_back(static_cast<char>(byte));
   if (byte == '\n' || debugcon_line_.size() >= 256) {
-    WriteAll(STDOUT_FILENO, debugcon_line_.data(), debugcon_line_.size());
+    WriteGuestTextLocked(debugcon_line_);
     debugcon_line_.clear();
   }
 }
@@ -235,7 +240,18 @@ void Machine::ConsoleWrite(std::span<const char> bytes) {
 
 void Machine::WriteStdout(std::span<const char> bytes) {
   MutexLock lock(console_mutex_);
-  WriteAll(STDOUT_FILENO, bytes.data(), bytes.size());
+  WriteGuestTextLocked(bytes);
+}
+
+// Guest text is hostile to terminals: filtered unless the user asked for raw output.
+void Machine::WriteGuestTextLocked(std::span<const char> bytes) {
+  if (config_.console_raw) {
+    WriteAll(STDOUT_FILENO, bytes.data(), bytes.size());
+    return;
+  }
+  std::string safe;
+  terminal_filter_.Filter(bytes, &safe);
+  WriteAll(STDOUT_FILENO, safe.data(), safe.size());
 }
 
 size_t Machine::ConsoleRead(std::span<char> out) {
@@ -295,8 +311,8 @@ void Machine::UnmapSpecialPage(uint64_t gfn) {
   if (vm_->SetMemory(page.slot, gfn << 12, 0, page.host)) ::munmap(page.host, abi::kPageSize);
 }
 
-Result<uint64_t> Machine::TranslateGva(uint32_t calling_vcpu, uint64_t gva) {
-  return WalkPageTables(memory_, runners_[calling_vcpu]->Paging(), gva);
+Result<uint64_t> Machine::TranslateGva(uint32_t calling_vcpu, uint64_t gva, xen::Access access) {
+  return WalkPageTables(memory_, runners_[calling_vcpu]->Paging(), gva, access);
 }
 
 Result<> Machine::InitialiseVcpu(uint32_t target, const vcpu_hvm_context& context) {

@@ -29,6 +29,7 @@
 #include "vmm/echo_backend.h"
 #include "vmm/guest_clock.h"
 #include "vmm/machine_end.h"
+#include "vmm/terminal_filter.h"
 #include "vmm/timers.h"
 #include "vmm/vcpu_host.h"
 #include "xen/domain.h"
@@ -39,11 +40,22 @@ namespace xenkvm::vmm {
 class VcpuRunner;
 class UpcallInjector;
 
+// What one guest may make the VMM spend (like xenstored's quotas); the CLI exposes each.
+// Xenstore quotas (entries, size, watches, transactions) join here with the xenstore server.
+struct ResourceLimits {
+  uint32_t log_per_second = 5;               // guest-triggered log lines (after a burst)
+  uint32_t log_burst = 20;
+  uint32_t console_io_max_bytes = 64 * 1024;  // shown per CONSOLEIO_write call
+  uint32_t backend_queue_max = 1024;          // outstanding requests per VMM backend
+};
+
 struct MachineConfig {
   uint32_t vcpus = 1;
   uint64_t memory_mib = 128;
   std::string cmdline;
-  bool log_stages = true;  // print each stage marker (port 0xe4) on stderr
+  bool log_stages = true;   // print each stage marker (port 0xe4) on stderr
+  bool console_raw = false;  // pass guest text to stdout unfiltered (terminal escapes included)
+  ResourceLimits limits;
 };
 
 class Machine final : public xen::Platform, public VcpuHost {
@@ -66,7 +78,7 @@ class Machine final : public xen::Platform, public VcpuHost {
 
   // ---- xen::Platform ----
   uint32_t VcpuCount() const override { return config_.vcpus; }
-  Result<uint64_t> TranslateGva(uint32_t calling_vcpu, uint64_t gva) override;
+  Result<uint64_t> TranslateGva(uint32_t calling_vcpu, uint64_t gva, xen::Access access) override;
   std::span<const xen::MemoryMapEntry> MemoryMap() const override { return memory_map_; }
   uint64_t RamPages() const override { return ram_size_ >> 12; }
   void ReleaseRam(uint64_t gpa, uint64_t size) override;
@@ -150,8 +162,11 @@ class Machine final : public xen::Platform, public VcpuHost {
   uint32_t finished_threads_ XENKVM_GUARDED_BY(end_mutex_) = 0;
   bool stuck_ = false;  // main thread only: some vCPU threads never finished
 
+  // Console output: console_io, debugcon and the PV console ring all end up on stdout.
+  void WriteGuestTextLocked(std::span<const char> bytes) XENKVM_REQUIRES(console_mutex_);
   Mutex console_mutex_;
   std::string debugcon_line_ XENKVM_GUARDED_BY(console_mutex_);
+  TerminalFilter terminal_filter_ XENKVM_GUARDED_BY(console_mutex_);
 };
 
 }  // namespace xenkvm::vmm

@@ -12,6 +12,8 @@ enum class EndReason {
   kPoweroff,       // SCHEDOP_shutdown poweroff
   kReboot,         // SCHEDOP_shutdown reboot
   kCrash,          // SCHEDOP_shutdown crash (or another reason)
+  kSuspend,        // SCHEDOP_shutdown suspend (a save would follow in Xen's toolstack)
+  kSignal,         // the user asked the VMM to stop (SIGINT/SIGTERM)
   kTripleFault,    // KVM_EXIT_SHUTDOWN
   kInternalError,  // KVM_EXIT_INTERNAL_ERROR / FAIL_ENTRY / unexpected exit
   kHostError,      // a host call (ioctl) failed

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "abi/xen.h"
+#include "mem/layout_guard.h"
 
 namespace xenkvm::vmm {
 
@@ -22,11 +23,32 @@ struct Segment {
 };
 
 struct ParsedElf {
+  uint64_t entry = 0;  // e_entry (informational; PVH enters at the note's address)
   std::vector<Segment> loads;
   std::vector<Segment> notes;
 };
 
-template <class Ehdr, class Phdr>
+// Like Xen's libelf, an image whose notes aren't in a PT_NOTE segment (Mini-OS) is searched
+// through its SHT_NOTE sections instead.
+template <class Ehdr, class Shdr>
+Result<> AddSectionNotes(std::span<const uint8_t> image, const Ehdr& eh, std::vector<Segment>* notes) {
+  if (eh.e_shnum == 0) return {};
+  if (eh.e_shentsize != sizeof(Shdr)) return Fail(XEN_EINVAL, "ELF shentsize");
+  const uint64_t sh_end = eh.e_shoff + uint64_t{eh.e_shnum} * sizeof(Shdr);
+  if (eh.e_shoff > image.size() || sh_end > image.size()) return Fail(XEN_EINVAL, "ELF section headers truncated");
+  for (uint32_t i = 0; i < eh.e_shnum; ++i) {
+    Shdr sh;
+    std::memcpy(&sh, image.data() + eh.e_shoff + i * sizeof(Shdr), sizeof(sh));
+    if (sh.sh_type != SHT_NOTE) continue;
+    if (sh.sh_offset > image.size() || sh.sh_size > image.size() - sh.sh_offset) {
+      return Fail(XEN_EINVAL, "ELF note section truncated");
+    }
+    notes->push_back(Segment{0, sh.sh_offset, sh.sh_size, sh.sh_size});
+  }
+  return {};
+}
+
+template <class Ehdr, class Phdr, class Shdr>
 Result<ParsedElf> ParsePhdrs(std::span<const uint8_t> image) {
   if (image.size() < sizeof(Ehdr)) return Fail(XEN_EINVAL, "ELF header truncated");
   Ehdr eh;
@@ -36,6 +58,7 @@ Result<ParsedElf> ParsePhdrs(std::span<const uint8_t> image) {
   const uint64_t ph_end = eh.e_phoff + uint64_t{eh.e_phnum} * sizeof(Phdr);
   if (eh.e_phoff > image.size() || ph_end > image.size()) return Fail(XEN_EINVAL, "ELF program headers truncated");
   ParsedElf out;
+  out.entry = eh.e_entry;
   for (uint32_t i = 0; i < eh.e_phnum; ++i) {
     Phdr ph;
     std::memcpy(&ph, image.data() + eh.e_phoff + i * sizeof(Phdr), sizeof(ph));
@@ -48,6 +71,7 @@ Result<ParsedElf> ParsePhdrs(std::span<const uint8_t> image) {
       out.notes.push_back(s);
     }
   }
+  if (out.notes.empty()) TRY(AddSectionNotes<Ehdr, Shdr>(image, eh, &out.notes));
   return out;
 }
 
@@ -77,6 +101,14 @@ std::optional<uint32_t> FindPhys32Entry(std::span<const uint8_t> image, const st
   return std::nullopt;
 }
 
+// Zeroes guest memory in place (no buffer the size of the range).
+Result<> ZeroFill(mem::GuestMemory& memory, uint64_t gpa, uint64_t size) {
+  mem::LayoutGuard guard = mem::LayoutGuard::Acquire(memory);
+  uint8_t* host = TRY(memory.TranslateLocked(gpa, size));
+  std::memset(host, 0, size);
+  return {};
+}
+
 bool Overlaps(uint64_t a, uint64_t a_len, uint64_t b, uint64_t b_len) { return a < b + b_len && b < a + a_len; }
 }  // namespace
 
@@ -85,8 +117,8 @@ Result<PvhBoot> LoadPvhImage(std::span<const uint8_t> image, mem::GuestMemory& m
   if (image.size() < EI_NIDENT || std::memcmp(image.data(), ELFMAG, SELFMAG) != 0) {
     return Fail(XEN_EINVAL, "not an ELF file");
   }
-  ParsedElf elf = image[EI_CLASS] == ELFCLASS64   ? TRY((ParsePhdrs<Elf64_Ehdr, Elf64_Phdr>(image)))
-                  : image[EI_CLASS] == ELFCLASS32 ? TRY((ParsePhdrs<Elf32_Ehdr, Elf32_Phdr>(image)))
+  ParsedElf elf = image[EI_CLASS] == ELFCLASS64   ? TRY((ParsePhdrs<Elf64_Ehdr, Elf64_Phdr, Elf64_Shdr>(image)))
+                  : image[EI_CLASS] == ELFCLASS32 ? TRY((ParsePhdrs<Elf32_Ehdr, Elf32_Phdr, Elf32_Shdr>(image)))
                                                   : TRY(Result<ParsedElf>(Fail(XEN_EINVAL, "ELF class")));
   auto entry = FindPhys32Entry(image, elf.notes);
   if (!entry) return Fail(XEN_EINVAL, "no XEN_ELFNOTE_PHYS32_ENTRY note: not a PVH image");
@@ -94,13 +126,20 @@ Result<PvhBoot> LoadPvhImage(std::span<const uint8_t> image, mem::GuestMemory& m
 
   PvhBoot boot;
   boot.entry = *entry;
+  // Work is bounded by guest RAM: every segment lies in RAM and together they fit in it (so
+  // thousands of overlapping huge segments can't make loading take hours).
+  uint64_t total = 0;
+  bool entry_loaded = false;
   for (const Segment& s : elf.loads) {
     if (s.paddr >= ram_size || s.memsz > ram_size - s.paddr) return Fail(XEN_EFAULT, "ELF segment outside guest RAM");
+    total += s.memsz;
+    if (total > ram_size) return Fail(XEN_EFAULT, "ELF segments larger than guest RAM");
+    entry_loaded |= boot.entry >= s.paddr && boot.entry - s.paddr < s.memsz;
+  }
+  if (!entry_loaded) return Fail(XEN_EINVAL, "PVH entry point outside the loaded segments");
+  for (const Segment& s : elf.loads) {
     if (s.filesz != 0) TRY(memory.Write(s.paddr, std::as_bytes(image.subspan(s.offset, s.filesz))));
-    if (s.memsz > s.filesz) {
-      std::vector<std::byte> zeros(s.memsz - s.filesz);
-      TRY(memory.Write(s.paddr + s.filesz, zeros));
-    }
+    if (s.memsz > s.filesz) TRY(ZeroFill(memory, s.paddr + s.filesz, s.memsz - s.filesz));
     boot.image_end = std::max(boot.image_end, s.paddr + s.memsz);
   }
 

@@ -1,12 +1,15 @@
 // Per-vCPU timers; see timers.h.
 #include "vmm/timers.h"
 
-#include <chrono>
+#include <algorithm>
 
 namespace xenkvm::vmm {
 
 Timers::Timers(uint32_t vcpus, Clock now, Expire expire)
-    : now_(std::move(now)), expire_(std::move(expire)), deadlines_(vcpus, 0), periods_(vcpus, 0),
+    : now_(std::move(now)),
+      expire_(std::move(expire)),
+      deadlines_(vcpus, 0),
+      periods_(vcpus, 0),
       thread_([this] { Loop(); }) {}
 
 Timers::~Timers() {
@@ -28,6 +31,11 @@ void Timers::Set(uint32_t vcpu, uint64_t deadline_ns, uint64_t period_ns) {
   cv_.notify_all();
 }
 
+uint64_t Timers::Expiries() {
+  MutexLock lock(mutex_);
+  return expiries_;
+}
+
 void Timers::Loop() {
   MutexLock lock(mutex_);
   std::vector<uint32_t> due;
@@ -39,11 +47,14 @@ void Timers::Loop() {
       if (deadlines_[v] == 0) continue;
       if (deadlines_[v] <= now) {
         due.push_back(v);
-        deadlines_[v] = periods_[v] ? now + periods_[v] : 0;
+        // Saturate: now + a huge period would wrap into the past and fire continuously.
+        const uint64_t period = periods_[v];
+        deadlines_[v] = period == 0 ? 0 : (period > UINT64_MAX - now ? UINT64_MAX : now + period);
       }
       if (deadlines_[v] != 0) earliest = std::min(earliest, deadlines_[v]);
     }
     if (!due.empty()) {
+      expiries_ += due.size();
       lock.native().unlock();
       for (uint32_t v : due) expire_(v);
       lock.native().lock();
@@ -52,7 +63,7 @@ void Timers::Loop() {
     if (earliest == UINT64_MAX) {
       cv_.wait(lock.native());
     } else {
-      cv_.wait_for(lock.native(), std::chrono::nanoseconds(earliest - now));
+      cv_.wait_for(lock.native(), WaitSlice(earliest - now));
     }
   }
 }

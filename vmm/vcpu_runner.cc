@@ -8,6 +8,7 @@
 
 #include "abi/platform.h"
 #include "vmm/hypercall_regs.h"
+#include "vmm/timers.h"
 #include "vmm/x86_state.h"
 
 namespace xenkvm::vmm {
@@ -71,7 +72,7 @@ void VcpuRunner::Sleep(uint64_t seq, uint64_t deadline_ns) {
     } else {
       const uint64_t now = host_.SystemTimeNs();
       if (now >= deadline_ns) break;
-      wake_cv_.wait_for(lock.native(), std::chrono::nanoseconds(deadline_ns - now));
+      wake_cv_.wait_for(lock.native(), WaitSlice(deadline_ns - now));  // bounded: no overflow
     }
   }
 }

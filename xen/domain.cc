@@ -20,7 +20,9 @@ Domain::Domain(Platform& platform, mem::GuestMemory& memory, evtchn::Engine& eng
       grants_(
           memory,
           [this](uint64_t gfn) { return reservation_.InRam(gfn, 1) && !reservation_.IsHole(gfn); }),
-      reservation_(platform.RamPages()) {
+      reservation_(platform.RamPages()),
+      console_io_max_bytes_(options.console_io_max_bytes),
+      log_limiter_(options.log_per_second, options.log_burst) {
   // A new domain's shared state is 64-bit until the guest shows otherwise (Xen's
   // has_32bit_shinfo starts false).
   engine_.SetAbi(evtchn::Abi::k64);
@@ -61,7 +63,7 @@ long Domain::Hypercall(const HypercallCall& c) {
         }
         if (c.args[0] == SCHEDOP_yield || c.args[0] == SCHEDOP_block)
           return SchedOp(c, c.args[0], 0);
-        LogUnknownOnce(c.nr, c.args[0]);
+        LogUnknown(c.nr, c.args[0]);
         return Fail(XEN_ENOSYS, "sched_op_compat");
       }
       case __HYPERVISOR_event_channel_op:
@@ -75,22 +77,28 @@ long Domain::Hypercall(const HypercallCall& c) {
       case __HYPERVISOR_domctl:
         return Domctl(c);
       default:
-        LogUnknownOnce(c.nr, UINT64_MAX);
+        LogUnknown(c.nr, UINT64_MAX);
         return Fail(XEN_ENOSYS, "unknown hypercall");
     }
   }();
   return r ? *r : -static_cast<long>(r.error().xen_errno);
 }
 
-void Domain::LogUnknownOnce(uint64_t nr, uint64_t cmd) {
-  MutexLock lock(mutex_);
-  if (!unknown_logged_.emplace(nr, cmd).second) return;
+// The guest picks nr and cmd: nothing is remembered per pair (that would grow without bound);
+// the limiter caps the lines and says how many were dropped.
+void Domain::LogUnknown(uint64_t nr, uint64_t cmd) {
+  uint64_t suppressed = 0;
+  if (!log_limiter_.Allow(&suppressed)) return;
+  char dropped[64] = "";
+  if (suppressed != 0) {
+    std::snprintf(dropped, sizeof(dropped), " (%llu similar suppressed)", static_cast<unsigned long long>(suppressed));
+  }
   if (cmd == UINT64_MAX) {
-    std::fprintf(stderr, "xenkvm: hypercall %llu not implemented: -ENOSYS\n",
-                 static_cast<unsigned long long>(nr));
+    std::fprintf(stderr, "xenkvm: hypercall %llu not implemented: -ENOSYS%s\n", static_cast<unsigned long long>(nr),
+                 dropped);
   } else {
-    std::fprintf(stderr, "xenkvm: hypercall %llu sub-op %llu not implemented: -ENOSYS\n",
-                 static_cast<unsigned long long>(nr), static_cast<unsigned long long>(cmd));
+    std::fprintf(stderr, "xenkvm: hypercall %llu sub-op %llu not implemented: -ENOSYS%s\n",
+                 static_cast<unsigned long long>(nr), static_cast<unsigned long long>(cmd), dropped);
   }
 }
 

@@ -14,10 +14,10 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
-#include <set>
 #include <utility>
 #include <vector>
 
+#include "abi/rate_limit.h"
 #include "abi/result.h"
 #include "abi/sync.h"
 #include "abi/xen.h"
@@ -56,6 +56,13 @@ class Domain {
 
   struct Options {
     uint16_t domid = 1;
+    // Guest-triggered log lines (unknown hypercalls/sub-ops): at most this many per second
+    // after a burst of log_burst; 0 = none. Constant memory whatever the guest calls.
+    uint32_t log_per_second = 5;
+    uint32_t log_burst = 20;
+    // CONSOLEIO_write: bytes shown per call; the rest is consumed unshown (Xen writes all of it
+    // with continuations; one call may not hold a vCPU thread for GiBs).
+    uint32_t console_io_max_bytes = 64 * 1024;
   };
   Domain(Platform& platform, mem::GuestMemory& memory, evtchn::Engine& engine, Options options);
 
@@ -152,7 +159,8 @@ class Domain {
   // vcpu_info GPA of `vcpu` now: registered, else the default slot in shared_info (n < 32).
   uint64_t VcpuInfoGpaLocked(uint32_t vcpu) const XENKVM_REQUIRES(mutex_);
   void WriteVcpuTime(uint32_t vcpu, uint64_t vcpu_info_gpa);
-  void LogUnknownOnce(uint64_t nr, uint64_t cmd);
+  // Logs an unimplemented (number, sub-op) through log_limiter_.
+  void LogUnknown(uint64_t nr, uint64_t cmd);
 
   Platform& platform_;
   mem::GuestMemory& memory_;
@@ -172,7 +180,8 @@ class Domain {
   std::vector<Runstate> runstates_ XENKVM_GUARDED_BY(mutex_);     // per vCPU
   GrantTable grants_;
   Reservation reservation_;                                 // mutations guarded by mutex_
-  std::set<std::pair<uint64_t, uint64_t>> unknown_logged_;  // guarded by mutex_; (nr, cmd)
+  const uint32_t console_io_max_bytes_;
+  RateLimiter log_limiter_;
   std::array<std::atomic<uint64_t>, 64> counts_{};          // per hypercall number; relaxed atomics
 };
 

@@ -40,9 +40,9 @@ class GuestAccess {
   }
 
  private:
-  Result<uint64_t> Translate(uint64_t gva) const;
+  Result<uint64_t> Translate(uint64_t gva, Access access) const;
   template <class Copy>
-  Result<> ForEachPiece(uint64_t gva, uint64_t size, Copy&& copy) const;
+  Result<> ForEachPiece(uint64_t gva, uint64_t size, Access access, Copy&& copy) const;
 
   Platform& platform_;
   mem::GuestMemory& memory_;

@@ -70,7 +70,7 @@ Domain::Ret Domain::EventChannelOp(const HypercallCall& c, uint64_t cmd, uint64_
         return Fail(XEN_ENOSYS, "2-level event channels have no priorities");
       });
     default:
-      LogUnknownOnce(c.nr, cmd);
+      LogUnknown(c.nr, cmd);
       return Fail(XEN_ENOSYS, "event_channel_op cmd");
   }
 }

@@ -78,7 +78,7 @@ Domain::Ret Domain::XenVersion(const HypercallCall& c) {
       return 0;
     }
     default:
-      LogUnknownOnce(c.nr, c.args[0]);
+      LogUnknown(c.nr, c.args[0]);
       return Fail(XEN_ENOSYS, "xen_version cmd");
   }
 }
@@ -89,22 +89,30 @@ Domain::Ret Domain::ConsoleIo(const HypercallCall& c) {
   const uint64_t buffer = c.args[2];
   char chunk[512];
   switch (c.args[0]) {
-    case CONSOLEIO_write:
-      for (uint32_t done = 0; done < count;) {
-        uint32_t n = std::min<uint32_t>(count - done, sizeof(chunk));
+    case CONSOLEIO_write: {
+      // Xen copies in chunks and preempts with a continuation. Here one call shows at most
+      // console_io_max_bytes_ (the rest is consumed unshown) and ends early at a pending
+      // shutdown or signal, so a guest can't hold its vCPU thread (or the VMM's end) for GiBs.
+      const uint32_t shown = std::min(count, console_io_max_bytes_);
+      for (uint32_t done = 0; done < shown;) {
+        if (platform_.Stopping()) return 0;
+        uint32_t n = std::min<uint32_t>(shown - done, sizeof(chunk));
         TRY(guest.Read(buffer + done, std::as_writable_bytes(std::span(chunk, n))));
         platform_.ConsoleWrite(std::span(chunk, n));
         done += n;
       }
       return 0;
+    }
     case CONSOLEIO_read: {
+      // The result is a count or -errno: Xen refuses counts that would overlap the two.
+      if (count > INT32_MAX) return Fail(XEN_E2BIG, "console_io read count");
       uint32_t n = static_cast<uint32_t>(
           platform_.ConsoleRead(std::span(chunk, std::min<uint32_t>(count, sizeof(chunk)))));
       TRY(guest.Write(buffer, std::as_bytes(std::span(chunk, n))));
       return static_cast<long>(n);
     }
     default:
-      LogUnknownOnce(c.nr, c.args[0]);
+      LogUnknown(c.nr, c.args[0]);
       return Fail(XEN_ENOSYS, "console_io cmd");
   }
 }
@@ -153,7 +161,7 @@ Domain::Ret Domain::GrantTableOp(const HypercallCall& c) {
       return 0;
     }
     default:
-      LogUnknownOnce(c.nr, cmd);
+      LogUnknown(c.nr, cmd);
       return Fail(XEN_ENOSYS, "grant_table_op cmd");
   }
 }

@@ -100,7 +100,7 @@ Domain::Ret Domain::MemoryOp(const HypercallCall& c) {
     default:
       break;
   }
-  LogUnknownOnce(c.nr, cmd);
+  LogUnknown(c.nr, cmd);
   return Fail(XEN_ENOSYS, "memory_op cmd");
 }
 
@@ -131,7 +131,7 @@ Domain::Ret Domain::AddToPhysmap(const HypercallCall& c, uint64_t arg) {
     case XENMAPSPACE_grant_table:
       return MapGrantFrame(xatp.idx, xatp.gpfn);
     default:
-      LogUnknownOnce(c.nr, 0x1000 + xatp.space);
+      LogUnknown(c.nr, 0x1000 + xatp.space);
       return Fail(XEN_ENOSYS, "add_to_physmap space");
   }
 }
@@ -208,7 +208,7 @@ Domain::Ret Domain::HvmOp(const HypercallCall& c) {
       return 0;
     }
     default:
-      LogUnknownOnce(c.nr, c.args[0]);
+      LogUnknown(c.nr, c.args[0]);
       return Fail(XEN_ENOSYS, "hvm_op cmd");
   }
 }

@@ -11,6 +11,13 @@ namespace xenkvm::xen {
 namespace {
 constexpr uint32_t kMaxPollPorts = 128;       // Xen's limit for SCHEDOP_poll
 constexpr uint64_t kMinPeriodNs = 1'000'000;  // VCPUOP_set_periodic_timer: at least 1 ms
+constexpr uint64_t kMaxPeriodNs = UINT64_MAX >> 2;  // ... and at most Xen's STIME_DELTA_MAX
+// Xen's times are signed (s_time_t): a guest value above this is negative there, i.e. past.
+constexpr uint64_t kStimeMax = UINT64_MAX >> 1;
+// set_timer_op: Xen's workaround for Linux's wrapped jiffies: a negative timeout, or one more
+// than 2^50 ns (~13 days) ahead, fires in 100 ms instead (neither at once nor never).
+constexpr uint64_t kHugeTimeoutShift = 50;
+constexpr uint64_t kHugeTimeoutDelayNs = 100'000'000;
 }  // namespace
 
 Domain::Ret Domain::VcpuOp(const HypercallCall& c) {
@@ -59,7 +66,9 @@ Domain::Ret Domain::VcpuOp(const HypercallCall& c) {
       if ((t.flags & VCPU_SSHOTTMR_future) && t.timeout_abs_ns < platform_.SystemTimeNs()) {
         return Fail(XEN_ETIME, "singleshot timer in the past");
       }
-      platform_.SetTimer(target, t.timeout_abs_ns == 0 ? 1 : t.timeout_abs_ns, 0);
+      // Beyond kStimeMax Xen's signed timer is in the past: it fires at once.
+      const uint64_t deadline = t.timeout_abs_ns == 0 || t.timeout_abs_ns > kStimeMax ? 1 : t.timeout_abs_ns;
+      platform_.SetTimer(target, deadline, 0);
       return 0;
     }
     case VCPUOP_stop_singleshot_timer:
@@ -68,7 +77,7 @@ Domain::Ret Domain::VcpuOp(const HypercallCall& c) {
       return 0;
     case VCPUOP_set_periodic_timer: {
       auto t = TRY(guest.Read<vcpu_set_periodic_timer_t>(arg));
-      if (t.period_ns < kMinPeriodNs) return Fail(XEN_EINVAL, "periodic timer period");
+      if (t.period_ns < kMinPeriodNs || t.period_ns > kMaxPeriodNs) return Fail(XEN_EINVAL, "periodic timer period");
       platform_.SetTimer(target, platform_.SystemTimeNs() + t.period_ns, t.period_ns);
       return 0;
     }
@@ -76,14 +85,23 @@ Domain::Ret Domain::VcpuOp(const HypercallCall& c) {
       // Shares the one timer with singleshot here; guests stop the periodic one at boot.
       return 0;
     default:
-      LogUnknownOnce(c.nr, cmd);
+      LogUnknown(c.nr, cmd);
       return Fail(XEN_ENOSYS, "vcpu_op cmd");
   }
 }
 
 Domain::Ret Domain::SetTimerOp(const HypercallCall& c) {
   const uint64_t timeout = c.compat ? ((c.args[0] & 0xffffffffu) | (c.args[1] << 32)) : c.args[0];
-  platform_.SetTimer(c.vcpu, timeout, 0);  // 0 stops; a past deadline fires at once
+  if (timeout == 0) {
+    platform_.SetTimer(c.vcpu, 0, 0);
+    return 0;
+  }
+  const uint64_t now = platform_.SystemTimeNs();
+  if (timeout > kStimeMax || (timeout > now && ((timeout - now) >> kHugeTimeoutShift) != 0)) {
+    platform_.SetTimer(c.vcpu, now + kHugeTimeoutDelayNs, 0);
+  } else {
+    platform_.SetTimer(c.vcpu, timeout, 0);  // a past deadline fires at once
+  }
   return 0;
 }
 
@@ -107,7 +125,7 @@ Domain::Ret Domain::SchedOp(const HypercallCall& c, uint64_t cmd, uint64_t arg) 
     default:
       break;
   }
-  LogUnknownOnce(c.nr, cmd);
+  LogUnknown(c.nr, cmd);
   return Fail(XEN_ENOSYS, "sched_op cmd");
 }
 
@@ -154,7 +172,8 @@ Domain::Ret Domain::Poll(const HypercallCall& c, uint64_t arg) {
   // Take the wake sequence before registering so a wake between the two isn't lost.
   uint64_t seq = platform_.WakeSeq(c.vcpu);
   bool ready = TRY(engine_.BeginPoll(c.vcpu, ports));
-  if (!ready && !platform_.Stopping() &&
+  // A timeout beyond kStimeMax is in the past for Xen's signed timer: return at once.
+  if (!ready && !platform_.Stopping() && poll.timeout <= kStimeMax &&
       (poll.timeout == 0 || poll.timeout > platform_.SystemTimeNs())) {
     NoteRunstate(c.vcpu, RUNSTATE_blocked);
     platform_.Sleep(c.vcpu, seq, poll.timeout);

@@ -23,6 +23,10 @@ struct MemoryMapEntry {
 } __attribute__((packed));
 static_assert(sizeof(MemoryMapEntry) == 20);
 
+// What a guest-memory access through a guest-virtual address does (checked against the page
+// tables' permissions like the CPU would: Xen's PFEC_write_access / PFEC_insn_fetch).
+enum class Access : uint8_t { kRead, kWrite, kFetch };
+
 // Threads: methods taking a `vcpu` argument named "calling" are called on that vCPU's own
 // thread (the one handling its hypercall); all others from any vCPU thread. None may call back
 // into xen::Domain.
@@ -33,8 +37,9 @@ class Platform {
   virtual uint32_t VcpuCount() const = 0;
 
   // ---- guest memory as the calling vCPU sees it ----
-  // Guest-virtual -> guest-physical through the calling vCPU's paging mode; -EFAULT if unmapped.
-  virtual Result<uint64_t> TranslateGva(uint32_t calling_vcpu, uint64_t gva) = 0;
+  // Guest-virtual -> guest-physical through the calling vCPU's paging mode, for a supervisor
+  // access of this kind; -EFAULT if unmapped or not permitted (e.g. a write to a read-only page).
+  virtual Result<uint64_t> TranslateGva(uint32_t calling_vcpu, uint64_t gva, Access access) = 0;
   virtual std::span<const MemoryMapEntry> MemoryMap() const = 0;
   virtual uint64_t RamPages() const = 0;
   // Hand the host memory behind guest RAM [gpa, gpa + size) back (the guest ballooned it out);

@@ -54,8 +54,10 @@ struct Outcome {
   std::string output;   // stdout and stderr, interleaved
 };
 
-// Runs xenkvm with stdout+stderr on one pipe; SIGKILL after `limit`.
-Outcome RunXenkvm(const std::vector<std::string>& args, std::chrono::seconds limit) {
+// Runs xenkvm with stdout+stderr on one pipe; SIGKILL after `limit`. With signal_after > 0,
+// sends `sig` that long after the start.
+Outcome RunXenkvm(const std::vector<std::string>& args, std::chrono::seconds limit,
+                  std::chrono::milliseconds signal_after = std::chrono::milliseconds(0), int sig = SIGTERM) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return {};
   pid_t pid = fork();
@@ -71,8 +73,14 @@ Outcome RunXenkvm(const std::vector<std::string>& args, std::chrono::seconds lim
   close(fds[1]);
   Outcome out;
   const auto deadline = std::chrono::steady_clock::now() + limit;
+  const auto signal_at = std::chrono::steady_clock::now() + signal_after;
+  bool signalled = signal_after.count() == 0;
   bool killed = false;
   for (;;) {
+    if (!signalled && std::chrono::steady_clock::now() >= signal_at) {
+      kill(pid, sig);
+      signalled = true;
+    }
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       kill(pid, SIGKILL);  // SIGTERM may be ignored by a vCPU stuck in the hypervisor
@@ -80,7 +88,7 @@ Outcome RunXenkvm(const std::vector<std::string>& args, std::chrono::seconds lim
       break;
     }
     pollfd p{fds[0], POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 1000))) <= 0) continue;
+    if (poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), signalled ? 1000 : 50))) <= 0) continue;
     char buf[4096];
     ssize_t n = read(fds[0], buf, sizeof(buf));
     if (n <= 0) break;
@@ -182,6 +190,30 @@ TEST(XenkvmCli, BundledDemoWithStats) {
   EXPECT_NE(o.output.find("xenkvm-test: PASS demo"), std::string::npos) << o.output;
   EXPECT_NE(o.output.find("delivered  coalesced     masked   deferred"), std::string::npos) << o.output;
   EXPECT_NE(o.output.find("xenkvm: hypercalls by number:"), std::string::npos) << o.output;
+}
+
+// SIGTERM ends a run cleanly: the Machine stops, counters are printed, exit 128 + 15.
+TEST(XenkvmCli, SigtermEndsTheRunCleanly) {
+  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--stats", "--timeout", "60", XENKVM_BAD_GUESTS_DIR "/spin.elf"},
+                        std::chrono::seconds(30), std::chrono::milliseconds(1500), SIGTERM);
+  EXPECT_EQ(o.exit_code, 143) << o.output;
+  EXPECT_NE(o.output.find("ended by SIGTERM"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("xenkvm: hypercalls by number:"), std::string::npos) << o.output;
+}
+
+// Hostile image paths and options: one line and an exit code, before KVM is touched.
+TEST(XenkvmCli, DeviceDirectoryAndBadTimeoutAreOneLine) {
+  Outcome zero = RunXenkvm({XENKVM_BINARY, "run", "/dev/zero"}, std::chrono::seconds(20));
+  EXPECT_EQ(zero.exit_code, 1) << zero.output;
+  EXPECT_NE(zero.output.find("not a regular file"), std::string::npos) << zero.output;
+  Outcome dir = RunXenkvm({XENKVM_BINARY, "run", "/"}, std::chrono::seconds(20));
+  EXPECT_EQ(dir.exit_code, 1) << dir.output;
+  EXPECT_NE(dir.output.find("is a directory"), std::string::npos) << dir.output;
+  for (const char* t : {"inf", "1e300", "-1", "nan"}) {
+    Outcome bad = RunXenkvm({XENKVM_BINARY, "run", "--timeout", t}, std::chrono::seconds(20));
+    EXPECT_EQ(bad.exit_code, 2) << t << ": " << bad.output;
+  }
 }
 
 TEST(XenkvmCli, UsageErrorIsTwo) {

@@ -23,6 +23,7 @@ class FakePlatform : public Platform {
   // Guest-virtual page -> guest-physical page; unlisted pages map 1:1 below ram_size.
   std::map<uint64_t, uint64_t> remap;
   std::vector<uint64_t> unmapped_pages;
+  std::vector<uint64_t> read_only_pages;  // writes fault, as a read-only PTE would
   std::string console;
   uint32_t shutdown_reason = UINT32_MAX;
   std::map<uint32_t, uint8_t> upcall_vectors;
@@ -36,8 +37,13 @@ class FakePlatform : public Platform {
   std::vector<std::pair<uint64_t, uint64_t>> released;  // ReleaseRam(gpa, size) calls
 
   uint32_t VcpuCount() const override { return vcpus_; }
-  Result<uint64_t> TranslateGva(uint32_t, uint64_t gva) override {
+  Result<uint64_t> TranslateGva(uint32_t, uint64_t gva, Access access) override {
     const uint64_t page = gva & ~0xfffull;
+    if (access == Access::kWrite) {
+      for (uint64_t p : read_only_pages) {
+        if (p == page) return Fail(XEN_EFAULT, "read-only");
+      }
+    }
     for (uint64_t p : unmapped_pages) {
       if (p == page) return Fail(XEN_EFAULT, "unmapped");
     }

@@ -79,5 +79,45 @@ TEST_F(PageWalkTest, PaeAndTwoLevel) {
   EXPECT_FALSE(WalkPageTables(memory_, two, 0x800000));
 }
 
+// Permissions, as Xen's guest_walk_tables checks them for hypercall copies: a write through a
+// read-only mapping faults (for supervisor writes only with CR0.WP), user accesses need U/S at
+// every level, fetches honour NX (with EFER.NXE), and reserved bits fault.
+TEST_F(PageWalkTest, PermissionsAndReservedBits) {
+  constexpr uint64_t kUs = 4, kNx = 1ull << 63;
+  Set64(0x1000, 0x2000 | kP | kRw | kUs);
+  Set64(0x2000, 0x3000 | kP | kRw | kUs);
+  Set64(0x3000, 0x4000 | kP | kRw | kUs);
+  Set64(0x4000 + 8 * 1, 0x71000 | kP | kUs);        // GVA 0x1000: read-only, user
+  Set64(0x4000 + 8 * 2, 0x72000 | kP | kRw);        // GVA 0x2000: writable, supervisor
+  Set64(0x4000 + 8 * 3, 0x73000 | kP | kRw | kNx);  // GVA 0x3000: no-execute
+  const PagingState wp{0x80010011, 0x1000, 0x20, 0xd00};  // CR0.WP, EFER.LMA|LME|NXE
+  const PagingState no_wp{0x80000011, 0x1000, 0x20, 0xd00};
+  using xen::Access;
+  EXPECT_EQ(*WalkPageTables(memory_, wp, 0x1008, Access::kRead), 0x71008u);
+  EXPECT_EQ(WalkPageTables(memory_, wp, 0x1008, Access::kWrite).error().xen_errno, XEN_EFAULT);
+  EXPECT_EQ(*WalkPageTables(memory_, no_wp, 0x1008, Access::kWrite), 0x71008u);  // WP clear: allowed
+  EXPECT_FALSE(WalkPageTables(memory_, no_wp, 0x1008, Access::kWrite, /*user=*/true));
+  EXPECT_TRUE(WalkPageTables(memory_, wp, 0x1008, Access::kRead, /*user=*/true));
+  EXPECT_FALSE(WalkPageTables(memory_, wp, 0x2008, Access::kRead, /*user=*/true));  // supervisor page
+  EXPECT_TRUE(WalkPageTables(memory_, wp, 0x2008, Access::kWrite));
+  EXPECT_TRUE(WalkPageTables(memory_, wp, 0x3008, Access::kRead));
+  EXPECT_FALSE(WalkPageTables(memory_, wp, 0x3008, Access::kFetch));
+  EXPECT_TRUE(WalkPageTables(memory_, wp, 0x2008, Access::kFetch));
+  // A read-only upper level makes the whole range read-only.
+  Set64(0x3000, 0x4000 | kP | kUs);
+  EXPECT_FALSE(WalkPageTables(memory_, wp, 0x2008, Access::kWrite));
+  Set64(0x3000, 0x4000 | kP | kRw | kUs);
+  // NX set while EFER.NXE is clear is a reserved bit: even a read faults.
+  const PagingState no_nxe{0x80010011, 0x1000, 0x20, 0x500};
+  EXPECT_FALSE(WalkPageTables(memory_, no_nxe, 0x3008, Access::kRead));
+  // PS in a PML4E and low bits set in a 2 MiB mapping are reserved.
+  Set64(0x1000 + 8 * 1, 0x2000 | kP | kPs);
+  EXPECT_FALSE(WalkPageTables(memory_, wp, 0x8000000000, Access::kRead));
+  Set64(0x3000 + 8 * 1, 0x600000 | kP | kPs | 0x2000);
+  EXPECT_FALSE(WalkPageTables(memory_, wp, 0x200000, Access::kRead));
+  Set64(0x3000 + 8 * 1, 0x600000 | kP | kPs);
+  EXPECT_TRUE(WalkPageTables(memory_, wp, 0x200000, Access::kRead));
+}
+
 }  // namespace
 }  // namespace xenkvm::vmm

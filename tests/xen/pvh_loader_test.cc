@@ -93,5 +93,59 @@ TEST_F(PvhLoaderTest, RefusesBadImages) {
   EXPECT_FALSE(LoadPvhImage(MakeElf(true), memory_, 0x100800, "", map_));  // outside RAM
 }
 
+// Hostile images: the loader's work is bounded by guest RAM, the entry point must be loaded,
+// and a note found only in an SHT_NOTE section (as Mini-OS builds them) is found.
+Elf64_Phdr* Phdr(std::vector<uint8_t>& img, int i) {
+  return reinterpret_cast<Elf64_Phdr*>(img.data() + sizeof(Elf64_Ehdr) + i * sizeof(Elf64_Phdr));
+}
+
+TEST_F(PvhLoaderTest, SegmentsTogetherLargerThanRamAreRefused) {
+  // 200 copies of a segment covering nearly all RAM: each fits, together they don't.
+  auto img = MakeElf(true);
+  const int count = 200;
+  Elf64_Phdr note = *Phdr(img, 1);
+  Elf64_Phdr load = *Phdr(img, 0);
+  load.p_memsz = kRam - load.p_paddr;
+  img.resize(0x3000 + (count + 1) * sizeof(Elf64_Phdr));
+  auto* eh = reinterpret_cast<Elf64_Ehdr*>(img.data());
+  eh->e_phoff = 0x3000;
+  eh->e_phnum = static_cast<Elf64_Half>(count + 1);
+  std::memcpy(img.data() + 0x3000, &note, sizeof(note));
+  for (int i = 1; i <= count; ++i) std::memcpy(img.data() + 0x3000 + i * sizeof(Elf64_Phdr), &load, sizeof(load));
+  auto boot = LoadPvhImage(img, memory_, kRam, "", map_);
+  ASSERT_FALSE(boot);
+  EXPECT_STREQ(boot.error().message, "ELF segments larger than guest RAM");
+}
+
+TEST_F(PvhLoaderTest, EntryOutsideLoadedSegmentsIsRefused) {
+  auto img = MakeElf(true);
+  uint32_t entry = 0x300000;  // in RAM, but nothing is loaded there
+  std::memcpy(img.data() + 0x810, &entry, 4);
+  auto boot = LoadPvhImage(img, memory_, kRam, "", map_);
+  ASSERT_FALSE(boot);
+  EXPECT_STREQ(boot.error().message, "PVH entry point outside the loaded segments");
+}
+
+TEST_F(PvhLoaderTest, NoteInSectionOnlyIsFound) {
+  auto img = MakeElf(true);
+  Phdr(img, 1)->p_type = PT_NULL;  // no PT_NOTE segment any more
+  // Section headers at 0x1800: a null section and an SHT_NOTE over the note at 0x800.
+  auto* eh = reinterpret_cast<Elf64_Ehdr*>(img.data());
+  eh->e_shoff = 0x1800;
+  eh->e_shentsize = sizeof(Elf64_Shdr);
+  eh->e_shnum = 2;
+  Elf64_Shdr sh{};
+  sh.sh_type = SHT_NOTE;
+  sh.sh_offset = 0x800;
+  sh.sh_size = 20;
+  std::memcpy(img.data() + 0x1800 + sizeof(Elf64_Shdr), &sh, sizeof(sh));
+  auto boot = LoadPvhImage(img, memory_, kRam, "", map_);
+  ASSERT_TRUE(boot) << boot.error().message;
+  EXPECT_EQ(boot->entry, 0x100004u);
+  sh.sh_size = 0x100000;  // runs past the file
+  std::memcpy(img.data() + 0x1800 + sizeof(Elf64_Shdr), &sh, sizeof(sh));
+  EXPECT_FALSE(LoadPvhImage(img, memory_, kRam, "", map_));
+}
+
 }  // namespace
 }  // namespace xenkvm::vmm

@@ -19,6 +19,7 @@ extern "C" {
 #include "mem/guest_memory.h"
 #include "vmm/console_backend.h"
 #include "vmm/guest_clock.h"
+#include "vmm/terminal_filter.h"
 #include "vmm/timers.h"
 
 namespace xenkvm::vmm {
@@ -56,6 +57,48 @@ TEST(Timers, SingleShotPeriodicAndStop) {
   EXPECT_EQ(fired[1], periodic);
   timers.Set(2, 1, 0);  // already in the past: fires at once
   EXPECT_TRUE(WaitFor([&] { return fired[2] == 1; }, std::chrono::seconds(5)));
+}
+
+// A deadline near 2^63 must sleep, not spin: wait_for(now + 2^63 ns) overflows the clock and
+// returns at once. The clock is read once per loop iteration: count the reads.
+std::atomic<uint64_t> clock_reads{0};
+uint64_t CountingNs() {
+  clock_reads++;
+  return MonotonicNs();
+}
+
+TEST(Timers, HugeDeadlineSleepsAndStopsPromptly) {
+  std::atomic<int> fired{0};
+  {
+    Timers timers(1, CountingNs, [&](uint32_t) { fired++; });
+    timers.Set(0, (1ull << 63) - 1, 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_LT(clock_reads.load(), 100u);  // a spin makes millions
+  }  // ~Timers returns (it waited on the spinning thread's lock before)
+  EXPECT_EQ(fired, 0);
+  EXPECT_EQ(WaitSlice(UINT64_MAX).count(), static_cast<int64_t>(kMaxWaitSliceNs));
+}
+
+TEST(Timers, HugePeriodFiresOnceNotContinuously) {
+  std::atomic<int> fired{0};
+  Timers timers(1, MonotonicNs, [&](uint32_t) { fired++; });
+  timers.Set(0, 1, UINT64_MAX - 5);  // now + period wraps without saturation
+  EXPECT_TRUE(WaitFor([&] { return fired >= 1; }, std::chrono::seconds(5)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  EXPECT_EQ(timers.Expiries(), 1u);
+}
+
+TEST(TerminalFilter, DropsEscapesAndControlsKeepsTextAndUtf8) {
+  TerminalFilter filter;
+  std::string out;
+  const std::string in = "ok\x1b]0;pwned\x07 \x1b[2J\r\x9b" "31m\xc2\x9b" "1m caf\xc3\xa9 \xc2\xa9\x7f\tend\n";
+  filter.Filter(std::span(in.data(), in.size()), &out);
+  EXPECT_EQ(out, "ok]0;pwned [2J31m1m caf\xc3\xa9 \xc2\xa9\tend\n");
+  // A C1 control split across two writes is still caught.
+  out.clear();
+  filter.Filter(std::span("\xc2", 1), &out);
+  filter.Filter(std::span("\x9bX", 2), &out);
+  EXPECT_EQ(out, "X");
 }
 
 TEST(GuestClock, PvclockScale) {

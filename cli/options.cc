@@ -1,0 +1,90 @@
+// Command-line parsing with CLI11; see options.h.
+#include "cli/options.h"
+
+#include <CLI/CLI.hpp>
+#include <cmath>
+
+namespace xenkvm::cli {
+
+namespace {
+// Longer than any run we mean to bound; larger values (1e300, inf) would overflow the clock.
+constexpr double kMaxSeconds = 365.0 * 24 * 3600;
+
+// CLI::Range lets NaN through (it only compares); this doesn't.
+CLI::Validator Seconds(double min) {
+  return CLI::Validator(
+      [min](std::string& s) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(s.c_str(), &end);
+        if (end == s.c_str() || *end != '\0' || !std::isfinite(v) || v < min || v > kMaxSeconds) {
+          return "seconds must be a finite number in [" + std::to_string(static_cast<int>(min)) +
+                 ", " + std::to_string(static_cast<long>(kMaxSeconds)) + "]";
+        }
+        return {};
+      },
+      "SECONDS");
+}
+
+const char kExitCodes[] =
+    "Exit codes: 0 poweroff, 3 crash, 4 reboot, 5 triple fault, 6 emulation error, 7 suspend,\n"
+    "124 timeout, 128+N ended by signal N (130 SIGINT, 143 SIGTERM), 1 host error, 2 usage.";
+}  // namespace
+
+Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err) {
+  Command cmd;
+  RunOptions& o = cmd.run;
+  vmm::ResourceLimits& limits = o.machine.limits;
+  CLI::App app{"xenkvm: Xen event channels and the Xen HVM/PVH platform on plain KVM", "xenkvm"};
+  app.footer(kExitCodes);
+  app.require_subcommand(1, 1);
+  CLI::App* run =
+      app.add_subcommand("run", "Boot a 64-bit Xen PVH guest (ELF with XEN_ELFNOTE_PHYS32_ENTRY)");
+  run->add_option("--vcpus", o.machine.vcpus, "vCPUs (default 1; 4 for the demo guest)")
+      ->check(CLI::Range(1, 64));
+  run->add_option("--memory", o.machine.memory_mib,
+                  "guest RAM in MiB (below the LAPIC at 3.98 GiB)")
+      ->check(CLI::Range(2, 3072))
+      ->capture_default_str();
+  run->add_option("--cmdline", o.machine.cmdline, "guest command line (hvm_start_info)");
+  run->add_option("--timeout", o.timeout_s, "end the run after SECONDS (0 = none)")
+      ->check(Seconds(0));
+  run->add_option("--grace", o.grace_s, "after SIGINT/SIGTERM, force the end after SECONDS")
+      ->check(Seconds(0))
+      ->capture_default_str();
+  run->add_flag("--stats", o.stats, "print event channel and hypercall counters at the end");
+  run->add_flag("--quiet{false}", o.machine.log_stages, "don't print stage markers");
+  run->add_flag("--console-raw", o.machine.console_raw,
+                "pass guest text unfiltered (terminal escape sequences included)");
+  run->add_option("--max-image", o.max_image_mib, "largest guest image file read, MiB")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  run->add_option("--log-rate", limits.log_per_second,
+                  "guest-triggered log lines per second (0 = none)")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
+  run->add_option("--console-io-max", limits.console_io_max_bytes,
+                  "bytes shown per console_io write")
+      ->check(CLI::Range(1, 1 << 30))
+      ->capture_default_str();
+  run->add_option("--backend-queue", limits.backend_queue_max,
+                  "outstanding requests per VMM backend")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  run->add_option("guest", o.guest, "guest image (default: the bundled demo guest)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::fputs(app.help().c_str(), out);  // the selected subcommand's help, if any
+    cmd.exit_code = 0;
+    return cmd;
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(err, "xenkvm: %s (see xenkvm run --help)\n", e.what());
+    cmd.exit_code = kExitUsage;
+    return cmd;
+  }
+  o.vcpus_given = run->count("--vcpus") > 0;
+  cmd.kind = Command::Kind::kRun;
+  return cmd;
+}
+
+}  // namespace xenkvm::cli

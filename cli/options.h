@@ -1,0 +1,44 @@
+// The xenkvm command line (CLI11): `xenkvm run [options] [GUEST.elf]`; further subcommands
+// (restore, ctl) add a Kind and their own options struct here.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include "vmm/machine.h"
+
+namespace xenkvm::cli {
+
+// Exit codes (also in --help): the guest's end, or why the VMM could not run it.
+constexpr int kExitPoweroff = 0;
+constexpr int kExitHostError = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitCrash = 3;
+constexpr int kExitReboot = 4;
+constexpr int kExitTripleFault = 5;
+constexpr int kExitInternalError = 6;
+constexpr int kExitSuspend = 7;
+constexpr int kExitTimeout = 124;
+constexpr int kExitSignalBase = 128;  // + signal number (130 SIGINT, 143 SIGTERM)
+
+struct RunOptions {
+  vmm::MachineConfig machine;
+  double timeout_s = 0;  // 0 = none
+  double grace_s = 5;    // after SIGINT/SIGTERM, force the end after this long
+  bool vcpus_given = false;
+  bool stats = false;
+  uint64_t max_image_mib = 512;
+  std::string guest;  // empty: the bundled demo guest
+};
+
+struct Command {
+  enum class Kind { kExit, kRun } kind = Kind::kExit;
+  int exit_code = 0;  // for kExit: help printed (0) or a usage error (kExitUsage)
+  RunOptions run;
+};
+
+// Parses argv; help goes to `out`, one error line to `err`.
+Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err);
+
+}  // namespace xenkvm::cli
