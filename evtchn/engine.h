@@ -1,8 +1,9 @@
 // The event-channel engine of one guest domain: the port table, the EVTCHNOP_* operations with
 // Xen's semantics (xen/include/public/event_channel.h, xen/common/event_channel.c), and
-// delivery into guest memory (2-level today; FIFO plugs in beside it as another PortOps).
+// delivery into guest memory: 2-level (per layout) or FIFO (event_fifo.c's protocol), as the
+// guest chooses with EVTCHNOP_init_control / EVTCHNOP_reset.
 //
-// Threads and locks (lock order: table_mutex_ -> GuestMemory layout guard):
+// Threads and locks (the full order is in engine_impl.h):
 //  - EVTCHNOP_* and setup calls take table_mutex_. They run on vCPU threads or the VMM.
 //  - Delivery (Raise*, Send to an IPI/loopback port) never takes table_mutex_ and never blocks:
 //    it reads per-port atomics and touches guest memory with atomics under a non-blocking
@@ -20,6 +21,7 @@
 
 #include "abi/result.h"
 #include "abi/xen.h"
+#include "evtchn/fifo.h"
 #include "evtchn/port_table.h"
 #include "evtchn/sink.h"
 #include "mem/guest_memory.h"
@@ -94,6 +96,14 @@ class Engine {
   Result<> BindVcpu(const evtchn_bind_vcpu& op);
   Result<> Unmask(const evtchn_unmask& op);
   Result<> Reset(const evtchn_reset& op);
+  // FIFO (xen/common/event_fifo.c). init_control switches the guest to FIFO on its first
+  // successful call, carrying pending 2-level events over.
+  Result<> InitControl(evtchn_init_control& op);
+  Result<> ExpandArray(const evtchn_expand_array& op);
+  Result<> SetPriority(const evtchn_set_priority& op);
+  // Whether FIFO is in force, and FIFO's whole state as plain values (for snapshots).
+  bool FifoEnabled() const;
+  FifoSnapshot SaveFifo() const;
 
   // ---- event sources (any thread, never block) ----
   // Raise a guest port as its peer would: the 2-level delivery path.

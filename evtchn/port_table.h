@@ -49,6 +49,10 @@ struct PortEntry {
   uint16_t remote_domid = 0;  // kUnbound: who may connect; kInterdomain: the remote domain
   uint32_t source = 0;        // kVirq: VIRQ number; kPirq: PIRQ number
   std::atomic<uint64_t> sent{0}, delivered{0}, coalesced{0}, masked{0}, deferred{0};
+  // FIFO (fifo.h): the port's priority, and the queue it was last linked on (Xen's
+  // fifo_lastq: vCPU id << 8 | priority), so a move finds the old queue's lock.
+  std::atomic<uint8_t> priority{EVTCHN_FIFO_PRIORITY_DEFAULT};
+  std::atomic<uint32_t> fifo_last_queue{0};
 };
 
 inline constexpr uint32_t kPortsPerBucket = 64;

@@ -1,7 +1,6 @@
 // What an unprivileged guest gets from the calls it may not use: sysctl and domctl (Xen 4.17's
 // do_sysctl/do_domctl: -EFAULT, then -EACCES for a wrong interface version, then the domain
-// lookup, then XSM's -EPERM), and the FIFO event-channel ops as a Xen built without
-// CONFIG_EVTCHN_FIFO answers them.
+// lookup, then XSM's -EPERM), and the FIFO event-channel ops' argument decoding.
 #include <gtest/gtest.h>
 
 #include "tests/xen/hypercall_fixture.h"
@@ -16,9 +15,12 @@ using testing::kRamSize;
 
 constexpr uint64_t kEventChannelOp = __HYPERVISOR_event_channel_op;
 
-TEST_F(HypercallTest, FifoEventChannelsNotBuiltIn) {
-  EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_init_control, kArg), -XEN_EOPNOTSUPP);
+TEST_F(HypercallTest, FifoOpsBeforeInitControl) {
+  // xsa-188: a bad control frame is -EINVAL and leaves expand_array refused.
+  Put(kArg, evtchn_init_control_t{.control_gfn = uint64_t(-2), .offset = 0, .vcpu = 0});
+  EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_init_control, kArg), -XEN_EINVAL);
   EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_init_control, kRamSize + 0x1000), -XEN_EFAULT);
+  Put(kArg, evtchn_expand_array_t{.array_gfn = 1});
   EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_expand_array, kArg), -XEN_EOPNOTSUPP);
   EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_expand_array, kRamSize + 0x1000), -XEN_EFAULT);
   // set_priority: a port that exists has no priority under 2-level (-ENOSYS); one beyond the
