@@ -229,15 +229,15 @@ Result<> Engine::Send(const evtchn_send& op) {
   Binding binding = impl_->BindingOf(*entry);
   switch (binding.state) {
     case PortState::kInterdomain:
-      entry->sent.fetch_add(1, std::memory_order_relaxed);
+      impl_->counters_.Add(op.port, Count::kSent);
       impl_->Raise(binding.peer);
       return {};
     case PortState::kIpi:
-      entry->sent.fetch_add(1, std::memory_order_relaxed);
+      impl_->counters_.Add(op.port, Count::kSent);
       impl_->Raise(op.port);
       return {};
     case PortState::kBackend:
-      entry->sent.fetch_add(1, std::memory_order_relaxed);
+      impl_->counters_.Add(op.port, Count::kSent);
       if (Backend* backend =
               impl_->endpoints_[binding.peer].backend.load(std::memory_order_acquire))
         backend->OnGuestSend(op.port);
@@ -408,13 +408,8 @@ bool Engine::UpcallPending(uint32_t xen_vcpu_id) {
 void Engine::RunDeferredWork() { impl_->RunDeferredWork(); }
 
 PortCounters Engine::Counters(Port port) const {
-  const PortEntry* entry = impl_->Find(port);
-  if (!entry) return {};
-  return PortCounters{entry->sent.load(std::memory_order_relaxed),
-                      entry->delivered.load(std::memory_order_relaxed),
-                      entry->coalesced.load(std::memory_order_relaxed),
-                      entry->masked.load(std::memory_order_relaxed),
-                      entry->deferred.load(std::memory_order_relaxed)};
+  if (!impl_->Find(port)) return {};
+  return impl_->counters_.Get(port);
 }
 
 std::vector<std::pair<Port, PortCounters>> Engine::AllCounters() const {

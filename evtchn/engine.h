@@ -22,6 +22,7 @@
 #include "abi/result.h"
 #include "abi/xen.h"
 #include "evtchn/fifo.h"
+#include "evtchn/port_counters.h"
 #include "evtchn/port_table.h"
 #include "evtchn/sink.h"
 #include "mem/guest_memory.h"
@@ -33,17 +34,6 @@ inline constexpr uint32_t kNoVcpu = UINT32_MAX;
 inline constexpr uint16_t kBackendDomid = 0;  // VMM-side endpoints appear as domain 0
 
 enum class Abi : uint8_t { k64, kCompat };  // which shared_info layout the guest uses
-
-// Every event raised on a port ends in exactly one of delivered/coalesced/masked/deferred, so
-// each raise costs one counter update; raised() is their sum.
-struct PortCounters {
-  uint64_t sent = 0;       // EVTCHNOP_send by the guest on this port
-  uint64_t delivered = 0;  // pending bit 0 -> 1, unmasked: took the selector/upcall path
-  uint64_t coalesced = 0;  // pending bit was already set
-  uint64_t masked = 0;     // newly pending but masked
-  uint64_t deferred = 0;   // a guest page was unmapped: finished by the worker or vCPU entry
-  uint64_t raised() const { return delivered + coalesced + masked + deferred; }
-};
 
 class Engine {
  public:

@@ -66,6 +66,7 @@ struct Engine::Impl {
   Abi abi_ XENKVM_GUARDED_BY(table_mutex_) = Abi::k64;
   std::atomic<uint32_t> max_ports_{abi::Layout64::kPorts};  // of the mode in force
   mem::CachedMapping shared_info_{abi::kPageSize};
+  PortCounterShards counters_;
 
   Mutex table_mutex_ XENKVM_ACQUIRED_BEFORE(deferred_mutex_);
   std::array<std::atomic<PortBucket*>, kMaxBuckets> buckets_{};  // published under table_mutex_
@@ -123,7 +124,7 @@ struct Engine::Impl {
     Binding binding = Binding::Unpack(entry->binding.load(std::memory_order_acquire));
     if (!IsDeliverable(binding.state)) return;
     if (!guard) {
-      entry->deferred.fetch_add(1, std::memory_order_relaxed);
+      counters_.Add(port, Count::kDeferred);
       Defer(port);  // the worker reads the binding again under its own guard
       return;
     }
@@ -153,12 +154,11 @@ struct Engine::Impl {
     else
       outcome = two_level_compat_.Raise(port, *vcpu, shared_info);
     if (count) {
-      std::atomic<uint64_t>& counter =
-          outcome == RaiseOutcome::kDelivered                                     ? entry.delivered
-          : outcome == RaiseOutcome::kCoalesced                                   ? entry.coalesced
-          : outcome == RaiseOutcome::kMasked || outcome == RaiseOutcome::kDropped ? entry.masked
-                                                                                  : entry.deferred;
-      counter.fetch_add(1, std::memory_order_relaxed);
+      counters_.Add(port, outcome == RaiseOutcome::kDelivered   ? Count::kDelivered
+                          : outcome == RaiseOutcome::kCoalesced ? Count::kCoalesced
+                          : outcome == RaiseOutcome::kMasked || outcome == RaiseOutcome::kDropped
+                              ? Count::kMasked
+                              : Count::kDeferred);
     }
     switch (outcome) {
       case RaiseOutcome::kCoalesced:
@@ -301,9 +301,7 @@ struct Engine::Impl {
       lowest_free_hint_ = port;
       entry.remote_domid = 0;
       entry.source = 0;
-      for (auto* counter :
-           {&entry.sent, &entry.delivered, &entry.coalesced, &entry.masked, &entry.deferred})
-        counter->store(0, std::memory_order_relaxed);
+      counters_.Restart(port);
       entry.priority.store(EVTCHN_FIFO_PRIORITY_DEFAULT, std::memory_order_relaxed);
       return port;
     }
