@@ -28,6 +28,12 @@ bool TryLockSpin(QueueLock& lock) XENKVM_TRY_ACQUIRE(true, lock) {
   return false;
 }
 
+// Releases what Fifo::Link holds: its queue and, if different, the port's previous queue.
+void UnlockPair(FifoQueue* q, FifoQueue* old_q) XENKVM_NO_THREAD_SAFETY_ANALYSIS {
+  if (old_q != q) old_q->lock.unlock();
+  q->lock.unlock();
+}
+
 uint32_t PackQueue(uint32_t xen_vcpu_id, uint32_t priority) { return xen_vcpu_id << 8 | priority; }
 
 }  // namespace
@@ -207,14 +213,10 @@ RaiseOutcome Fifo::Link(Port port, PortEntry& entry, VcpuState& vcpu, FifoVcpu& 
     if (first != second) second->lock.unlock();
     first->lock.unlock();
   }
-  auto unlock = [&] {
-    if (old_q != q) old_q->lock.unlock();
-    q->lock.unlock();
-  };
   // The tail's page must be usable before this port is marked LINKED.
   uint8_t* tail_page = nullptr;
   if (q->tail != 0 && (tail_page = PageOf(q->tail)) == nullptr) {
-    unlock();
+    UnlockPair(q, old_q);
     return RaiseOutcome::kRetry;
   }
   bool linked = true;  // nothing to announce unless this port starts a queue
@@ -236,7 +238,7 @@ RaiseOutcome Fifo::Link(Port port, PortEntry& entry, VcpuState& vcpu, FifoVcpu& 
           .store(port, std::memory_order_release);
     q->tail = port;
   }
-  unlock();
+  UnlockPair(q, old_q);
   if (!linked) {
     const uint32_t ready_bit = 1u << priority;
     if (!(mem::GuestAtomic<uint32_t>(control + kReadyOffset)
