@@ -2,7 +2,7 @@
 # Installs the Debian packages xenkvm builds with (only those missing; apt-get update once).
 set -euo pipefail
 packages=(cmake make g++ gcc libc6-dev libxen-dev libexpected-dev libgtest-dev libgmock-dev
-          googletest libbenchmark-dev python3)
+          googletest libbenchmark-dev python3 liburing-dev fio)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

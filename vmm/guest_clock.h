@@ -5,17 +5,29 @@
 #include <cstdint>
 
 #include "abi/result.h"
+#include "abi/sync.h"
 #include "abi/xen.h"
 
 namespace xenkvm::vmm {
 
-// Threads: Calibrate() once on vCPU0's thread before it first runs; the rest from any thread
-// afterwards (immutable then).
+// Threads: any. mutex_ guards the anchor (a vCPU thread re-anchors it while others read it).
 class GuestClock {
  public:
   GuestClock();
   // guest_tsc_now: the guest's TSC read (KVM_GET_MSRS) right before this call; tsc_khz its rate.
+  // The guest's TSC is extrapolated from the host's monotonic clock, not from the host TSC: in
+  // a nested VM the two TSCs need not tick at the same rate.
   void Calibrate(uint64_t guest_tsc_now, uint32_t tsc_khz);
+  // The rate the guest TSC really ticks at, from two guest TSC reads `interval_ns` apart on the
+  // host clock. The kernel's own figure (KVM_GET_TSC_KHZ) can be off: 8% in a nested VM under
+  // QEMU TCG, enough to break guests' timers within a second.
+  static uint32_t KhzFromSamples(uint64_t tsc0, uint64_t tsc1, uint64_t interval_ns);
+  uint64_t MonotonicNs() const;  // the host clock the guest TSC is anchored to
+  // A fresh guest TSC reading (taken by a vCPU thread while its vCPU is out of KVM_RUN) moves
+  // the anchor there, and re-measures the rate from the previous anchor once it is old enough.
+  // KVM may adjust the guest's TSC offset when it first runs a vCPU or moves it between host
+  // CPUs (unstable host TSC, seen in nested VMs): Xen likewise refreshes vcpu_time_info.
+  void Reanchor(uint64_t guest_tsc_now);
   uint64_t NowNs() const;  // Xen system time
   void BootWallclock(uint64_t* sec, uint32_t* nsec) const;
   // A fresh vcpu_time_info (version left 0 for the writer to set). -ENOSYS if not calibrated.
@@ -24,10 +36,15 @@ class GuestClock {
  private:
   uint64_t boot_mono_ns_;
   uint64_t boot_real_ns_;
-  int64_t tsc_offset_ = 0;  // guest TSC - host TSC
-  uint32_t mul_ = 0;
-  int8_t shift_ = 0;
-  bool calibrated_ = false;
+  void SetRateLocked(uint32_t tsc_khz) XENKVM_REQUIRES(mutex_);
+
+  mutable Mutex mutex_;
+  uint64_t anchor_tsc_ XENKVM_GUARDED_BY(mutex_) = 0;      // guest TSC at anchor_mono_ns_
+  uint64_t anchor_mono_ns_ XENKVM_GUARDED_BY(mutex_) = 0;  // host CLOCK_MONOTONIC then
+  uint32_t tsc_khz_ XENKVM_GUARDED_BY(mutex_) = 0;
+  uint32_t mul_ XENKVM_GUARDED_BY(mutex_) = 0;
+  int8_t shift_ XENKVM_GUARDED_BY(mutex_) = 0;
+  bool calibrated_ XENKVM_GUARDED_BY(mutex_) = false;
 };
 
 }  // namespace xenkvm::vmm

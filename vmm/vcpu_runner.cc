@@ -194,6 +194,20 @@ bool VcpuRunner::WaitUntilUp() {
   return !machine_.Stopping();
 }
 
+void VcpuRunner::RefreshClock() {
+  // Xen refreshes each vCPU's vcpu_time_info when it is scheduled and every second; we do it at
+  // the first exit (KVM settles the guest TSC when a vCPU first runs) and then at least every
+  // second of exits. Re-anchoring also re-measures the guest TSC's rate over that second.
+  GuestClock& clock = machine_.mutable_clock();
+  const uint64_t now = clock.MonotonicNs();
+  if (clock_refreshed_ns_ != 0 && now - clock_refreshed_ns_ < 1'000'000'000ull) return;
+  clock_refreshed_ns_ = now;
+  auto tsc = vcpu_.GetMsr(kMsrIa32Tsc);
+  if (!tsc) return;
+  clock.Reanchor(*tsc);
+  machine_.domain().RefreshVcpuTime(id_);
+}
+
 PagingState VcpuRunner::Paging() const {
   const kvm_sregs& s = vcpu_.run()->s.regs.sregs;
   return PagingState{s.cr0, s.cr3, s.cr4, s.efer};
@@ -241,7 +255,8 @@ Result<> VcpuRunner::ApplyBootState() {
   regs.rbx = machine_.boot_start_info();
   regs.rflags = 0x2;
   TRY(vcpu_.SetRegs(regs));
-  // pvclock calibration: pair the guest TSC with the host's now.
+  // pvclock: a first pairing of the guest TSC with the host clock at KVM's stated rate. KVM
+  // may still move the guest TSC when the vCPU first runs; RefreshClock() re-anchors then.
   uint64_t tsc = TRY(vcpu_.GetMsr(kMsrIa32Tsc));
   auto khz = vcpu_.TscKhz();
   machine_.mutable_clock().Calibrate(tsc, khz ? *khz : 0);
@@ -376,6 +391,7 @@ void VcpuRunner::PrepareEntry() {
 }
 
 void VcpuRunner::HandleExit() {
+  RefreshClock();
   kvm_run* run = vcpu_.run();
   char line[256];
   switch (run->exit_reason) {

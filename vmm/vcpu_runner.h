@@ -70,6 +70,7 @@ class VcpuRunner final : public evtchn::VcpuSink {
   Result<> FixLvt0();
   void PrepareEntry();
   void HandleExit();
+  void RefreshClock();
   void HandleIo();
   void HandleHypercall(uint32_t nr);
   bool OnOwnThread() const { return std::this_thread::get_id() == thread_id_.load(std::memory_order_acquire); }
@@ -85,6 +86,7 @@ class VcpuRunner final : public evtchn::VcpuSink {
   std::atomic<bool> msi_dropped_{false};      // last vector MSI found the LAPIC disabled
   std::atomic<bool> sync_wanted_{false};      // Engine::SyncVcpu before the next entry
   std::atomic<bool> lvt0_fix_wanted_{false};  // set LVT0 = ExtINT before the next entry
+  uint64_t clock_refreshed_ns_ = 0;  // own thread: host time of this vCPU's last RefreshClock
 
   // Lifecycle: context_ is written under wake_mutex_ and read by the own thread under it.
   std::atomic<bool> up_{false};

@@ -102,6 +102,12 @@ uint64_t Domain::VcpuInfoGpaLocked(uint32_t vcpu) const {
   return kNoGpa;
 }
 
+void Domain::RefreshVcpuTime(uint32_t vcpu) {
+  std::lock_guard lock(mutex_);
+  const uint64_t gpa = VcpuInfoGpaLocked(vcpu);
+  if (gpa != kNoGpa) WriteVcpuTime(vcpu, gpa);
+}
+
 void Domain::WriteVcpuTime(uint32_t vcpu, uint64_t vcpu_info_gpa) {
   auto time = platform_.VcpuTime(vcpu);
   if (!time) return;  // no pvclock available: leave the guest's copy alone

@@ -53,6 +53,9 @@ class Domain {
   void SetParamFromVmm(uint32_t index, uint64_t value);
   uint64_t Param(uint32_t index) const;
   uint64_t SharedInfoGpa() const;
+  // Rewrite vcpu's vcpu_time_info from Platform::VcpuTime (the VMM re-anchored its clock), as
+  // Xen does when it schedules a vCPU. No-op before the guest has a vcpu_info.
+  void RefreshVcpuTime(uint32_t vcpu);
   uint16_t domid() const { return domid_; }
 
   // Counters for --stats: hypercalls by number.

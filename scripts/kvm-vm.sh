@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Runs a command where /dev/kvm works. With a usable /dev/kvm it runs the command directly.
+# Without one (a host whose kernel is itself a guest and offers no KVM), it boots a throwaway
+# Linux VM under QEMU's software emulation (TCG) with an emulated AMD-V CPU, loads Debian's
+# kvm-amd module there (nested KVM), shares this machine's root file system read-write over 9p
+# and runs the command inside, in the same working directory; its exit code comes back.
+#
+#   scripts/kvm-vm.sh ctest --preset release -L kvm
+#
+# Everything comes from Debian's packages (qemu-system-x86, busybox-static, a linux-image). The
+# VM is slow (TCG: the VMM's own code runs ~10-30x slower than natively) but it is a real,
+# unmodified KVM: hardware-KVM semantics, unlike a PVM host. Compare speed only inside one run.
+# XENKVM_VM_MEM (MiB, default 4096) and XENKVM_VM_CPUS (default: nproc) size the VM.
+set -euo pipefail
+
+kvm_usable() {
+  [ -c /dev/kvm ] && python3 -c 'import os; os.close(os.open("/dev/kvm", os.O_RDWR))' 2>/dev/null
+}
+if kvm_usable || [ "${XENKVM_IN_VM:-}" = 1 ]; then
+  exec "$@"
+fi
+
+cache=${XENKVM_VM_CACHE:-/var/cache/xenkvm-vm}
+sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+[ -x /bin/busybox ] || need+=(busybox-static)
+if ((${#need[@]})); then
+  echo "kvm-vm: installing ${need[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# A Debian kernel with kvm-amd and 9p as modules, unpacked once into the cache.
+$sudo mkdir -p "$cache"
+if [ ! -f "$cache/ready" ]; then
+  echo "kvm-vm: fetching a Debian kernel for the VM" >&2
+  pkg=$(apt-cache depends linux-image-amd64 | sed -n 's/.*Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -n1)
+  [ -n "$pkg" ] || { echo "kvm-vm: no linux-image package found (apt-get update?)" >&2; exit 2; }
+  work=$(mktemp -d)
+  (cd "$work" && apt-get download "$pkg" >/dev/null 2>&1) || { $sudo apt-get update -qq; (cd "$work" && apt-get download "$pkg" >/dev/null); }
+  $sudo rm -rf "$cache/root"
+  $sudo dpkg-deb -x "$work"/*.deb "$cache/root"
+  rm -rf "$work"
+  $sudo touch "$cache/ready"
+fi
+kver=$(ls "$cache/root/lib/modules" | head -n1)
+kernel="$cache/root/boot/vmlinuz-$kver"
+moddir="$cache/root/lib/modules/$kver/kernel"
+
+# The initramfs: busybox, the modules, and an init that runs the command from the shared root.
+run=$(mktemp -d /tmp/xenkvm-vm.XXXXXX)
+trap 'rm -rf "$run"' EXIT
+mkdir -p "$run/initrd/bin" "$run/initrd/mod" "$run/initrd/host" "$run/initrd/proc" "$run/initrd/sys" "$run/initrd/dev"
+cp /bin/busybox "$run/initrd/bin/"
+modules=(virt/lib/irqbypass arch/x86/kvm/kvm drivers/crypto/ccp/ccp arch/x86/kvm/kvm-amd
+         drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev
+         drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci net/9p/9pnet
+         net/9p/9pnet_virtio fs/netfs/netfs fs/fscache/fscache fs/9p/9p)
+for m in "${modules[@]}"; do
+  [ -f "$moddir/$m.ko" ] && cp "$moddir/$m.ko" "$run/initrd/mod/"
+done
+cat >"$run/initrd/init" <<'EOF'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+for m in irqbypass kvm ccp kvm-amd virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev \
+         virtio_pci 9pnet 9pnet_virtio netfs fscache 9p; do
+  [ -f /mod/$m.ko ] && insmod /mod/$m.ko 2>/dev/null
+done
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 hostroot /host
+for d in proc sys dev; do mount --bind /$d /host/$d; done
+mount -t devpts devpts /host/dev/pts 2>/dev/null
+job=$(sed -n 's/.*xenkvm_job=\([^ ]*\).*/\1/p' /proc/cmdline)
+[ -c /dev/kvm ] || echo "kvm-vm: kvm-amd did not load: no /dev/kvm in the VM"
+chroot /host /bin/sh "$job/job.sh"
+echo $? > /host/"$job"/rc
+sync
+poweroff -f
+EOF
+chmod +x "$run/initrd/init"
+(cd "$run/initrd" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1 >"$run/initrd.gz")
+
+# The job: same directory, same environment variables that matter, the command's arguments.
+{
+  echo "export XENKVM_IN_VM=1 HOME=${HOME:-/root} PATH='$PATH' TERM=dumb"
+  [ -n "${CI:-}" ] && echo "export CI='$CI'"
+  printf 'cd %q || exit 125\n' "$PWD"
+  printf 'exec'; printf ' %q' "$@"; printf '\n'
+} >"$run/job.sh"
+
+mem=${XENKVM_VM_MEM:-4096}
+cpus=${XENKVM_VM_CPUS:-$(nproc)}
+echo "kvm-vm: no usable /dev/kvm here: running in a nested-KVM VM (QEMU TCG, $cpus vCPUs, $mem MiB)" >&2
+qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
+  -nographic -no-reboot -kernel "$kernel" -initrd "$run/initrd.gz" \
+  -append "console=ttyS0 quiet loglevel=0 panic=-1 xenkvm_job=$run" \
+  -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,multidevs=remap,id=hostroot \
+  </dev/null | sed -u -e 's/\r$//' -e '/^\x1b\[/d' -e '/SeaBIOS\|iPXE\|Booting from ROM\|^$/d'
+[ -f "$run/rc" ] || { echo "kvm-vm: the VM ended without a result" >&2; exit 125; }
+exit "$(cat "$run/rc")"
