@@ -59,7 +59,7 @@ bool ConsoleRing::ServiceLocked() {
   bool moved = false;
   {
     mem::LayoutGuard guard = mem::LayoutGuard::Acquire(memory_);
-    auto host = memory_.TranslateLocked(ring_gpa_, sizeof(xencons_interface));
+    auto host = memory_.TranslateGuarded(ring_gpa_, sizeof(xencons_interface));
     if (!host) return false;
     auto* ring = reinterpret_cast<xencons_interface*>(*host);
 

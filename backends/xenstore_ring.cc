@@ -19,7 +19,7 @@ thread_local const XenstoreRing* pumping_on_this_thread = nullptr;
 constexpr int kMaxPasses = 256;
 
 xenstore_domain_interface* MapRing(mem::GuestMemory& memory, uint64_t gpa) {
-  auto host = memory.TranslateLocked(gpa, sizeof(xenstore_domain_interface));
+  auto host = memory.TranslateGuarded(gpa, sizeof(xenstore_domain_interface));
   return host ? reinterpret_cast<xenstore_domain_interface*>(*host) : nullptr;
 }
 

@@ -198,8 +198,124 @@ void BM_Engine_TwoSenders(benchmark::State& state) {
   }
 }
 
+// ---- FIFO ----
+// A FIFO guest: control block at 0x2000, event array pages from 0x10000 (128 pages cover
+// 2^17 ports). `bound` IPI ports are bound on vCPU 0; the one raised is the last.
+struct FifoSetup {
+  static constexpr uint64_t kControl = 0x2000, kArray = 0x10000, kSize = kArray + 128 * 4096;
+  explicit FifoSetup(uint32_t bound)
+      : page(static_cast<uint8_t*>(std::aligned_alloc(4096, kSize))) {
+    std::fill(page, page + kSize, uint8_t{0});
+    (void)memory.AddSlot(0, 0, kSize, page);
+    engine = std::make_unique<Engine>(memory, Engine::Options{.domid = 1, .start_worker = true});
+    (void)engine->AddVcpu(0, &sink);
+    (void)engine->SetSharedInfoGpa(kSharedInfoGpa);
+    (void)engine->SetVcpuInfoGpa(0, kSharedInfoGpa);
+    evtchn_init_control init{};
+    init.control_gfn = kControl >> 12;
+    (void)engine->InitControl(init);
+    for (uint32_t i = 0; i < (bound + 1023) / 1024; ++i)
+      (void)engine->ExpandArray({.array_gfn = (kArray >> 12) + i});
+    for (uint32_t i = 1; i < bound; ++i) {
+      evtchn_bind_ipi op{.vcpu = 0, .port = 0};
+      (void)engine->BindIpi(op);
+      port = op.port;
+    }
+  }
+  ~FifoSetup() {
+    engine.reset();
+    std::free(page);
+  }
+  std::atomic_ref<uint32_t> At(uint64_t gpa) {
+    return std::atomic_ref<uint32_t>(*reinterpret_cast<uint32_t*>(page + gpa));
+  }
+  std::atomic_ref<uint32_t> EventWord(Port p) { return At(kArray + uint64_t(p) * 4); }
+  // The guest consumes the one event: unlink, clear READY, head, upcall_pending.
+  void Consume(uint32_t priority = EVTCHN_FIFO_PRIORITY_DEFAULT) {
+    EventWord(port).store(0, std::memory_order_relaxed);
+    At(kControl).store(0, std::memory_order_relaxed);
+    At(kControl + 8 + 4 * priority).store(0, std::memory_order_relaxed);
+    std::atomic_ref<uint8_t>(page[kSharedInfoGpa + L::kUpcallPending]).store(0);
+  }
+  uint8_t* page;
+  mem::GuestMemory memory;
+  NullSink sink;
+  std::unique_ptr<Engine> engine;
+  Port port = 0;
+};
+
+void FifoDeliverLoop(benchmark::State& state, uint32_t bound) {
+  auto holder = std::make_unique<FifoSetup>(bound);
+  FifoSetup& s = *holder;
+  for (auto _ : state) {
+    s.engine->RaisePort(s.port);
+    s.Consume();
+  }
+  if (s.sink.injects != uint64_t(state.iterations())) state.SkipWithError("FIFO missed upcalls");
+}
+// FIFO vs 2-level, both through the engine, new events on a port near 4096. ("Raw" is the
+// baseline slot ratios.py divides by: here it is the 2-level engine.)
+void BM_Raw_FifoVsTwoLevel(benchmark::State& state) {
+  auto holder = std::make_unique<Setup>();
+  Setup& s = *holder;
+  for (Port p = s.port + 1; p < 4000; ++p) {
+    evtchn_bind_ipi op{.vcpu = 0, .port = 0};
+    (void)s.engine->BindIpi(op);
+    s.port = op.port;
+  }
+  const uint64_t offset = s.port / 64 * 8;
+  auto pending =
+      std::atomic_ref<Word>(*reinterpret_cast<Word*>(s.shinfo() + L::kEvtchnPending + offset));
+  for (auto _ : state) {
+    s.engine->RaisePort(s.port);
+    s.Upcall().store(0, std::memory_order_relaxed);
+    s.Sel().store(0, std::memory_order_relaxed);
+    pending.store(0, std::memory_order_relaxed);
+  }
+  if (s.sink.injects != uint64_t(state.iterations())) state.SkipWithError("missed upcalls");
+}
+void BM_Fifo_FifoVsTwoLevel(benchmark::State& state) { FifoDeliverLoop(state, 4000); }
+// FIFO with 2^17 bound ports vs 4096 ("Raw" slot: 4096).
+void BM_Raw_FifoPorts(benchmark::State& state) { FifoDeliverLoop(state, 4096); }
+void BM_Fifo_FifoPorts(benchmark::State& state) { FifoDeliverLoop(state, EVTCHN_FIFO_NR_CHANNELS); }
+
+// Two FIFO senders on different priorities (their own queues) of one vCPU, against the raw
+// 2-level chain of BM_Raw_TwoSenders.
+struct FifoTwo {
+  static FifoTwo& Get() {
+    static FifoTwo shared;
+    return shared;
+  }
+  FifoTwo() : s(4096) {
+    ports[0] = s.port;
+    ports[1] = s.port - 1;
+    (void)s.engine->SetPriority({ports[0], 2});
+    (void)s.engine->SetPriority({ports[1], 9});
+  }
+  void Consume(int t) {
+    s.EventWord(ports[t]).store(0, std::memory_order_relaxed);
+    s.At(FifoSetup::kControl).fetch_and(~(1u << (t ? 9 : 2)), std::memory_order_relaxed);
+    s.At(FifoSetup::kControl + 8 + 4 * (t ? 9 : 2)).store(0, std::memory_order_relaxed);
+  }
+  FifoSetup s;
+  Port ports[2];
+};
+void BM_Fifo_TwoSenders(benchmark::State& state) {
+  FifoTwo& f = FifoTwo::Get();
+  const int t = state.thread_index();
+  for (auto _ : state) {
+    f.s.engine->RaisePort(f.ports[t]);
+    f.Consume(t);
+  }
+}
+
 BENCHMARK(BM_Raw_TwoSenders)->Threads(2)->UseRealTime();
 BENCHMARK(BM_Engine_TwoSenders)->Threads(2)->UseRealTime();
+BENCHMARK(BM_Fifo_TwoSenders)->Threads(2)->UseRealTime();
+BENCHMARK(BM_Raw_FifoVsTwoLevel);
+BENCHMARK(BM_Fifo_FifoVsTwoLevel);
+BENCHMARK(BM_Raw_FifoPorts);
+BENCHMARK(BM_Fifo_FifoPorts);
 BENCHMARK(BM_Raw_New);
 BENCHMARK(BM_Engine_New);
 BENCHMARK(BM_Raw_Coalesced);

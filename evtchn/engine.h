@@ -1,8 +1,9 @@
 // The event-channel engine of one guest domain: the port table, the EVTCHNOP_* operations with
 // Xen's semantics (xen/include/public/event_channel.h, xen/common/event_channel.c), and
-// delivery into guest memory (2-level today; FIFO plugs in beside it as another PortOps).
+// delivery into guest memory: 2-level (per layout) or FIFO (event_fifo.c's protocol), as the
+// guest chooses with EVTCHNOP_init_control / EVTCHNOP_reset.
 //
-// Threads and locks (lock order: table_mutex_ -> GuestMemory layout guard):
+// Threads and locks (the full order is in engine_impl.h):
 //  - EVTCHNOP_* and setup calls take table_mutex_. They run on vCPU threads or the VMM.
 //  - Delivery (Raise*, Send to an IPI/loopback port) never takes table_mutex_ and never blocks:
 //    it reads per-port atomics and touches guest memory with atomics under a non-blocking
@@ -20,6 +21,8 @@
 
 #include "abi/result.h"
 #include "abi/xen.h"
+#include "evtchn/fifo.h"
+#include "evtchn/port_counters.h"
 #include "evtchn/port_table.h"
 #include "evtchn/sink.h"
 #include "mem/guest_memory.h"
@@ -31,17 +34,6 @@ inline constexpr uint32_t kNoVcpu = UINT32_MAX;
 inline constexpr uint16_t kBackendDomid = 0;  // VMM-side endpoints appear as domain 0
 
 enum class Abi : uint8_t { k64, kCompat };  // which shared_info layout the guest uses
-
-// Every event raised on a port ends in exactly one of delivered/coalesced/masked/deferred, so
-// each raise costs one counter update; raised() is their sum.
-struct PortCounters {
-  uint64_t sent = 0;       // EVTCHNOP_send by the guest on this port
-  uint64_t delivered = 0;  // pending bit 0 -> 1, unmasked: took the selector/upcall path
-  uint64_t coalesced = 0;  // pending bit was already set
-  uint64_t masked = 0;     // newly pending but masked
-  uint64_t deferred = 0;   // a guest page was unmapped: finished by the worker or vCPU entry
-  uint64_t raised() const { return delivered + coalesced + masked + deferred; }
-};
 
 class Engine {
  public:
@@ -94,6 +86,14 @@ class Engine {
   Result<> BindVcpu(const evtchn_bind_vcpu& op);
   Result<> Unmask(const evtchn_unmask& op);
   Result<> Reset(const evtchn_reset& op);
+  // FIFO (xen/common/event_fifo.c). init_control switches the guest to FIFO on its first
+  // successful call, carrying pending 2-level events over.
+  Result<> InitControl(evtchn_init_control& op);
+  Result<> ExpandArray(const evtchn_expand_array& op);
+  Result<> SetPriority(const evtchn_set_priority& op);
+  // Whether FIFO is in force, and FIFO's whole state as plain values (for snapshots).
+  bool FifoEnabled() const;
+  FifoSnapshot SaveFifo() const;
 
   // ---- event sources (any thread, never block) ----
   // Raise a guest port as its peer would: the 2-level delivery path.

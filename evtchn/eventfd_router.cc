@@ -36,7 +36,7 @@ Result<> EventfdRouter::AddPirqRoute(int eventfd, uint32_t pirq) {
 }
 
 Result<> EventfdRouter::Add(int fd, Route route) {
-  std::lock_guard lock(routes_mutex_);
+  MutexLock lock(routes_mutex_);
   if (routes_.count(fd)) return Fail(XEN_EEXIST, "eventfd already routed");
   epoll_event ev{.events = EPOLLIN, .data = {.fd = fd}};
   if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) return Fail(XEN_EINVAL, "not pollable");
@@ -45,7 +45,7 @@ Result<> EventfdRouter::Add(int fd, Route route) {
 }
 
 Result<> EventfdRouter::Remove(int fd) {
-  std::lock_guard lock(routes_mutex_);
+  MutexLock lock(routes_mutex_);
   if (!routes_.erase(fd)) return Fail(XEN_ENOENT, "eventfd not routed");
   epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
   return {};
@@ -63,7 +63,7 @@ void EventfdRouter::Loop() {
       if (read(fd, &count, sizeof(count)) != sizeof(count)) continue;  // raced with another read
       Route route;
       {
-        std::lock_guard lock(routes_mutex_);
+        MutexLock lock(routes_mutex_);
         auto it = routes_.find(fd);
         if (it == routes_.end()) continue;  // removed meanwhile
         route = it->second;

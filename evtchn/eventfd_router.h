@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "abi/result.h"
+#include "abi/sync.h"
 #include "evtchn/engine.h"
 
 namespace xenkvm::evtchn {
@@ -44,8 +45,8 @@ class EventfdRouter {
   Engine& engine_;
   int epoll_fd_ = -1;
   int stop_fd_ = -1;  // an eventfd of our own that ends the loop
-  std::mutex routes_mutex_;
-  std::map<int, Route> routes_;  // routes_mutex_
+  Mutex routes_mutex_;
+  std::map<int, Route> routes_ XENKVM_GUARDED_BY(routes_mutex_);
   std::atomic<uint64_t> signals_handled_{0};
   std::thread thread_;
 };

@@ -1,5 +1,6 @@
-// How a port's pending/mask state lives in guest memory. 2-level (two_level.h) is one
-// implementation per layout; FIFO (event_fifo.h in Xen's public headers) plugs in beside it.
+// How a port's pending/mask state lives in guest memory: the 2-level port-ops vtable
+// (two_level.h, one implementation per layout). FIFO (fifo.h) has its own pages and state and
+// is called on its concrete type; both answer a raise with a RaiseOutcome.
 //
 // Every method is called with a LayoutGuard held on guest memory and with `shared_info` the
 // host address of the mapped shared_info page under that guard. Any thread; never blocks.
@@ -18,6 +19,9 @@ enum class RaiseOutcome : uint8_t {
   kDelivered,  // newly pending and unmasked: selector/upcall path taken
   kShadowed,   // newly pending and unmasked, but vcpu_info was unmapped: the selector bit is
                // in vcpu.shadow_sel and the vCPU must sync
+  kRetry,      // FIFO: a page is unmapped right now or a queue stayed busy: defer and replay
+  kParked,     // FIFO: the port has no event array page yet; raised when expand_array adds it
+  kDropped,    // FIFO: the vCPU has no control block (Xen drops the event)
 };
 
 class PortOps {

@@ -43,12 +43,16 @@ struct Binding {
 };
 
 // Lock: `binding` is written under the engine's table mutex and read by senders with acquire
-// loads; remote_domid/source are table-mutex only; counters are relaxed atomics (any thread).
+// loads; remote_domid/source are table-mutex only; priority/fifo_last_queue as fifo.h says.
+// Counters live apart, in PortCounterShards (port_counters.h).
 struct PortEntry {
   std::atomic<uint64_t> binding{0};
   uint16_t remote_domid = 0;  // kUnbound: who may connect; kInterdomain: the remote domain
   uint32_t source = 0;        // kVirq: VIRQ number; kPirq: PIRQ number
-  std::atomic<uint64_t> sent{0}, delivered{0}, coalesced{0}, masked{0}, deferred{0};
+  // FIFO (fifo.h): the port's priority, and the queue it was last linked on (Xen's
+  // fifo_lastq: vCPU id << 8 | priority), so a move finds the old queue's lock.
+  std::atomic<uint8_t> priority{EVTCHN_FIFO_PRIORITY_DEFAULT};
+  std::atomic<uint32_t> fifo_last_queue{0};
 };
 
 inline constexpr uint32_t kPortsPerBucket = 64;

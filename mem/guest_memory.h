@@ -47,10 +47,6 @@ class GuestMemory {
   // ---- translation: caller holds a LayoutGuard on this memory ----
   // Host address of [gpa, gpa+len) if it lies inside one slot, else -EFAULT.
   Result<uint8_t*> TranslateGuarded(uint64_t gpa, uint64_t len) const;
-  // Transitional old name of TranslateGuarded, for branches in flight; remove once merged.
-  Result<uint8_t*> TranslateLocked(uint64_t gpa, uint64_t len) const {
-    return TranslateGuarded(gpa, len);
-  }
 
   // ---- convenience accessors: take the guard themselves (may wait for a layout change) ----
   Result<> Read(uint64_t gpa, std::span<std::byte> out) const;

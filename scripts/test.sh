@@ -41,15 +41,15 @@ cmake --build --preset tsan --target evtchn_test mem_test
 build/tsan/tests/mem/mem_test
 build/tsan/tests/evtchn/evtchn_test
 
-stage "fuzz: each target for ${FUZZ_SECONDS:-20} s"
+stage "fuzz: each target for ${FUZZ_SECONDS:-10} s"
 cmake --preset fuzz >/dev/null
-targets=(evtchn_ops hypercall elf_loader)
+targets=(evtchn_ops evtchn_fifo hypercall elf_loader xenstore blkif_requests)
 cmake --build --preset fuzz --target "${targets[@]/%/_fuzz}"
 for t in "${targets[@]}"; do
   scratch=$(mktemp -d)  # new inputs go here; the checked-in corpus stays as it is
   status=0
   # No quarantine: freed memory is reused at once (fresh pages per run cost ~10x here).
-  ASAN_OPTIONS=quarantine_size_mb=0 build/fuzz/fuzz/${t}_fuzz -max_total_time="${FUZZ_SECONDS:-20}" -timeout=10 -rss_limit_mb=2048 \
+  ASAN_OPTIONS=quarantine_size_mb=0 build/fuzz/fuzz/${t}_fuzz -max_total_time="${FUZZ_SECONDS:-10}" -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 "$scratch" "fuzz/corpus/$t" >"$scratch.log" 2>&1 || status=$?
   grep -E "^stat::number_of_executed_units|^#[0-9]+ +DONE|ERROR|SUMMARY" "$scratch.log" || true
   [ "$status" = 0 ] || { tail -n 40 "$scratch.log"; echo "fuzz target $t failed"; exit 1; }

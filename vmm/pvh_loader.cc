@@ -104,7 +104,7 @@ std::optional<uint32_t> FindPhys32Entry(std::span<const uint8_t> image, const st
 // Zeroes guest memory in place (no buffer the size of the range).
 Result<> ZeroFill(mem::GuestMemory& memory, uint64_t gpa, uint64_t size) {
   mem::LayoutGuard guard = mem::LayoutGuard::Acquire(memory);
-  uint8_t* host = TRY(memory.TranslateLocked(gpa, size));
+  uint8_t* host = TRY(memory.TranslateGuarded(gpa, size));
   std::memset(host, 0, size);
   return {};
 }

@@ -90,7 +90,7 @@ Result<uint8_t*> GrantTable::EntryLocked(uint32_t ref) const {
   const uint64_t gfn = frame_gfns_[ref / kEntriesPerFrame];
   // A frame the guest never mapped holds no entries it could have written: all invalid.
   if (gfn == kNoGfn) return Fail(XEN_EPERM, "grant frame not mapped by the guest");
-  return memory_.TranslateLocked((gfn << 12) + (ref % kEntriesPerFrame) * sizeof(grant_entry_v1_t),
+  return memory_.TranslateGuarded((gfn << 12) + (ref % kEntriesPerFrame) * sizeof(grant_entry_v1_t),
                                  sizeof(grant_entry_v1_t));
 }
 
@@ -132,7 +132,7 @@ Result<GrantMapping> GrantTable::Map(uint16_t mapping_domid, uint32_t ref, bool 
   }
   // The frame must be guest RAM with a page now; host pointers into RAM stay valid for the
   // machine's life (the RAM slot never moves; ballooning zeroes pages but keeps them mapped).
-  Result<uint8_t*> host = is_ram_(gfn) ? memory_.TranslateLocked(gfn << 12, abi::kPageSize)
+  Result<uint8_t*> host = is_ram_(gfn) ? memory_.TranslateGuarded(gfn << 12, abi::kPageSize)
                                        : Fail(XEN_EFAULT, "granted frame is not guest RAM");
   if (!host) {
     if (!pinned) {

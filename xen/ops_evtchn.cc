@@ -49,26 +49,15 @@ Domain::Ret Domain::EventChannelOp(const HypercallCall& c, uint64_t cmd, uint64_
       return In<evtchn_unmask_t>(guest, arg, [&](auto& op) { return e.Unmask(op); });
     case EVTCHNOP_reset:
       return In<evtchn_reset_t>(guest, arg, [&](auto& op) { return e.Reset(op); });
-    // FIFO event channels are a later issue. Until then answer as a Xen built without them
-    // (CONFIG_EVTCHN_FIFO=n): the argument is copied in first (-EFAULT), then init_control and
-    // expand_array are -EOPNOTSUPP, and guests (Linux) fall back to 2-level.
+    // FIFO (xen/common/event_fifo.c). The three structs have one layout for 64-bit and
+    // compat guests (uint64_t first, then 32- and 8-bit fields; 24, 8 and 8 bytes), so no compat
+    // decoding is needed. init_control's link_bits is copied back only on success, as in Xen.
     case EVTCHNOP_init_control:
-      return In<evtchn_init_control_t>(guest, arg, [](auto&) -> Result<> {
-        return Fail(XEN_EOPNOTSUPP, "no FIFO event channels");
-      });
+      return InOut<evtchn_init_control_t>(guest, arg, [&](auto& op) { return e.InitControl(op); });
     case EVTCHNOP_expand_array:
-      return In<evtchn_expand_array_t>(guest, arg, [](auto&) -> Result<> {
-        return Fail(XEN_EOPNOTSUPP, "no FIFO event channels");
-      });
+      return In<evtchn_expand_array_t>(guest, arg, [&](auto& op) { return e.ExpandArray(op); });
     case EVTCHNOP_set_priority:
-      // A port that doesn't exist is -EINVAL; the 2-level ABI has no priorities: -ENOSYS.
-      return In<evtchn_set_priority_t>(guest, arg, [&](auto& op) -> Result<> {
-        evtchn_status_t status{};
-        status.dom = DOMID_SELF;
-        status.port = op.port;
-        if (!e.Status(status)) return Fail(XEN_EINVAL, "set_priority port");
-        return Fail(XEN_ENOSYS, "2-level event channels have no priorities");
-      });
+      return In<evtchn_set_priority_t>(guest, arg, [&](auto& op) { return e.SetPriority(op); });
     default:
       LogUnknown(c.nr, cmd);
       return Fail(XEN_ENOSYS, "event_channel_op cmd");

@@ -1,7 +1,6 @@
 // What an unprivileged guest gets from the calls it may not use: sysctl and domctl (Xen 4.17's
 // do_sysctl/do_domctl: -EFAULT, then -EACCES for a wrong interface version, then the domain
-// lookup, then XSM's -EPERM), and the FIFO event-channel ops as a Xen built without
-// CONFIG_EVTCHN_FIFO answers them.
+// lookup, then XSM's -EPERM), and the FIFO event-channel ops' argument decoding.
 #include <gtest/gtest.h>
 
 #include "tests/xen/hypercall_fixture.h"
@@ -16,9 +15,14 @@ using testing::kRamSize;
 
 constexpr uint64_t kEventChannelOp = __HYPERVISOR_event_channel_op;
 
-TEST_F(HypercallTest, FifoEventChannelsNotBuiltIn) {
-  EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_init_control, kArg), -XEN_EOPNOTSUPP);
+TEST_F(HypercallTest, FifoOpsBeforeInitControl) {
+  // xsa-188: a bad control frame is -EINVAL and leaves expand_array refused.
+  evtchn_init_control_t bad_frame{};
+  bad_frame.control_gfn = uint64_t(-2);
+  Put(kArg, bad_frame);
+  EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_init_control, kArg), -XEN_EINVAL);
   EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_init_control, kRamSize + 0x1000), -XEN_EFAULT);
+  Put(kArg, evtchn_expand_array_t{.array_gfn = 1});
   EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_expand_array, kArg), -XEN_EOPNOTSUPP);
   EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_expand_array, kRamSize + 0x1000), -XEN_EFAULT);
   // set_priority: a port that exists has no priority under 2-level (-ENOSYS); one beyond the
@@ -30,6 +34,34 @@ TEST_F(HypercallTest, FifoEventChannelsNotBuiltIn) {
   EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_set_priority, kRamSize + 0x1000), -XEN_EFAULT);
   // Nothing was written back.
   EXPECT_EQ(Get<evtchn_set_priority_t>(kArg).port, 4096u);
+}
+
+// The FIFO ops decoded and answered: init_control copies link_bits back on success only,
+// expand_array adds pages, set_priority reaches the port.
+TEST_F(HypercallTest, FifoOpsThroughTheHypercall) {
+  evtchn_init_control init{};
+  init.control_gfn = 0x20;
+  init.offset = 4;  // not 8-aligned: -EINVAL, nothing written back
+  Put(kArg, init);
+  EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_init_control, kArg), -XEN_EINVAL);
+  EXPECT_EQ(Get<evtchn_init_control_t>(kArg).link_bits, 0);
+  init.offset = 8;
+  Put(kArg, init);
+  EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_init_control, kArg), 0);
+  EXPECT_EQ(Get<evtchn_init_control_t>(kArg).link_bits, EVTCHN_FIFO_LINK_BITS);
+  Put(kArg, evtchn_expand_array_t{.array_gfn = 0x21});
+  EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_expand_array, kArg), 0);
+  Put(kArg, evtchn_bind_ipi_t{.vcpu = 0, .port = 0});
+  ASSERT_EQ(Call(kEventChannelOp, EVTCHNOP_bind_ipi, kArg), 0);
+  const uint32_t port = Get<evtchn_bind_ipi_t>(kArg).port;
+  Put(kArg, evtchn_set_priority_t{port, 16});
+  EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_set_priority, kArg), -XEN_EINVAL);
+  Put(kArg, evtchn_set_priority_t{port, 3});
+  EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_set_priority, kArg), 0);
+  Put(kArg, evtchn_reset_t{.dom = DOMID_SELF});
+  EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_reset, kArg), 0);
+  Put(kArg, evtchn_expand_array_t{.array_gfn = 0x22});
+  EXPECT_EQ(Call(kEventChannelOp, EVTCHNOP_expand_array, kArg), -XEN_EOPNOTSUPP);
 }
 
 TEST_F(HypercallTest, SysctlRefused) {
