@@ -20,6 +20,7 @@ Result<DiskSpec> ParseDiskSpec(std::string_view spec, size_t index) {
       disk.read_only = false;
     } else if (option.starts_with("vdev=")) {
       disk.vdev = std::string(option.substr(5));
+      if (disk.vdev.empty()) return UsageFail("--disk: vdev= needs a name");
     } else {
       return UsageFail("--disk: unknown option (want ro, rw or vdev=NAME)");
     }
