@@ -30,6 +30,8 @@ struct RunOptions {
   bool stats = false;
   uint64_t max_image_mib = 512;
   std::string guest;  // empty: the bundled demo guest
+  std::string console_io = "stdout";  // cli/console_targets.h
+  std::string console = "stdio";
 };
 
 struct Command {
