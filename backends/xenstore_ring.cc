@@ -29,14 +29,16 @@ XenstoreRing::XenstoreRing(mem::GuestMemory& memory, uint64_t ring_gpa, xenstore
                            xenstore::DomId domid, Notify notify,
                            xenstore::WireConnection::Limits limits)
     : memory_(memory), ring_gpa_(ring_gpa), notify_(std::move(notify)) {
-  {
-    mem::LayoutGuard guard = mem::LayoutGuard::Acquire(memory_);
-    if (auto* ring = MapRing(memory_, ring_gpa_)) {
-      std::memset(ring, 0, sizeof(*ring));
-      ring->server_features = XENSTORE_SERVER_FEATURE_RECONNECTION | XENSTORE_SERVER_FEATURE_ERROR;
-    }
-  }
+  ResetPage();
   wire_ = std::make_unique<xenstore::WireConnection>(store, domid, limits, [this] { Pump(); });
+}
+
+void XenstoreRing::ResetPage() {
+  mem::LayoutGuard guard = mem::LayoutGuard::Acquire(memory_);
+  if (auto* ring = MapRing(memory_, ring_gpa_)) {
+    std::memset(ring, 0, sizeof(*ring));
+    ring->server_features = XENSTORE_SERVER_FEATURE_RECONNECTION | XENSTORE_SERVER_FEATURE_ERROR;
+  }
 }
 
 XenstoreRing::~XenstoreRing() {

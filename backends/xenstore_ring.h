@@ -43,6 +43,9 @@ class XenstoreRing : public evtchn::Backend {
   ~XenstoreRing() override;
   // Set before the guest can send (the port is known only after the engine connected us).
   void SetNotify(Notify notify);
+  // Zeroes the page and advertises server_features again: for a VMM that placed the page
+  // (which zeroes it) after constructing the ring. Before the guest runs.
+  void ResetPage();
 
   void OnGuestSend(evtchn::Port) override { Pump(); }
   // Moves whatever can move in both directions; never blocks on another thread.

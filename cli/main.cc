@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli/console_targets.h"
 #include "cli/image.h"
 #include "cli/options.h"
 #include "cli/signals.h"
@@ -37,6 +38,11 @@ std::string DemoGuestPath() {
   return XENKVM_DEMO_GUEST;
 }
 
+// The Machine whose counters --stats prints, for every end: normal, timeout, forced.
+std::atomic<xenkvm::vmm::Machine*> watched{nullptr};
+std::atomic<bool> want_stats{false};
+std::atomic<bool> stats_printed{false};
+
 void PrintStats(xenkvm::vmm::Machine& m) {
   std::fprintf(stderr, "xenkvm: event channel counters\n");
   std::fprintf(stderr, "  %6s %10s %10s %10s %10s %10s\n", "port", "sent", "delivered", "coalesced",
@@ -54,10 +60,11 @@ void PrintStats(xenkvm::vmm::Machine& m) {
   }
   std::fprintf(stderr, "\n");
   const auto disks = m.DiskStatistics();
-  if (disks.empty()) return;
-  std::fprintf(stderr, "xenkvm: disks\n");
-  std::fprintf(stderr, "  %-6s %10s %10s %10s %14s %14s %8s  %s\n", "vdev", "requests", "reads",
-               "writes", "read bytes", "written bytes", "errors", "path");
+  if (!disks.empty()) {
+    std::fprintf(stderr, "xenkvm: disks\n");
+    std::fprintf(stderr, "  %-6s %10s %10s %10s %14s %14s %8s  %s\n", "vdev", "requests", "reads",
+                 "writes", "read bytes", "written bytes", "errors", "path");
+  }
   for (const auto& d : disks) {
     std::fprintf(stderr, "  %-6s %10llu %10llu %10llu %14llu %14llu %8llu  %s\n", d.vdev.c_str(),
                  static_cast<unsigned long long>(d.stats.requests),
@@ -67,6 +74,40 @@ void PrintStats(xenkvm::vmm::Machine& m) {
                  static_cast<unsigned long long>(d.stats.write_bytes),
                  static_cast<unsigned long long>(d.stats.errors), d.path.c_str());
   }
+  const auto con = m.ConsoleCounters();
+  std::fprintf(stderr, "xenkvm: console ring: out %llu bytes, in %llu bytes, %llu notifies, %llu bad indexes\n",
+               static_cast<unsigned long long>(con.out_bytes),
+               static_cast<unsigned long long>(con.in_bytes),
+               static_cast<unsigned long long>(con.notifies),
+               static_cast<unsigned long long>(con.bad_indexes));
+  const auto xs = m.XenstoreCounters();
+  std::fprintf(stderr,
+               "xenkvm: xenstore ring: requests %llu bytes, replies %llu bytes, %llu notifies, "
+               "%llu errors, %llu reconnections\n",
+               static_cast<unsigned long long>(xs.requests_bytes),
+               static_cast<unsigned long long>(xs.reply_bytes),
+               static_cast<unsigned long long>(xs.notifies),
+               static_cast<unsigned long long>(xs.errors),
+               static_cast<unsigned long long>(xs.reconnections));
+}
+
+// Once per process. Before a forced _exit the counters are read from another thread while vCPUs
+// may still run (or hold a lock forever): a helper thread prints, we wait at most a second.
+void PrintStatsOnce() {
+  if (!want_stats.load() || stats_printed.exchange(true)) return;
+  xenkvm::vmm::Machine* m = watched.load(std::memory_order_acquire);
+  if (m != nullptr) PrintStats(*m);
+}
+
+void PrintStatsBeforeForcedEnd() {
+  if (!want_stats.load() || watched.load() == nullptr) return;
+  static std::atomic<bool> done{false};
+  std::thread([] {
+    PrintStatsOnce();
+    done = true;
+  }).detach();
+  for (int i = 0; i < 100 && !done.load(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
 }
 
 int ExitCode(EndReason reason, int signal) {
@@ -98,16 +139,17 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
     o.guest = DemoGuestPath();
     if (!o.vcpus_given) o.machine.vcpus = 4;
   }
+  want_stats = o.stats;
   // The watchdog runs from here, before reading and loading the image: a vCPU may hang inside
   // KVM_RUN (e.g. a raw vmcall on PVM) and the process may not react to SIGTERM, so it ends
   // the process itself.
-  static std::atomic<xenkvm::vmm::Machine*> watched{nullptr};
   if (o.timeout_s > 0) {
     std::thread([t = o.timeout_s, &terminal] {
       std::this_thread::sleep_for(std::chrono::duration<double>(t));
       xenkvm::vmm::Machine* m = watched.load(std::memory_order_acquire);
       std::fprintf(stderr, "xenkvm: timeout after %g s (last stage %u)\n", t,
                    m ? m->LastStage() : 0);
+      PrintStatsBeforeForcedEnd();
       terminal.Restore();
       std::fflush(nullptr);
       _exit(kExitTimeout);
@@ -127,6 +169,11 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
     vbd.devid = disk.devid;
     o.machine.disks.push_back(std::move(vbd));
   }
+  ConsoleTargets consoles;  // outlives the Machine (it writes to these descriptors)
+  if (auto r = consoles.Open(o.console_io, o.console, &o.machine.console); !r) {
+    std::fprintf(stderr, "xenkvm: console: %s\n", xenkvm::Describe(r.error()).c_str());
+    return kExitHostError;
+  }
   auto machine = xenkvm::vmm::Machine::Create(o.machine);
   if (!machine) {
     std::fprintf(stderr, "xenkvm: cannot create the VM: %s\n",
@@ -143,8 +190,10 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
   image->clear();
   image->shrink_to_fit();
 
+  if (o.machine.console.input_fd == STDIN_FILENO) terminal.MakeRaw();
   xenkvm::vmm::MachineEnd end = m.Run();
-  if (o.stats) PrintStats(m);
+  terminal.Restore();
+  PrintStatsOnce();
   const int code = ExitCode(end.reason, signals.signal());
   if (code != 0)
     std::fprintf(stderr, "xenkvm: %s (last stage %u)\n", end.message.c_str(), m.LastStage());
@@ -162,6 +211,6 @@ int main(int argc, char** argv) {
   if (cmd.kind == Command::Kind::kExit) return cmd.exit_code;
   // Before any other thread exists: they all inherit the blocked stop signals.
   TerminalGuard terminal;
-  SignalWatcher signals(cmd.run.grace_s, &terminal);
+  SignalWatcher signals(cmd.run.grace_s, &terminal, PrintStatsBeforeForcedEnd);
   return Run(cmd.run, terminal, signals);
 }

@@ -4,6 +4,8 @@
 #include <CLI/CLI.hpp>
 #include <cmath>
 
+#include "cli/console_targets.h"
+
 namespace xenkvm::cli {
 
 namespace {
@@ -48,13 +50,28 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
   run->add_option("--cmdline", o.machine.cmdline, "guest command line (hvm_start_info)");
   run->add_option("--timeout", o.timeout_s, "end the run after SECONDS (0 = none)")
       ->check(Seconds(0));
-  run->add_option("--grace", o.grace_s, "after SIGINT/SIGTERM, force the end after SECONDS")
+  run->add_option("--grace", o.grace_s,
+                  "SIGINT/SIGTERM write control/shutdown = poweroff; end the run after SECONDS "
+                  "if the guest has not powered off")
       ->check(Seconds(0))
       ->capture_default_str();
-  run->add_flag("--stats", o.stats, "print event channel and hypercall counters at the end");
+  run->add_flag("--stats", o.stats,
+                "print event channel, hypercall and ring counters at every end (timeouts and "
+                "forced ends included)");
   run->add_flag("--quiet{false}", o.machine.log_stages, "don't print stage markers");
   run->add_flag("--console-raw", o.machine.console_raw,
                 "pass guest text unfiltered (terminal escape sequences included)");
+  run->add_option("--console-io", o.console_io,
+                  "Xen's console (console_io, debugcon; `xl dmesg`): stdout, stderr, file:PATH "
+                  "or none")
+      ->check(CLI::Validator(CheckConsoleIoTarget, "TARGET"))
+      ->capture_default_str();
+  run->add_option("--console", o.console,
+                  "the guest's PV console ring (`xl console`): stdio (output to stdout, input "
+                  "from stdin, raw while a terminal; Ctrl-C still stops), file:PATH or none")
+      ->check(CLI::Validator(CheckConsoleTarget, "TARGET"))
+      ->capture_default_str();
+  run->add_option("--name", o.machine.name, "domain name (xenstore)")->capture_default_str();
   run->add_option("--max-image", o.max_image_mib, "largest guest image file read, MiB")
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();

@@ -33,6 +33,8 @@ struct RunOptions {
   uint64_t max_image_mib = 512;
   std::string guest;            // empty: the bundled demo guest
   std::vector<DiskSpec> disks;  // --disk, in order
+  std::string console_io = "stdout";  // cli/console_targets.h
+  std::string console = "stdio";
 };
 
 struct Command {

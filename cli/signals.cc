@@ -22,23 +22,35 @@ sigset_t StopSignals() {
   return set;
 }
 
-[[noreturn]] void ForceExit(int sig, TerminalGuard* terminal) {
-  if (terminal != nullptr) terminal->Restore();
+const char* Name(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTERM"; }
+}  // namespace
+
+void SignalWatcher::ForceExit(int sig) {
+  if (on_forced_end_ != nullptr) on_forced_end_();
+  if (terminal_ != nullptr) terminal_->Restore();
   std::fflush(nullptr);
   _exit(kExitSignalBase + sig);
 }
-}  // namespace
 
 TerminalGuard::TerminalGuard() {
   saved_ = ::isatty(STDIN_FILENO) && ::tcgetattr(STDIN_FILENO, &mode_) == 0;
+}
+
+void TerminalGuard::MakeRaw() {
+  if (!saved_) return;
+  termios raw = mode_;
+  ::cfmakeraw(&raw);
+  raw.c_lflag |= ISIG;
+  raw.c_oflag |= mode_.c_oflag & (OPOST | ONLCR);
+  (void)::tcsetattr(STDIN_FILENO, TCSANOW, &raw);
 }
 
 void TerminalGuard::Restore() {
   if (saved_) (void)::tcsetattr(STDIN_FILENO, TCSANOW, &mode_);
 }
 
-SignalWatcher::SignalWatcher(double grace_s, TerminalGuard* terminal)
-    : grace_s_(grace_s), terminal_(terminal) {
+SignalWatcher::SignalWatcher(double grace_s, TerminalGuard* terminal, Hook on_forced_end)
+    : grace_s_(grace_s), terminal_(terminal), on_forced_end_(on_forced_end) {
   sigset_t set = StopSignals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   thread_ = std::thread([this] { Loop(); });
@@ -47,6 +59,19 @@ SignalWatcher::SignalWatcher(double grace_s, TerminalGuard* terminal)
 
 SignalWatcher::~SignalWatcher() = default;
 
+bool SignalWatcher::WaitSignal(double seconds) {
+  const sigset_t set = StopSignals();
+  timespec wait{};
+  wait.tv_sec = static_cast<time_t>(seconds);
+  wait.tv_nsec = static_cast<long>((seconds - std::floor(seconds)) * 1e9);
+  siginfo_t info{};
+  int got;
+  do {
+    got = sigtimedwait(&set, &info, &wait);
+  } while (got < 0 && errno == EINTR);
+  return got > 0;
+}
+
 void SignalWatcher::Loop() {
   const sigset_t set = StopSignals();
   int sig = 0;
@@ -54,24 +79,23 @@ void SignalWatcher::Loop() {
   }
   signal_.store(sig, std::memory_order_release);
   vmm::Machine* machine = machine_.load(std::memory_order_acquire);
-  if (machine == nullptr) ForceExit(sig, terminal_);  // still loading: nothing to stop cleanly
-  std::fprintf(stderr, "xenkvm: %s: stopping the guest (again to force)\n",
-               sig == SIGINT ? "SIGINT" : "SIGTERM");
-  machine->Stop(vmm::MachineEnd{.reason = vmm::EndReason::kSignal,
-                                .message = std::string("ended by ") +
-                                           (sig == SIGINT ? "SIGINT" : "SIGTERM")});
+  if (machine == nullptr) ForceExit(sig);  // still loading: nothing to stop cleanly
+  const std::string ended = std::string("ended by ") + Name(sig);
+  if (auto r = machine->RequestShutdown("poweroff"); r) {
+    std::fprintf(stderr,
+                 "xenkvm: %s: asked the guest to power off (control/shutdown); again to stop\n",
+                 Name(sig));
+    if (!WaitSignal(grace_s_))
+      std::fprintf(stderr, "xenkvm: the guest did not power off within %g s\n", grace_s_);
+  } else {
+    std::fprintf(stderr, "xenkvm: %s: stopping the guest (%s)\n", Name(sig), r.error().message);
+  }
+  machine->Stop(vmm::MachineEnd{.reason = vmm::EndReason::kSignal, .message = ended});
   // The run normally ends within milliseconds and main exits; if not, force it.
-  timespec grace{};
-  grace.tv_sec = static_cast<time_t>(grace_s_);
-  grace.tv_nsec = static_cast<long>((grace_s_ - std::floor(grace_s_)) * 1e9);
-  siginfo_t info{};
-  int again;
-  do {
-    again = sigtimedwait(&set, &info, &grace);
-  } while (again < 0 && errno == EINTR);
+  const bool again = WaitSignal(kStopSeconds);
   std::fprintf(stderr, "xenkvm: %s: forcing the end\n",
-               again > 0 ? "second signal" : "grace period over");
-  ForceExit(sig, terminal_);
+               again ? "another signal" : "the guest did not stop");
+  ForceExit(sig);
 }
 
 }  // namespace xenkvm::cli

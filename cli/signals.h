@@ -1,7 +1,9 @@
-// SIGINT/SIGTERM end a run cleanly: a thread waits for them (sigwait; every other thread
-// blocks them) and asks the Machine to stop with EndReason::kSignal, so console output is
-// flushed, --stats printed and the terminal restored. A second signal, or the grace period
-// passing without the run ending, forces the end (_exit with 128 + signal).
+// SIGINT/SIGTERM end a run as `xl shutdown` does: a thread waits for them (sigwait; every other
+// thread blocks them) and writes control/shutdown = "poweroff" into the guest's xenstore; a
+// guest that powers off ends the run as usual. A guest without a xenstore connection, a second
+// signal or the grace period passing stops the Machine with EndReason::kSignal (console
+// flushed, --stats printed, terminal restored); if even that doesn't end the run within
+// kStopSeconds, the end is forced (_exit with 128 + signal, after the forced-end hook).
 #pragma once
 
 #include <termios.h>
@@ -18,6 +20,10 @@ class TerminalGuard {
  public:
   TerminalGuard();
   ~TerminalGuard() { Restore(); }
+  // Raw input for the guest's console (no line editing, no echo, every byte as typed) while
+  // keeping ISIG (Ctrl-C is SIGINT: stops the guest) and output processing (our own lines).
+  void MakeRaw();
+  // Idempotent, async-signal-safe (tcsetattr): every exit path calls it.
   void Restore();
 
  private:
@@ -29,7 +35,10 @@ class TerminalGuard {
 // inherited). Attach() from the main thread once the Machine exists.
 class SignalWatcher {
  public:
-  SignalWatcher(double grace_s, TerminalGuard* terminal);
+  static constexpr double kStopSeconds = 2;
+  using Hook = void (*)();
+  // on_forced_end runs before a forced _exit (e.g. printing --stats); it must not block long.
+  SignalWatcher(double grace_s, TerminalGuard* terminal, Hook on_forced_end = nullptr);
   ~SignalWatcher();
   void Attach(vmm::Machine* machine) { machine_.store(machine, std::memory_order_release); }
   // The signal that ended the run, or 0.
@@ -37,8 +46,12 @@ class SignalWatcher {
 
  private:
   void Loop();
+  // Waits up to `seconds` for another stop signal; whether one came.
+  bool WaitSignal(double seconds);
+  [[noreturn]] void ForceExit(int sig);
   const double grace_s_;
   TerminalGuard* terminal_;
+  const Hook on_forced_end_;
   std::atomic<vmm::Machine*> machine_{nullptr};
   std::atomic<int> signal_{0};
   std::thread thread_;

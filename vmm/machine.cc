@@ -1,6 +1,7 @@
 // The VM: setup, run, end, and the xen::Platform mechanism; see machine.h.
 #include "vmm/machine.h"
 
+#include <poll.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -10,12 +11,12 @@
 #include <cstring>
 
 #include "abi/platform.h"
-#include "vmm/console_backend.h"
 #include "vmm/pvh_loader.h"
 #include "vmm/upcall_injector.h"
 #include "vmm/vcpu_runner.h"
 #include "vmm/x86_state.h"
 #include "xen/hypercall_page.h"
+#include "xenstore/domain_tree.h"
 
 namespace xenkvm::vmm {
 
@@ -23,7 +24,10 @@ namespace {
 constexpr uint64_t kMaxMemoryMib = 3072;  // RAM stays below the LAPIC page at 0xfee00000
 constexpr uint32_t kMaxVcpus = 64;
 constexpr uint32_t kRamSlot = 0;
-constexpr uint64_t kSpecialPages = 2;  // console ring, xenstore ring (not served yet)
+// Console input: bytes read from the input fd at once; how long to wait for the guest to make
+// room in its ring (it notifies when it consumed; polling keeps this simple and bounded).
+constexpr size_t kInputChunk = 4096;
+constexpr int kInputPollMs = 20;
 
 void WriteAll(int fd, const char* data, size_t len) {
   while (len > 0) {
@@ -38,7 +42,11 @@ void WriteAll(int fd, const char* data, size_t len) {
 }
 }  // namespace
 
-Machine::Machine(const MachineConfig& config) : config_(config) {}
+Machine::Machine(const MachineConfig& config) : config_(config) {
+  MutexLock lock(console_mutex_);
+  xen_out_.fd = config_.console.xen_fd;
+  ring_out_.fd = config_.console.ring_fd;
+}
 
 // Teardown order matters: event sources (timers, backends, the injector's retry thread, the
 // engine's worker) call into the runners, and the runners' threads call into the engine. So:
@@ -51,13 +59,15 @@ Machine::~Machine() {
     runners_.clear();
   }
   for (auto& r : runners_) r->Join();
+  if (input_thread_.joinable()) input_thread_.join();  // polls stopping_
   if (injector_) injector_->StopRetries();
   timers_.reset();
   disks_.clear();  // their I/O threads map grants (domain_) and raise ports (engine_)
   echo_.reset();
   domain_.reset();
   engine_.reset();
-  console_.reset();
+  xs_ring_.reset();
+  console_ring_.reset();
   runners_.clear();
   injector_.reset();
   if (ram_ != nullptr && !stuck_) ::munmap(ram_, ram_size_);
@@ -103,13 +113,10 @@ Result<> Machine::Setup() {
   }
   TRY(vm_->SetMemory(kRamSlot, 0, ram_size_, ram_));
   TRY(memory_.AddSlot(kRamSlot, 0, ram_size_, ram_));
-  // The top pages of RAM are Xen's "special pages" (console ring, xenstore), reserved in the
-  // memory map so the guest doesn't use them as RAM.
-  const uint64_t special = ram_size_ - kSpecialPages * abi::kPageSize;
-  memory_map_ = {{0, special, XEN_HVM_MEMMAP_TYPE_RAM},
-                 {special, kSpecialPages * abi::kPageSize, XEN_HVM_MEMMAP_TYPE_RESERVED},
+  // The console and xenstore rings are special pages outside RAM (SetupRings), as libxc puts
+  // them: in no memory map entry.
+  memory_map_ = {{0, ram_size_, XEN_HVM_MEMMAP_TYPE_RAM},
                  {0xfee00000, 0x1000, XEN_HVM_MEMMAP_TYPE_RESERVED}};
-  console_ring_gpa_ = special;
 
   engine_ = std::make_unique<evtchn::Engine>(memory_, evtchn::Engine::Options{});
   domain_ = std::make_unique<xen::Domain>(
@@ -128,22 +135,84 @@ Result<> Machine::Setup() {
   if (TRY(engine_->AddBackendEndpoint(echo_.get())) != XENKVM_ECHO_ENDPOINT) {
     return Fail(XEN_EINVAL, "echo backend did not get endpoint XENKVM_ECHO_ENDPOINT");
   }
-  // The PV console, pre-connected like a toolstack would (HVM_PARAM_CONSOLE_PFN/EVTCHN). Its
-  // output goes to stdout unless the guest also writes with console_io, as XTF does with the
-  // same text: then console_io is the copy we print.
-  console_ = std::make_unique<ConsoleBackend>(
-      memory_, *engine_, console_ring_gpa_, [this](std::span<const char> text) {
-        if (!console_io_used_.load(std::memory_order_relaxed)) WriteStdout(text);
-      });
-  const evtchn::Port console_port = TRY(engine_->ConnectBackend(console_.get()));
-  domain_->SetParamFromVmm(HVM_PARAM_CONSOLE_PFN, console_ring_gpa_ >> 12);
-  domain_->SetParamFromVmm(HVM_PARAM_CONSOLE_EVTCHN, console_port);
+  TRY(SetupRings());
   timers_ = std::make_unique<Timers>(
       config_.vcpus, [this] { return clock_.NowNs(); },
       [this](uint32_t vcpu) { engine_->RaiseVirq(VIRQ_TIMER, vcpu); });
-  // PV disks are announced through xenstore, which this Machine does not run yet.
-  if (!config_.disks.empty()) return UsageFail("--disk needs the guest's xenstore (not wired yet)");
+  // PV disks: each announced in xenstore as libxl does, connected when its frontend asks.
+  for (backends::VbdConfig disk : config_.disks) {
+    disk.domid = domain_->domid();
+    disks_.push_back(TRY(backends::Vbd::Create(store_, *engine_, domain_->grants(), disk)));
+  }
   return {};
+}
+
+// As a toolstack sets up a domain (libxl + libxc): the rings at libxc's special pfns with
+// their ports connected to dom0 (the VMM), then the xenstore tree naming them. Both rings are
+// served before the guest runs; console input starts with the run.
+Result<> Machine::SetupRings() {
+  const uint64_t console_gpa = xen::Domain::kConsoleRingGfn << 12;
+  const uint64_t store_gpa = xen::Domain::kStoreRingGfn << 12;
+  console_ring_ = std::make_unique<backends::ConsoleRing>(
+      memory_, console_gpa, [this](std::span<const char> text) {
+        MutexLock lock(console_mutex_);
+        WriteGuestText(ring_out_, text);
+      });
+  const evtchn::Port console_port = TRY(domain_->SetupRing(
+      xen::SpecialRing::kConsole, xen::Domain::kConsoleRingGfn, console_ring_.get()));
+  console_ring_->SetNotify([this, console_port] { engine_->RaisePort(console_port); });
+
+  const xenstore::DomId domid = domain_->domid();
+  xs_ring_ = std::make_unique<backends::XenstoreRing>(memory_, store_gpa, store_, domid);
+  const evtchn::Port store_port = TRY(
+      domain_->SetupRing(xen::SpecialRing::kStore, xen::Domain::kStoreRingGfn, xs_ring_.get()));
+  xs_ring_->ResetPage();  // SetupRing zeroed the page the ring had initialised
+  xs_ring_->SetNotify([this, store_port] { engine_->RaisePort(store_port); });
+
+  dom0_ = store_.Connect(xenstore::kPrivilegedDomid);
+  const uint64_t ram_kib = ram_size_ >> 10;
+  TRY(xenstore::WriteDomainTree(
+      store_, dom0_,
+      {.domid = domid,
+       .name = config_.name,
+       .max_memory_kib = ram_kib,
+       .target_kib = ram_kib,
+       .vcpus = config_.vcpus,
+       .console = xenstore::RingInfo{xen::Domain::kConsoleRingGfn, console_port},
+       .store = xenstore::RingInfo{xen::Domain::kStoreRingGfn, store_port}}));
+  return {};
+}
+
+Result<> Machine::RequestShutdown(std::string_view reason) {
+  if (xs_ring_->counters().requests_bytes == 0)
+    return Fail(XEN_ENOENT, "the guest has no xenstore connection");
+  const std::string path =
+      "/local/domain/" + std::to_string(domain_->domid()) + "/control/shutdown";
+  return store_.Write(dom0_, 0, path, reason);
+}
+
+// stdin (or the configured fd) into the ring. poll() with a timeout so the end is noticed;
+// input the ring can't take yet waits here (never dropped) while the guest drains it.
+void Machine::InputLoop() {
+  const int fd = config_.console.input_fd;
+  std::vector<char> buf(kInputChunk);
+  while (!Stopping()) {
+    pollfd p{.fd = fd, .events = POLLIN, .revents = 0};
+    const int ready = ::poll(&p, 1, 100);
+    if (ready < 0 && errno != EINTR) return;
+    if (ready <= 0) continue;
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n <= 0) return;  // EOF (or an error): the guest simply gets no more input
+    std::span<const char> rest(buf.data(), static_cast<size_t>(n));
+    while (!rest.empty() && !Stopping()) {
+      rest = rest.subspan(console_ring_->Input(rest));
+      if (!rest.empty()) {
+        ::poll(nullptr, 0, kInputPollMs);
+        console_ring_->Service();
+      }
+    }
+  }
 }
 
 Result<> Machine::LoadGuest(std::span<const uint8_t> elf_image) {
@@ -154,6 +223,7 @@ Result<> Machine::LoadGuest(std::span<const uint8_t> elf_image) {
 
 MachineEnd Machine::Run() {
   for (auto& r : runners_) r->StartThread();
+  if (config_.console.input_fd >= 0) input_thread_ = std::thread([this] { InputLoop(); });
   MutexLock lock(end_mutex_);
   while (!end_) end_cv_.wait(lock.native());
   MachineEnd end = *end_;
@@ -238,35 +308,36 @@ void Machine::DebugconWrite(uint8_t byte) {
   MutexLock lock(console_mutex_);
   debugcon_line_.push_back(static_cast<char>(byte));
   if (byte == '\n' || debugcon_line_.size() >= 256) {
-    WriteGuestTextLocked(debugcon_line_);
+    WriteGuestText(xen_out_, debugcon_line_);
     debugcon_line_.clear();
   }
 }
 
+// console_io is Xen's own console; the ring is the guest's. Both are kept (XTF writes the same
+// text to each: choose one with --console-io / --console).
 void Machine::ConsoleWrite(std::span<const char> bytes) {
-  console_io_used_.store(true, std::memory_order_relaxed);
-  WriteStdout(bytes);
-}
-
-void Machine::WriteStdout(std::span<const char> bytes) {
   MutexLock lock(console_mutex_);
-  WriteGuestTextLocked(bytes);
+  WriteGuestText(xen_out_, bytes);
 }
 
-// Guest text is hostile to terminals: filtered unless the user asked for raw output.
-void Machine::WriteGuestTextLocked(std::span<const char> bytes) {
+// Guest text is hostile to terminals: filtered unless the user asked for raw output. The
+// caller holds console_mutex_ (annotated on the members; the stream is one of them).
+void Machine::WriteGuestText(OutputStream& stream, std::span<const char> bytes) {
+  if (stream.fd < 0) return;
   if (config_.console_raw) {
-    WriteAll(STDOUT_FILENO, bytes.data(), bytes.size());
+    WriteAll(stream.fd, bytes.data(), bytes.size());
     return;
   }
   std::string safe;
-  terminal_filter_.Filter(bytes, &safe);
-  WriteAll(STDOUT_FILENO, safe.data(), safe.size());
+  stream.filter.Filter(bytes, &safe);
+  WriteAll(stream.fd, safe.data(), safe.size());
 }
 
+// CONSOLEIO_read: Xen's console input belongs to Xen's own debug keys, not to a guest; the
+// user's input goes to the PV console ring.
 size_t Machine::ConsoleRead(std::span<char> out) {
   (void)out;
-  return 0;  // no console input yet: the guest sees an empty ring
+  return 0;
 }
 
 // Ballooning: the KVM memslot stays as it is (removing part of it would cost a slot split and

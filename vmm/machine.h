@@ -4,9 +4,11 @@
 // needs). Boots a PVH guest and runs it to its end.
 //
 // Threads: Create/LoadGuest/Run on the main thread; Platform and VcpuHost methods from vCPU
-// threads; Stop from any thread. Locks: end_mutex_ guards the end state; console_mutex_
-// serialises stdout. Neither is held while taking another (both are leaves); per-vCPU state and
-// its lock live in VcpuRunner, the retry thread's in UpcallInjector.
+// threads; Stop, RequestShutdown and the counters from any thread; the console input thread
+// feeds the PV console ring. Locks: end_mutex_ guards the end state; console_mutex_ serialises
+// the output streams (taken under the console ring's lock, whose sink writes). Neither is held
+// while taking another of ours; per-vCPU state and its lock live in VcpuRunner, the retry
+// thread's in UpcallInjector, the rings' in backends/.
 #pragma once
 
 #include <atomic>
@@ -22,11 +24,12 @@
 #include "abi/result.h"
 #include "abi/sync.h"
 #include "backends/vbd.h"
+#include "backends/console_ring.h"
+#include "backends/xenstore_ring.h"
 #include "evtchn/engine.h"
 #include "kvm/system.h"
 #include "kvm/vm.h"
 #include "mem/guest_memory.h"
-#include "vmm/console_backend.h"
 #include "vmm/echo_backend.h"
 #include "vmm/guest_clock.h"
 #include "vmm/machine_end.h"
@@ -35,6 +38,7 @@
 #include "vmm/vcpu_host.h"
 #include "xen/domain.h"
 #include "xen/platform.h"
+#include "xenstore/store.h"
 
 namespace xenkvm::vmm {
 
@@ -50,12 +54,22 @@ struct ResourceLimits {
   uint32_t backend_queue_max = 1024;          // outstanding requests per VMM backend
 };
 
+// Where guest text goes and where console input comes from (file descriptors the caller owns
+// and keeps open for the Machine's life; -1 = nowhere / no input).
+struct ConsoleConfig {
+  int xen_fd = 1;    // Xen's console: console_io and debugcon (what `xl dmesg` shows)
+  int ring_fd = 1;   // the guest's PV console ring output (what `xl console` shows)
+  int input_fd = 0;  // read into the ring's input side until EOF
+};
+
 struct MachineConfig {
   uint32_t vcpus = 1;
   uint64_t memory_mib = 128;
   std::string cmdline;
+  std::string name = "guest";  // xenstore /local/domain/<id>/name
   bool log_stages = true;   // print each stage marker (port 0xe4) on stderr
-  bool console_raw = false;  // pass guest text to stdout unfiltered (terminal escapes included)
+  bool console_raw = false;  // pass guest text unfiltered (terminal escapes included)
+  ConsoleConfig console;
   ResourceLimits limits;
   std::vector<backends::VbdConfig> disks;  // PV disks (--disk), in order
 };
@@ -81,10 +95,19 @@ class Machine final : public xen::Platform, public VcpuHost {
   // Any thread: end the run (the first end wins) and make every vCPU leave KVM_RUN.
   void Stop(MachineEnd end) override;
   uint32_t LastStage() const { return last_stage_.load(std::memory_order_relaxed); }
-  // For --stats.
+  // Any thread: ask the guest to shut down as a toolstack does (`xl shutdown`): writes
+  // /local/domain/<id>/control/shutdown = reason ("poweroff", "reboot", ...). Fails when the
+  // guest never talked to xenstore (it can't be watching).
+  Result<> RequestShutdown(std::string_view reason);
+  // For --stats (any thread).
   const evtchn::Engine& engine() const { return *engine_; }
   const xen::Domain& domain() const { return *domain_; }
   std::vector<DiskStats> DiskStatistics() const;
+  backends::ConsoleRing::Counters ConsoleCounters() { return console_ring_->counters(); }
+  backends::XenstoreRing::Counters XenstoreCounters() { return xs_ring_->counters(); }
+  // The VMM's own (dom0) xenstore client, for backends wired on top of the Machine.
+  xenstore::Store& store() { return store_; }
+  xenstore::ConnId store_dom0() const { return dom0_; }
 
   // ---- xen::Platform ----
   uint32_t VcpuCount() const override { return config_.vcpus; }
@@ -134,9 +157,11 @@ class Machine final : public xen::Platform, public VcpuHost {
 
   explicit Machine(const MachineConfig& config);
   Result<> Setup();
+  // The special pages (xenstore and console rings at libxc's gfns), the store and its tree.
+  Result<> SetupRings();
   void KickAll();
-  // Where all guest text ends up: stdout, unbuffered (a watchdog _exit must not lose it).
-  void WriteStdout(std::span<const char> bytes);
+  // Console input thread: config_.console.input_fd into the ring until EOF or the end.
+  void InputLoop();
 
   const MachineConfig config_;
   uint64_t ram_size_ = 0;
@@ -149,8 +174,12 @@ class Machine final : public xen::Platform, public VcpuHost {
   std::unique_ptr<evtchn::Engine> engine_;
   std::unique_ptr<xen::Domain> domain_;
   std::unique_ptr<EchoBackend> echo_;
-  std::unique_ptr<ConsoleBackend> console_;
-  uint64_t console_ring_gpa_ = 0;
+  // Xenstore and the PV console (docs/xenstore.md): after engine_ and memory_, which they use.
+  xenstore::Store store_;
+  xenstore::ConnId dom0_ = 0;
+  std::unique_ptr<backends::XenstoreRing> xs_ring_;
+  std::unique_ptr<backends::ConsoleRing> console_ring_;
+  std::thread input_thread_;
   // Xen pages the guest placed outside RAM: gfn -> (memslot, host page). Slot 0 is RAM.
   struct SpecialPage {
     uint32_t slot;
@@ -158,7 +187,6 @@ class Machine final : public xen::Platform, public VcpuHost {
   };
   Mutex special_mutex_;  // guards special_pages_; taken after xen::Domain's lock
   std::map<uint64_t, SpecialPage> special_pages_ XENKVM_GUARDED_BY(special_mutex_);
-  std::atomic<bool> console_io_used_{false};
   std::unique_ptr<Timers> timers_;
   std::unique_ptr<UpcallInjector> injector_;
   std::vector<std::unique_ptr<VcpuRunner>> runners_;
@@ -173,11 +201,17 @@ class Machine final : public xen::Platform, public VcpuHost {
   uint32_t finished_threads_ XENKVM_GUARDED_BY(end_mutex_) = 0;
   bool stuck_ = false;  // main thread only: some vCPU threads never finished
 
-  // Console output: console_io, debugcon and the PV console ring all end up on stdout.
-  void WriteGuestTextLocked(std::span<const char> bytes) XENKVM_REQUIRES(console_mutex_);
+  // Guest text: Xen's console (console_io, debugcon) and the ring each to their own fd,
+  // unbuffered (a watchdog _exit must not lose it), each with its own filter state.
+  struct OutputStream {
+    int fd = -1;
+    TerminalFilter filter;
+  };
+  void WriteGuestText(OutputStream& stream, std::span<const char> bytes);
   Mutex console_mutex_;
   std::string debugcon_line_ XENKVM_GUARDED_BY(console_mutex_);
-  TerminalFilter terminal_filter_ XENKVM_GUARDED_BY(console_mutex_);
+  OutputStream xen_out_ XENKVM_GUARDED_BY(console_mutex_);
+  OutputStream ring_out_ XENKVM_GUARDED_BY(console_mutex_);
 };
 
 }  // namespace xenkvm::vmm

@@ -3,6 +3,7 @@
 // SIGTERM) and the failure names the last stage the guest reported on port 0xe4.
 #include <fcntl.h>
 #include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -62,6 +63,8 @@ Outcome RunXenkvm(const std::vector<std::string>& args, std::chrono::seconds lim
   if (pipe2(fds, O_CLOEXEC) != 0) return {};
   pid_t pid = fork();
   if (pid == 0) {
+    const int null = open("/dev/null", O_RDONLY);
+    dup2(null, 0);  // the console ring reads stdin: never the tester's terminal
     dup2(fds[1], 1);
     dup2(fds[1], 2);
     std::vector<char*> argv;
@@ -95,6 +98,60 @@ Outcome RunXenkvm(const std::vector<std::string>& args, std::chrono::seconds lim
     out.output.append(buf, static_cast<size_t>(n));
   }
   close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  out.exit_code = (!killed && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
+  return out;
+}
+
+// Runs xenkvm with stdin on a pipe and stdout+stderr on another; once the output contains
+// `marker`, writes `input` to its stdin (then closes it: EOF) if input is non-empty, or sends
+// `sig`. SIGKILL after `limit`.
+Outcome RunInteractive(const std::vector<std::string>& args, std::chrono::seconds limit,
+                       const std::string& marker, const std::string& input, int sig = 0) {
+  int out_fds[2], in_fds[2];
+  if (pipe2(out_fds, O_CLOEXEC) != 0 || pipe2(in_fds, O_CLOEXEC) != 0) return {};
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(in_fds[0], 0);
+    dup2(out_fds[1], 1);
+    dup2(out_fds[1], 2);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(out_fds[1]);
+  close(in_fds[0]);
+  Outcome out;
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  bool acted = false, killed = false;
+  for (;;) {
+    if (!acted && out.output.find(marker) != std::string::npos) {
+      acted = true;
+      if (!input.empty()) {
+        EXPECT_EQ(write(in_fds[1], input.data(), input.size()), static_cast<ssize_t>(input.size()));
+        close(in_fds[1]);
+        in_fds[1] = -1;
+      }
+      if (sig != 0) kill(pid, sig);
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      kill(pid, SIGKILL);
+      killed = true;
+      break;
+    }
+    pollfd p{out_fds[0], POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 200))) <= 0) continue;
+    char buf[4096];
+    ssize_t n = read(out_fds[0], buf, sizeof(buf));
+    if (n <= 0) break;
+    out.output.append(buf, static_cast<size_t>(n));
+  }
+  close(out_fds[0]);
+  if (in_fds[1] >= 0) close(in_fds[1]);
   int status = 0;
   waitpid(pid, &status, 0);
   out.exit_code = (!killed && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
@@ -200,6 +257,105 @@ TEST(XenkvmCli, SigtermEndsTheRunCleanly) {
   EXPECT_EQ(o.exit_code, 143) << o.output;
   EXPECT_NE(o.output.find("ended by SIGTERM"), std::string::npos) << o.output;
   EXPECT_NE(o.output.find("xenkvm: hypercalls by number:"), std::string::npos) << o.output;
+}
+
+// The PV console ring both ways: 40 lines through the 2 KB out ring (indexes wrap), then a
+// line fed on stdin comes back through the in ring.
+TEST(XenkvmConsole, RingOutputWrapsAndInputIsEchoed) {
+  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  Outcome o = RunInteractive({XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "100",
+                              XENKVM_GUESTS_DIR "/console.elf"},
+                             std::chrono::seconds(110), "console: type a line", "ping-from-host\n");
+  EXPECT_EQ(o.exit_code, 0) << o.output;
+  for (int i = 0; i < 40; ++i) {
+    char line[32];
+    std::snprintf(line, sizeof(line), "console-line %02d: abc", i);
+    EXPECT_NE(o.output.find(line), std::string::npos) << line << "\n" << o.output;
+  }
+  EXPECT_NE(o.output.find("console echo: ping-from-host"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("xenkvm: console ring: out "), std::string::npos) << o.output;
+}
+
+// SIGTERM writes control/shutdown = poweroff; the guest watching it powers off (exit 0).
+TEST(XenkvmLifecycle, SigtermAsksTheGuestToPowerOff) {
+  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  Outcome o = RunInteractive({XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "100",
+                              "--grace", "60", XENKVM_GUESTS_DIR "/xs_shutdown.elf"},
+                             std::chrono::seconds(110), "xs_shutdown: waiting", "", SIGTERM);
+  EXPECT_EQ(o.exit_code, 0) << o.output;
+  EXPECT_NE(o.output.find("asked the guest to power off"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("xs_shutdown: poweroff requested"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("xenkvm-test: PASS xs_shutdown"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("xenkvm: xenstore ring: requests "), std::string::npos) << o.output;
+}
+
+// GRUB's Xen PVH image (Debian grub-xen-bin, installed by scripts/deps.sh): a real 32-bit
+// third-party guest using grant tables, xenstore and the console ring.
+constexpr char kGrubDir[] = "/usr/lib/grub/i386-xen_pvh";
+constexpr char kGrubStock[] = "/usr/lib/grub-xen/grub-i386-xen_pvh.bin";
+
+// An image with an embedded config that prints a line and halts.
+TEST(XenkvmGrub, EmbeddedConfigPrintsAndHalts) {
+  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  if (access(kGrubDir, R_OK) != 0 || system("command -v grub-mkimage >/dev/null") != 0)
+    GTEST_SKIP() << "grub-xen-bin / grub-common not installed (scripts/deps.sh): skipped";
+  char dir[] = "/tmp/xenkvm-grub-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string cfg = std::string(dir) + "/embedded.cfg", img = std::string(dir) + "/grub.bin";
+  FILE* f = std::fopen(cfg.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs("echo xenkvm-grub-embedded-ok\nhalt\n", f);
+  std::fclose(f);
+  const std::string mk = "grub-mkimage -O i386-xen_pvh -p /boot/grub -c " + cfg + " -o " + img + " echo halt";
+  ASSERT_EQ(system(mk.c_str()), 0) << mk;
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--timeout", "200", img}, std::chrono::seconds(220));
+  EXPECT_EQ(o.exit_code, 0) << o.output;
+  EXPECT_NE(o.output.find("xenkvm-grub-embedded-ok"), std::string::npos) << o.output;
+  unlink(cfg.c_str());
+  unlink(img.c_str());
+  rmdir(dir);
+}
+
+// The stock image on a real pty (raw mode, the terminal path): reaches `grub>`, runs a typed
+// command, then `halt`.
+TEST(XenkvmGrub, StockImageTakesTypedCommandsOnAPty) {
+  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  if (access(kGrubStock, R_OK) != 0) GTEST_SKIP() << kGrubStock << " not installed (scripts/deps.sh): skipped";
+  int master = -1;
+  pid_t pid = forkpty(&master, nullptr, nullptr, nullptr);
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl(XENKVM_BINARY, XENKVM_BINARY, "run", "--quiet", "--timeout", "200", kGrubStock, nullptr);
+    _exit(127);
+  }
+  std::string out;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(220);
+  int step = 0;  // 0: wait for grub>, 1: typed echo, wait for its output, 2: halt typed
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{master, POLLIN, 0};
+    if (poll(&p, 1, 200) > 0) {
+      char buf[4096];
+      ssize_t n = read(master, buf, sizeof(buf));
+      if (n <= 0) break;  // EIO: the child closed the pty
+      out.append(buf, static_cast<size_t>(n));
+    }
+    if (step == 0 && out.find("grub>") != std::string::npos) {
+      const char cmd[] = "echo typed-on-$pty\r";
+      ASSERT_EQ(write(master, cmd, sizeof(cmd) - 1), static_cast<ssize_t>(sizeof(cmd) - 1));
+      step = 1;
+    } else if (step == 1 && out.find("typed-on-\r") != std::string::npos) {
+      ASSERT_EQ(write(master, "halt\r", 5), 5);
+      step = 2;
+    }
+  }
+  int status = 0;
+  if (waitpid(pid, &status, WNOHANG) == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  close(master);
+  EXPECT_EQ(step, 2) << out;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
 }
 
 // Hostile image paths and options: one line and an exit code, before KVM is touched.

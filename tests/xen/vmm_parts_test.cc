@@ -1,5 +1,5 @@
-// The VMM's KVM-free parts: per-vCPU timers, the PV console backend's ring draining (including
-// hostile ring indices), and the guest clock's pvclock scale.
+// The VMM's KVM-free parts: per-vCPU timers, the terminal filter and the guest clock's pvclock
+// scale (the PV console ring is tested in tests/backends).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -11,13 +11,6 @@
 #include <string>
 #include <thread>
 
-extern "C" {
-#include <xen/io/console.h>
-}
-
-#include "evtchn/engine.h"
-#include "mem/guest_memory.h"
-#include "vmm/console_backend.h"
 #include "vmm/guest_clock.h"
 #include "vmm/terminal_filter.h"
 #include "vmm/timers.h"
@@ -115,64 +108,6 @@ TEST(GuestClock, PvclockScale) {
   // ns per tick = mul * 2^shift / 2^32 (mul < 2^32, so 2.0 needs a shift).
   EXPECT_GT(t->tsc_shift, 0);
   EXPECT_NEAR(t->tsc_to_system_mul / 4294967296.0 * (1 << t->tsc_shift), 2.0, 1e-6);
-}
-
-class ConsoleBackendTest : public ::testing::Test {
- protected:
-  static constexpr uint64_t kRam = 1 << 20;
-  static constexpr uint64_t kRing = 0x8000;
-  ConsoleBackendTest() : ram_(static_cast<uint8_t*>(std::aligned_alloc(4096, kRam))) {
-    std::memset(ram_.get(), 0, kRam);
-    EXPECT_TRUE(memory_.AddSlot(0, 0, kRam, ram_.get()));
-    engine_ = std::make_unique<evtchn::Engine>(memory_, evtchn::Engine::Options{.domid = 1, .start_worker = false});
-    engine_->SetAbi(evtchn::Abi::k64);
-    EXPECT_TRUE(engine_->SetSharedInfoGpa(0x1000));
-    EXPECT_TRUE(engine_->AddVcpu(0, &sink_));
-    EXPECT_TRUE(engine_->SetVcpuInfoGpa(0, 0x1000));
-    backend_ = std::make_unique<ConsoleBackend>(memory_, *engine_, kRing,
-                                                [this](std::span<const char> t) { out_.append(t.data(), t.size()); });
-    auto port = engine_->ConnectBackend(backend_.get());
-    EXPECT_TRUE(port);
-    port_ = port ? *port : 0;
-  }
-  struct NullSink : evtchn::VcpuSink {
-    void InjectUpcall() override {}
-    void RequestSync() override {}
-    void WakePoller() override {}
-  } sink_;
-  xencons_interface* ring() { return reinterpret_cast<xencons_interface*>(ram_.get() + kRing); }
-  struct FreeDeleter {
-    void operator()(uint8_t* p) const { std::free(p); }
-  };
-  std::unique_ptr<uint8_t, FreeDeleter> ram_;
-  mem::GuestMemory memory_;
-  std::unique_ptr<evtchn::Engine> engine_;
-  std::unique_ptr<ConsoleBackend> backend_;
-  evtchn::Port port_ = 0;
-  std::string out_;
-};
-
-TEST_F(ConsoleBackendTest, DrainsOutputAcrossTheWrap) {
-  ring()->out_cons = ring()->out_prod = 2046;
-  const char text[] = "wrap!";
-  for (uint32_t i = 0; i < 5; ++i) ring()->out[(2046 + i) % 2048] = text[i];
-  ring()->out_prod = 2051;
-  backend_->OnGuestSend(port_);
-  engine_->RunDeferredWork();
-  EXPECT_EQ(out_, "wrap!");
-  EXPECT_EQ(ring()->out_cons, 2051u);
-  // The guest is notified that space was made.
-  uint64_t pending_word;
-  std::memcpy(&pending_word, ram_.get() + 0x1000 + 0x800, 8);
-  EXPECT_TRUE(pending_word >> port_ & 1);
-}
-
-TEST_F(ConsoleBackendTest, HostileIndicesReadAtMostOneRing) {
-  ring()->out_cons = 0;
-  ring()->out_prod = 0x7fffffff;
-  backend_->OnGuestSend(port_);
-  EXPECT_EQ(out_.size(), sizeof(ring()->out));
-  EXPECT_EQ(ring()->out_cons, 0x7fffffffu);
 }
 
 }  // namespace
