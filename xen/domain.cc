@@ -231,7 +231,7 @@ uint64_t Domain::VcpuInfoGpaLocked(uint32_t vcpu) const {
 }
 
 void Domain::RefreshVcpuTime(uint32_t vcpu) {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   const uint64_t gpa = VcpuInfoGpaLocked(vcpu);
   if (gpa != kNoGpa) WriteVcpuTime(vcpu, gpa);
 }
