@@ -5,7 +5,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
+#include "cli/disk_spec.h"
 #include "vmm/machine.h"
 
 namespace xenkvm::cli {
@@ -29,7 +31,8 @@ struct RunOptions {
   bool vcpus_given = false;
   bool stats = false;
   uint64_t max_image_mib = 512;
-  std::string guest;  // empty: the bundled demo guest
+  std::string guest;            // empty: the bundled demo guest
+  std::vector<DiskSpec> disks;  // --disk, in order
 };
 
 struct Command {
