@@ -188,9 +188,21 @@ void Fifo::SyncShadow(VcpuState& vcpu, uint8_t* vcpu_info) {
 // The locked half of Xen's evtchn_fifo_set_pending: PENDING is set and the word was unmasked.
 // Locks the port's queue and, if it was last linked elsewhere, that queue too (lower address
 // first); the analysis cannot follow a lock chosen at run time, hence no annotation here.
+uint32_t Fifo::SetPendingAndLinked(std::atomic_ref<uint32_t> word) {
+  uint32_t w = word.load(std::memory_order_relaxed);
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    const uint32_t add = w & kFifoMasked ? kFifoPending : kFifoPending | kFifoLinked;
+    // seq_cst: this sets PENDING (see Raise).
+    if (word.compare_exchange_weak(w, w | add, std::memory_order_seq_cst)) return w;
+  }
+  w = word.fetch_or(kFifoPending, std::memory_order_seq_cst);
+  if (!(w & kFifoMasked)) w |= word.fetch_or(kFifoLinked, std::memory_order_acq_rel) & kFifoLinked;
+  return w;
+}
+
 RaiseOutcome Fifo::Link(Port port, PortEntry& entry, VcpuState& vcpu, FifoVcpu& fifo_vcpu,
-                        std::atomic_ref<uint32_t> word,
-                        bool was_pending) XENKVM_NO_THREAD_SAFETY_ANALYSIS {
+                        std::atomic_ref<uint32_t> word, bool pending_set,
+                        uint32_t old_word) XENKVM_NO_THREAD_SAFETY_ANALYSIS {
   uint8_t* control = fifo_vcpu.control.Get(memory_);
   if (control == nullptr) control = fifo_vcpu.control.TryRefresh(memory_);
   if (control == nullptr) return RaiseOutcome::kRetry;
@@ -220,10 +232,25 @@ RaiseOutcome Fifo::Link(Port port, PortEntry& entry, VcpuState& vcpu, FifoVcpu& 
     return RaiseOutcome::kRetry;
   }
   bool linked = true;  // nothing to announce unless this port starts a queue
+  bool was_pending, masked, newly_linked;
+  if (pending_set) {
+    // Xen's order: PENDING was set before the lock; LINKED now, unless masked meanwhile.
+    was_pending = old_word & kFifoPending;
+    masked = word.load(std::memory_order_acquire) & kFifoMasked;
+    newly_linked =
+        !masked && !(word.fetch_or(kFifoLinked, std::memory_order_acq_rel) & kFifoLinked);
+  } else {
+    const uint32_t w = SetPendingAndLinked(word);
+    was_pending = w & kFifoPending;
+    masked = w & kFifoMasked;
+    newly_linked = !masked && !(w & kFifoLinked);
+  }
+  if (masked) {
+    UnlockPair(q, old_q);
+    return was_pending ? RaiseOutcome::kCoalesced : RaiseOutcome::kMasked;
+  }
   RaiseOutcome outcome = was_pending ? RaiseOutcome::kCoalesced : RaiseOutcome::kDelivered;
-  if (word.load(std::memory_order_acquire) & kFifoMasked) {
-    if (!was_pending) outcome = RaiseOutcome::kMasked;
-  } else if (!(word.fetch_or(kFifoLinked, std::memory_order_acq_rel) & kFifoLinked)) {
+  if (newly_linked) {
     outcome = RaiseOutcome::kDelivered;
     // This port was its old queue's tail: that queue is empty now, and must not link to it.
     if (old_q->tail == port) old_q->tail = 0;

@@ -122,15 +122,22 @@ class Fifo final {
     FifoVcpu& fifo_vcpu = *vcpus_[vcpu.xen_id].load(std::memory_order_acquire);
     if (fifo_vcpu.control.gpa() == mem::CachedMapping::kNoGpa) return RaiseOutcome::kDropped;
     auto word = WordAt(page, port);
+    // Masked, or pending and still LINKED: nothing to link, so one fetch_or(PENDING) and no
+    // queue lock (the guest's unmask re-raises; a linked event is still on its queue).
     // seq_cst: pairs with SCHEDOP_poll registering before it looks (see Engine::BeginPoll).
-    const uint32_t old = word.fetch_or(kFifoPending, std::memory_order_seq_cst);
-    // Masked: nothing to link (the guest's unmask re-raises). Already pending and linked: the
-    // guest has not consumed it yet and will see it. Neither needs a queue lock.
-    if (old & kFifoMasked)
-      return old & kFifoPending ? RaiseOutcome::kCoalesced : RaiseOutcome::kMasked;
-    if ((old & (kFifoPending | kFifoLinked)) == (kFifoPending | kFifoLinked))
-      return RaiseOutcome::kCoalesced;
-    return Link(port, entry, vcpu, fifo_vcpu, word, (old & kFifoPending) != 0);
+    const uint32_t seen = word.load(std::memory_order_relaxed);
+    if ((seen & kFifoMasked) ||
+        (seen & (kFifoPending | kFifoLinked)) == (kFifoPending | kFifoLinked)) {
+      const uint32_t old = word.fetch_or(kFifoPending, std::memory_order_seq_cst);
+      if (old & kFifoMasked)
+        return old & kFifoPending ? RaiseOutcome::kCoalesced : RaiseOutcome::kMasked;
+      if ((old & (kFifoPending | kFifoLinked)) == (kFifoPending | kFifoLinked))
+        return RaiseOutcome::kCoalesced;
+      // The guest changed the word in between: link it as Xen would, PENDING already set.
+      return Link(port, entry, vcpu, fifo_vcpu, word, /*pending_set=*/true, old);
+    }
+    // A new event: PENDING and LINKED are set together under the queue lock (Link).
+    return Link(port, entry, vcpu, fifo_vcpu, word, /*pending_set=*/false, 0);
   }
   // EVTCHNOP_unmask: clear MASKED; whether the word is pending (the engine re-raises it).
   bool ClearMask(Port port);
@@ -153,8 +160,14 @@ class Fifo final {
   void Park(Port port) {
     parked_[port / 64].fetch_or(uint64_t(1) << (port % 64), std::memory_order_acq_rel);
   }
+  // Takes the queue lock(s) and links `port`. pending_set: Raise already set PENDING and
+  // `old_word` is what the word held before; otherwise PENDING is set here, with LINKED in the
+  // same compare-and-exchange when the word is unmasked.
   RaiseOutcome Link(Port port, PortEntry& entry, VcpuState& vcpu, FifoVcpu& fifo_vcpu,
-                    std::atomic_ref<uint32_t> word, bool was_pending);
+                    std::atomic_ref<uint32_t> word, bool pending_set, uint32_t old_word);
+  // Sets PENDING, and LINKED if the word is unmasked, in one step; returns the old word.
+  // A guest that keeps changing the word gets Xen's two steps instead (bounded).
+  static uint32_t SetPendingAndLinked(std::atomic_ref<uint32_t> word);
   static bool SetLink(std::atomic_ref<uint32_t> tail_word, Port port);
   static bool MarkUpcallPending(VcpuState& vcpu, const mem::GuestMemory& memory);
 

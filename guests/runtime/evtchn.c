@@ -96,7 +96,14 @@ void evtchn_upcall(int eoi) {
   unsigned cpu = this_vcpu();
   shared_info_t* s = shinfo;
   upcall_count[cpu]++;
-  if (s) {
+  if (s && __atomic_load_n(&fifo_active, __ATOMIC_ACQUIRE)) {
+    /* FIFO: upcall_pending still says "look"; the queues say what. */
+    vcpu_info_t* vi = vcpu_info_of(cpu);
+    while (__atomic_load_n(&vi->evtchn_upcall_pending, __ATOMIC_ACQUIRE)) {
+      __atomic_store_n(&vi->evtchn_upcall_pending, 0, __ATOMIC_SEQ_CST);
+      fifo_upcall(cpu);
+    }
+  } else if (s) {
     vcpu_info_t* vi = vcpu_info_of(cpu);
     while (__atomic_load_n(&vi->evtchn_upcall_pending, __ATOMIC_ACQUIRE)) {
       __atomic_store_n(&vi->evtchn_upcall_pending, 0, __ATOMIC_SEQ_CST);

@@ -269,6 +269,30 @@ long set_singleshot_timer(uint64_t abs_ns);
 void evtchn_setup_vector(void);
 void evtchn_setup_callback(void);
 
+/* ---- event channels (FIFO, runtime/fifo.c) ---- */
+#define FIFO_WORDS_PER_PAGE (4096u / sizeof(event_word_t))
+#define FIFO_GUEST_ARRAY_PAGES 8u /* ports 0..8191: enough to test ports above 4096 */
+#define FIFO_GUEST_PORTS (FIFO_GUEST_ARRAY_PAGES * FIFO_WORDS_PER_PAGE)
+#define FIFO_LOG_SIZE 256u
+/* Set once a control block is registered: upcalls then consume FIFO queues, not 2-level. */
+extern volatile uint32_t fifo_active;
+extern volatile uint32_t fifo_array_nr; /* event array pages given with expand_array */
+extern volatile uint32_t fifo_hits[FIFO_GUEST_PORTS];
+extern volatile uint8_t fifo_last_vcpu[FIFO_GUEST_PORTS];
+extern volatile uint32_t fifo_bad_events;
+/* Ports in the order the consumer handled them (first FIFO_LOG_SIZE; reset fifo_log_len). */
+extern volatile uint32_t fifo_log[FIFO_LOG_SIZE];
+extern volatile uint32_t fifo_log_len;
+long fifo_init_control(unsigned vcpu); /* control block of vcpu at offset 0 of its own page */
+long fifo_expand_array(void);          /* adds the next (zeroed) event array page */
+long fifo_set_priority(evtchn_port_t port, uint32_t priority);
+volatile event_word_t* fifo_word(evtchn_port_t port); /* NULL past the array */
+void fifo_mask(evtchn_port_t port);
+bool fifo_is_pending(evtchn_port_t port);
+bool fifo_is_linked(evtchn_port_t port);
+void fifo_reset_state(void); /* after EVTCHNOP_reset: back to the 2-level scan */
+void fifo_upcall(unsigned cpu);
+
 /* Called from the upcall stubs in entry.S. */
 void evtchn_upcall(int eoi);
 

@@ -137,6 +137,30 @@ TEST(FifoDelivery, MaskedUntilUnmaskRelinks) {
   EXPECT_EQ(g.Ready(0).load(), 0u);
 }
 
+// A new event sets PENDING and LINKED in one step under the queue lock: the guest's other
+// bits survive, and a word left pending but unlinked (the guest took it off its queue without
+// clearing PENDING) is linked again and delivered, as Xen's two steps would.
+TEST(FifoDelivery, PendingAndLinkedSetTogetherKeepXenOutcomes) {
+  FifoGuest g(1);
+  ASSERT_TRUE(g.InitAndExpand(1, 1));
+  const Port a = g.BindIpi(0), b = g.BindIpi(0);
+  g.Word(a).store(kFifoBusy | 0x1234);  // garbage the engine must leave alone
+  g.engine->RaisePort(a);
+  EXPECT_EQ(g.Word(a).load(), kFifoBusy | kFifoPending | kFifoLinked | 0x1234);
+  EXPECT_EQ(g.Head(0, 7).load(), a);
+  EXPECT_EQ(g.engine->Counters(a).delivered, 1u);
+  g.Word(a).store(0);
+  g.Control(0).ready = 0;
+  g.Head(0, 7).store(0);
+  g.Word(b).store(kFifoPending);
+  g.engine->RaisePort(b);
+  EXPECT_EQ(g.Word(b).load(), kFifoPending | kFifoLinked);
+  EXPECT_EQ(g.Head(0, 7).load(), b);
+  EXPECT_EQ(g.Ready(0).load(), 1u << 7);
+  EXPECT_EQ(g.engine->Counters(b).delivered, 1u);
+  EXPECT_EQ(g.Drain(0), std::vector<Port>{b});
+}
+
 TEST(FifoDelivery, NoControlBlockDropsAsXen) {
   FifoGuest g(2);
   ASSERT_TRUE(g.InitAndExpand(1, 1));  // vCPU 1 never gets a control block
