@@ -28,11 +28,36 @@ EventfdRouter::~EventfdRouter() {
 }
 
 Result<> EventfdRouter::AddPortRoute(int eventfd, Port port) {
-  return Add(eventfd, Route{false, port});
+  return Add(eventfd, Route{Kind::kPort, port});
 }
 
 Result<> EventfdRouter::AddPirqRoute(int eventfd, uint32_t pirq) {
-  return Add(eventfd, Route{true, pirq});
+  return Add(eventfd, Route{Kind::kPirq, pirq});
+}
+
+Result<> EventfdRouter::AddRouteBinding(int eventfd, uint32_t route_id) {
+  return Add(eventfd, Route{Kind::kRoute, route_id});
+}
+
+Result<> EventfdRouter::SetRoute(uint32_t route_id, RouteTarget target) {
+  if (target.vcpu >= kMaxRouteVcpus) return Fail(XEN_EINVAL, "route vcpu out of range");
+  if (target.priority > EVTCHN_FIFO_PRIORITY_MIN) return Fail(XEN_EINVAL, "route priority");
+  MutexLock lock(routes_mutex_);
+  targets_[route_id] = target;
+  return {};
+}
+
+Result<> EventfdRouter::RemoveRoute(uint32_t route_id) {
+  MutexLock lock(routes_mutex_);
+  if (!targets_.erase(route_id)) return Fail(XEN_ENOENT, "no such route");
+  return {};
+}
+
+Result<EventfdRouter::RouteTarget> EventfdRouter::GetRoute(uint32_t route_id) const {
+  MutexLock lock(routes_mutex_);
+  auto it = targets_.find(route_id);
+  if (it == targets_.end()) return Fail(XEN_ENOENT, "no such route");
+  return it->second;
 }
 
 Result<> EventfdRouter::Add(int fd, Route route) {
@@ -67,8 +92,18 @@ void EventfdRouter::Loop() {
         auto it = routes_.find(fd);
         if (it == routes_.end()) continue;  // removed meanwhile
         route = it->second;
+        if (route.kind == Kind::kRoute) {
+          auto target = targets_.find(route.target);
+          if (target == targets_.end()) {  // route removed: dropped, as KVM does
+            signals_dropped_.fetch_add(1, std::memory_order_release);
+            continue;
+          }
+          route = Route{Kind::kPort, target->second.port};
+        }
       }
-      if (route.is_pirq)
+      // Outside routes_mutex_: the engine's raise never blocks (it defers to its worker while
+      // guest memory is being remapped).
+      if (route.kind == Kind::kPirq)
         engine_.RaisePirq(route.target);
       else
         engine_.RaisePort(route.target);
