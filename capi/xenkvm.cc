@@ -16,6 +16,8 @@
 #include "abi/xen.h"
 #include "evtchn/engine.h"
 #include "evtchn/eventfd_router.h"
+#include "evtchn/msi.h"
+#include "evtchn/pirq_table.h"
 #include "mem/guest_memory.h"
 
 namespace {
@@ -57,6 +59,7 @@ struct xenkvm_handle {
   xenkvm_config config{};
   xenkvm::mem::GuestMemory memory;
   std::unique_ptr<xenkvm::evtchn::Engine> engine;
+  std::unique_ptr<xenkvm::evtchn::PirqTable> pirqs;
   std::unique_ptr<xenkvm::evtchn::EventfdRouter> router;
   std::unique_ptr<Sink[]> sinks;
   std::atomic<uint8_t> upcall_vector{0};
@@ -99,6 +102,33 @@ struct xenkvm_handle {
     return {};
   }
 
+  // Returns false (not handled) for PHYSDEVOPs that are the host's business.
+  bool PhysdevOp(uint32_t vcpu, uint64_t cmd, uint64_t arg, Result<>& result) {
+    auto& p = *pirqs;
+    switch (cmd) {
+      case PHYSDEVOP_map_pirq:
+        result = InOut<physdev_map_pirq_t>(vcpu, arg, true, [&](auto& op) { return p.Map(op); });
+        return true;
+      case PHYSDEVOP_unmap_pirq:
+        result =
+            InOut<physdev_unmap_pirq_t>(vcpu, arg, false, [&](auto& op) { return p.Unmap(op); });
+        return true;
+      case PHYSDEVOP_eoi:
+        result = InOut<physdev_eoi_t>(vcpu, arg, false, [&](auto& op) { return p.Eoi(op); });
+        return true;
+      case PHYSDEVOP_irq_status_query:
+        result = InOut<physdev_irq_status_query_t>(vcpu, arg, true,
+                                                   [&](auto& op) { return p.IrqStatusQuery(op); });
+        return true;
+      case PHYSDEVOP_get_free_pirq:
+        result = InOut<physdev_get_free_pirq_t>(vcpu, arg, true,
+                                                [&](auto& op) { return p.GetFreePirq(op); });
+        return true;
+      default:
+        return false;
+    }
+  }
+
   Result<> EventChannelOp(uint32_t vcpu, uint64_t cmd, uint64_t arg) {
     auto& e = *engine;
     switch (cmd) {
@@ -113,7 +143,8 @@ struct xenkvm_handle {
       case EVTCHNOP_bind_ipi:
         return InOut<evtchn_bind_ipi_t>(vcpu, arg, true, [&](auto& op) { return e.BindIpi(op); });
       case EVTCHNOP_bind_pirq:
-        return InOut<evtchn_bind_pirq_t>(vcpu, arg, true, [&](auto& op) { return e.BindPirq(op); });
+        return InOut<evtchn_bind_pirq_t>(vcpu, arg, true,
+                                         [&](auto& op) { return pirqs->Bind(op); });
       case EVTCHNOP_status:
         return InOut<evtchn_status_t>(vcpu, arg, true, [&](auto& op) { return e.Status(op); });
       case EVTCHNOP_close:
@@ -165,7 +196,8 @@ XENKVM_API int xenkvm_create(const xenkvm_config* config, xenkvm_t** out) {
       xk->attrs.push_back({.xen_id = i});
     }
   }
-  xk->router = std::make_unique<xenkvm::evtchn::EventfdRouter>(*xk->engine);
+  xk->pirqs = std::make_unique<xenkvm::evtchn::PirqTable>(*xk->engine);
+  xk->router = std::make_unique<xenkvm::evtchn::EventfdRouter>(*xk->engine, xk->pirqs.get());
   *out = xk.release();
   return 0;
 }
@@ -316,24 +348,31 @@ XENKVM_API int xenkvm_handle_hypercall(xenkvm_t* xk, uint32_t vcpu, xenkvm_hyper
   if (xk == nullptr || call == nullptr || handled == nullptr || vcpu >= xk->config.n_vcpus)
     return -XEN_EINVAL;
   *handled = 0;
-  if (call->nr != __HYPERVISOR_event_channel_op) return 0;
+  Result<> r;
+  if (call->nr == __HYPERVISOR_event_channel_op)
+    r = xk->EventChannelOp(vcpu, call->args[0], call->args[1]);
+  else if (call->nr != __HYPERVISOR_physdev_op ||
+           !xk->PhysdevOp(vcpu, call->args[0], call->args[1], r))
+    return 0;
   *handled = 1;
-  auto r = xk->EventChannelOp(vcpu, call->args[0], call->args[1]);
   call->ret = r ? 0 : Errno(r.error());
   return 0;
 }
 
 XENKVM_API int xenkvm_route_set(xenkvm_t* xk, uint32_t route_id, const xenkvm_route* r) {
   if (xk == nullptr || r == nullptr) return -XEN_EINVAL;
-  if (r->port == 0 || r->port >= xk->engine->MaxPorts()) return -XEN_EINVAL;
-  return Errno(xk->router->SetRoute(route_id, {r->port, r->vcpu, r->priority}));
+  if (r->type > XENKVM_ROUTE_PIRQ) return -XEN_EINVAL;
+  const bool is_pirq = r->type == XENKVM_ROUTE_PIRQ;
+  if (!is_pirq && (r->port == 0 || r->port >= xk->engine->MaxPorts())) return -XEN_EINVAL;
+  return Errno(xk->router->SetRoute(route_id, {is_pirq, r->pirq, r->port, r->vcpu, r->priority}));
 }
 
 XENKVM_API int xenkvm_route_get(xenkvm_t* xk, uint32_t route_id, xenkvm_route* r) {
   if (xk == nullptr || r == nullptr) return -XEN_EINVAL;
   auto t = xk->router->GetRoute(route_id);
   if (!t) return Errno(t.error());
-  *r = {t->port, t->vcpu, t->priority};
+  *r = {t->is_pirq ? uint32_t(XENKVM_ROUTE_PIRQ) : uint32_t(XENKVM_ROUTE_PORT), t->port, t->vcpu,
+        t->priority, t->pirq};
   return 0;
 }
 
@@ -350,6 +389,20 @@ XENKVM_API int xenkvm_eventfd_bind(xenkvm_t* xk, int eventfd, uint32_t route_id)
 XENKVM_API int xenkvm_eventfd_unbind(xenkvm_t* xk, int eventfd) {
   if (xk == nullptr) return -XEN_EINVAL;
   return Errno(xk->router->Remove(eventfd));
+}
+
+XENKVM_API int xenkvm_msi_to_pirq(uint64_t address, uint32_t data, uint32_t* pirq) {
+  auto decoded = xenkvm::evtchn::PirqFromMsi(address, data);
+  if (!decoded) return 0;
+  if (pirq != nullptr) *pirq = *decoded;
+  return 1;
+}
+
+XENKVM_API int xenkvm_msi_send(xenkvm_t* xk, uint64_t address, uint32_t data) {
+  if (xk == nullptr) return -XEN_EINVAL;
+  auto pirq = xenkvm::evtchn::PirqFromMsi(address, data);
+  if (!pirq || *pirq >= uint32_t(xenkvm::evtchn::PirqTable::kNrPirqs)) return -XEN_EINVAL;
+  return xk->pirqs->RaiseMsi(*pirq) ? 1 : 0;
 }
 
 }  // extern "C"

@@ -9,7 +9,7 @@
 
 namespace xenkvm::evtchn {
 
-EventfdRouter::EventfdRouter(Engine& engine) : engine_(engine) {
+EventfdRouter::EventfdRouter(Engine& engine, PirqTable* pirqs) : engine_(engine), pirqs_(pirqs) {
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   // Out of file descriptors at start-up is a host failure, not a guest's doing.
@@ -42,6 +42,8 @@ Result<> EventfdRouter::AddRouteBinding(int eventfd, uint32_t route_id) {
 Result<> EventfdRouter::SetRoute(uint32_t route_id, RouteTarget target) {
   if (target.vcpu >= kMaxRouteVcpus) return Fail(XEN_EINVAL, "route vcpu out of range");
   if (target.priority > EVTCHN_FIFO_PRIORITY_MIN) return Fail(XEN_EINVAL, "route priority");
+  if (target.is_pirq && target.pirq >= uint32_t(PirqTable::kNrPirqs))
+    return Fail(XEN_EINVAL, "route pirq");
   MutexLock lock(routes_mutex_);
   targets_[route_id] = target;
   return {};
@@ -98,12 +100,15 @@ void EventfdRouter::Loop() {
             signals_dropped_.fetch_add(1, std::memory_order_release);
             continue;
           }
-          route = Route{Kind::kPort, target->second.port};
+          const RouteTarget& t = target->second;
+          route = t.is_pirq ? Route{Kind::kPirq, t.pirq} : Route{Kind::kPort, t.port};
         }
       }
       // Outside routes_mutex_: the engine's raise never blocks (it defers to its worker while
       // guest memory is being remapped).
-      if (route.kind == Kind::kPirq)
+      if (route.kind == Kind::kPirq && pirqs_ != nullptr)
+        pirqs_->RaiseMsi(route.target);
+      else if (route.kind == Kind::kPirq)
         engine_.RaisePirq(route.target);
       else
         engine_.RaisePort(route.target);

@@ -22,12 +22,14 @@
 #include "abi/result.h"
 #include "abi/sync.h"
 #include "evtchn/engine.h"
+#include "evtchn/pirq_table.h"
 
 namespace xenkvm::evtchn {
 
 class EventfdRouter {
  public:
-  explicit EventfdRouter(Engine& engine);
+  // With `pirqs`, PIRQ routes raise through it (a PIRQ raised before its port is bound is kept).
+  explicit EventfdRouter(Engine& engine, PirqTable* pirqs = nullptr);
   ~EventfdRouter();
   EventfdRouter(const EventfdRouter&) = delete;
   EventfdRouter& operator=(const EventfdRouter&) = delete;
@@ -42,6 +44,8 @@ class EventfdRouter {
   // are checked when the route is set: vcpu a Xen vCPU id below kMaxRouteVcpus, priority a FIFO
   // priority (0 highest .. 15 lowest).
   struct RouteTarget {
+    bool is_pirq = false;  // true: raise `pirq` (an MSI with vector 0), not `port`
+    uint32_t pirq = 0;
     Port port = 0;
     uint32_t vcpu = 0;
     uint32_t priority = 7;  // EVTCHN_FIFO_PRIORITY_DEFAULT
@@ -71,6 +75,7 @@ class EventfdRouter {
   void Loop();
 
   Engine& engine_;
+  PirqTable* pirqs_;
   int epoll_fd_ = -1;
   int stop_fd_ = -1;  // an eventfd of our own that ends the loop
   mutable Mutex routes_mutex_;

@@ -14,6 +14,7 @@
 extern "C" {
 #include <xen/errno.h>
 #include <xen/event_channel.h>
+#include <xen/physdev.h>
 #include <xen/xen.h>
 }
 
@@ -28,6 +29,7 @@ constexpr uint64_t kGvaOffset = 0x40000000;   // the simulated guest's GVA = GPA
 // old one, where event_channel_op means the compat number).
 constexpr uint64_t kEventChannelOp = 32;
 constexpr uint64_t kSchedOp = 29;
+constexpr uint64_t kPhysdevOp = 33;
 
 // A simulated guest: its RAM, what the library asked of the host, and the guest's handler.
 struct Guest {
@@ -82,14 +84,26 @@ struct Guest {
 
   // EVTCHNOP `cmd` with `op` placed at kArgGpa; returns the guest's rax, copies `op` back.
   template <class T>
-  int64_t EvtchnOp(uint32_t vcpu, uint64_t cmd, T& op) {
+  int64_t EvtchnOp(uint32_t vcpu, uint64_t cmd, T& op, uint64_t nr = kEventChannelOp) {
     std::memcpy(ram + kArgGpa, &op, sizeof(op));
-    xenkvm_hypercall call{.nr = kEventChannelOp, .args = {cmd, kArgGpa + kGvaOffset}, .ret = 1};
+    xenkvm_hypercall call{.nr = nr, .args = {cmd, kArgGpa + kGvaOffset}, .ret = 1};
     int handled = 0;
     EXPECT_EQ(xenkvm_handle_hypercall(xk, vcpu, &call, &handled), 0);
     EXPECT_EQ(handled, 1);
     std::memcpy(&op, ram + kArgGpa, sizeof(op));
     return call.ret;
+  }
+  template <class T>
+  int64_t PhysdevOp(uint64_t cmd, T& op) {
+    return EvtchnOp(0, cmd, op, kPhysdevOp);
+  }
+  physdev_map_pirq MapArgs(int type, int index, int pirq) {
+    physdev_map_pirq op{};
+    op.domid = DOMID_SELF;
+    op.type = type;
+    op.index = index;
+    op.pirq = pirq;
+    return op;
   }
   uint32_t BindIpi(uint32_t vcpu) {
     evtchn_bind_ipi op{.vcpu = vcpu, .port = 0};
@@ -292,7 +306,7 @@ TEST(CApi, HypercallErrors) {
 TEST(CApi, RouteRoundTripAndErrors) {
   Guest g;
   g.Setup();
-  xenkvm_route r{.port = 5, .vcpu = 1, .priority = 3};
+  xenkvm_route r{.type = XENKVM_ROUTE_PORT, .port = 5, .vcpu = 1, .priority = 3, .pirq = 0};
   ASSERT_EQ(xenkvm_route_set(g.xk, 42, &r), 0);
   xenkvm_route back{};
   ASSERT_EQ(xenkvm_route_get(g.xk, 42, &back), 0);
@@ -310,6 +324,12 @@ TEST(CApi, RouteRoundTripAndErrors) {
   bad.port = 0;
   EXPECT_EQ(xenkvm_route_set(g.xk, 42, &bad), -XEN_EINVAL);
   bad.port = 4096;
+  EXPECT_EQ(xenkvm_route_set(g.xk, 42, &bad), -XEN_EINVAL);
+  bad = r;
+  bad.type = 2;
+  EXPECT_EQ(xenkvm_route_set(g.xk, 42, &bad), -XEN_EINVAL);
+  bad.type = XENKVM_ROUTE_PIRQ;
+  bad.pirq = 1024;
   EXPECT_EQ(xenkvm_route_set(g.xk, 42, &bad), -XEN_EINVAL);
 
   int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -340,7 +360,8 @@ TEST(CApi, RoutesUnderChurnWhileMemoryIsRemapped) {
   for (int d = 0; d < 2; ++d) {
     ports[d][0] = g.BindIpi(0);
     ports[d][1] = g.BindIpi(0);
-    xenkvm_route r{.port = ports[d][0], .vcpu = 0, .priority = 7};
+    xenkvm_route r{
+        .type = XENKVM_ROUTE_PORT, .port = ports[d][0], .vcpu = 0, .priority = 7, .pirq = 0};
     ASSERT_EQ(xenkvm_route_set(g.xk, uint32_t(d), &r), 0);
     fds[d] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     ASSERT_EQ(xenkvm_eventfd_bind(g.xk, fds[d], uint32_t(d)), 0);
@@ -359,7 +380,11 @@ TEST(CApi, RoutesUnderChurnWhileMemoryIsRemapped) {
   std::thread route_churn([&] {
     for (uint32_t i = 0; !done.load(); ++i)
       for (uint32_t d = 0; d < 2; ++d) {
-        xenkvm_route r{.port = ports[d][i % 2], .vcpu = 0, .priority = i % 16};
+        xenkvm_route r{.type = XENKVM_ROUTE_PORT,
+                       .port = ports[d][i % 2],
+                       .vcpu = 0,
+                       .priority = i % 16,
+                       .pirq = 0};
         if (xenkvm_route_set(g.xk, d, &r) != 0) std::abort();
       }
   });
@@ -389,6 +414,146 @@ TEST(CApi, RoutesUnderChurnWhileMemoryIsRemapped) {
     EXPECT_EQ(xenkvm_eventfd_unbind(g.xk, fds[d]), 0);
     close(fds[d]);
   }
+}
+
+// The MSI address of a PIRQ: destination-id bits 19:12 carry PIRQ bits 7:0, address bits
+// 63:40 PIRQ bits 31:8; data (the vector) is 0.
+uint64_t PirqMsiAddress(uint32_t pirq) {
+  return 0xfee00000 | (uint64_t(pirq & 0xff) << 12) | (uint64_t(pirq >> 8) << 40);
+}
+
+TEST(CApi, MsiToPirqDecoding) {
+  uint32_t pirq = 0;
+  EXPECT_EQ(xenkvm_msi_to_pirq(PirqMsiAddress(0x3ff), 0, &pirq), 1);
+  EXPECT_EQ(pirq, 0x3ffu);
+  EXPECT_EQ(xenkvm_msi_to_pirq(PirqMsiAddress(0x12345), 0x4000, &pirq), 1);  // flags, vector 0
+  EXPECT_EQ(pirq, 0x12345u);
+  EXPECT_EQ(xenkvm_msi_to_pirq(PirqMsiAddress(7), 0x41, &pirq), 0);  // a real vector
+  Guest g;
+  EXPECT_EQ(xenkvm_msi_send(g.xk, PirqMsiAddress(7), 0x41), -XEN_EINVAL);
+  EXPECT_EQ(xenkvm_msi_send(g.xk, PirqMsiAddress(1024), 0), -XEN_EINVAL);
+}
+
+TEST(CApi, PhysdevMapPirqErrorsAsXen) {
+  Guest g;
+  g.Setup();
+  auto op = g.MapArgs(MAP_PIRQ_TYPE_MSI, -1, -1);
+  op.domid = 3;  // its own id, not DOMID_SELF: needs privilege
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, op), -XEN_EPERM);
+  op = g.MapArgs(7, -1, -1);
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, op), -XEN_EINVAL);  // unknown type
+  op = g.MapArgs(MAP_PIRQ_TYPE_MSI, 0, -1);
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, op), -XEN_EINVAL);  // MSI index must be -1
+  op = g.MapArgs(MAP_PIRQ_TYPE_GSI, 48, -1);
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, op), -XEN_EINVAL);  // beyond the GSIs
+  op = g.MapArgs(MAP_PIRQ_TYPE_MSI, -1, 1024);
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, op), -XEN_EINVAL);  // beyond nr_pirqs
+
+  // Xen's choices: an MSI takes the highest free PIRQ, a GSI the lowest non-ISA one.
+  op = g.MapArgs(MAP_PIRQ_TYPE_MSI, -1, -1);
+  ASSERT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, op), 0);
+  EXPECT_EQ(op.pirq, 1023);
+  op = g.MapArgs(MAP_PIRQ_TYPE_GSI, 20, -1);
+  ASSERT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, op), 0);
+  EXPECT_EQ(op.pirq, 16);
+  // A second PIRQ for GSI 20 leaves the first mapping (Xen answers 0 and changes nothing).
+  op = g.MapArgs(MAP_PIRQ_TYPE_GSI, 20, 30);
+  ASSERT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, op), 0);
+  physdev_irq_status_query q{.irq = 30, .flags = 0};
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_irq_status_query, q), -XEN_EINVAL);  // 30 stayed unmapped
+  q.irq = 16;
+  ASSERT_EQ(g.PhysdevOp(PHYSDEVOP_irq_status_query, q), 0);
+  EXPECT_EQ(q.flags, XENIRQSTAT_needs_eoi);
+  q.irq = 1024;
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_irq_status_query, q), -XEN_EINVAL);
+
+  physdev_eoi eoi{.irq = 1023};
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_eoi, eoi), 0);
+  eoi.irq = 500;
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_eoi, eoi), -XEN_EINVAL);  // never mapped or allocated
+  eoi.irq = 1024;
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_eoi, eoi), -XEN_EINVAL);
+
+  physdev_unmap_pirq unmap{.domid = DOMID_SELF, .pirq = 16};
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_unmap_pirq, unmap), 0);
+  q.irq = 16;
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_irq_status_query, q), -XEN_EINVAL);
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_unmap_pirq, unmap), 0);  // Xen: unmapped is fine for SELF
+  unmap.domid = 3;
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_unmap_pirq, unmap), -XEN_EPERM);
+}
+
+TEST(CApi, GetFreePirqAllocatesUntilNoSpace) {
+  Guest g;
+  g.Setup();
+  physdev_get_free_pirq op{.type = MAP_PIRQ_TYPE_MSI, .pirq = 0};
+  ASSERT_EQ(g.PhysdevOp(PHYSDEVOP_get_free_pirq, op), 0);
+  EXPECT_EQ(op.pirq, 1023u);
+  physdev_irq_status_query q{.irq = 1023, .flags = 0};
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_irq_status_query, q), -XEN_EINVAL);  // allocated, not mapped
+  physdev_eoi eoi{.irq = 1023};
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_eoi, eoi), 0);  // but known
+  op.type = MAP_PIRQ_TYPE_GSI;
+  ASSERT_EQ(g.PhysdevOp(PHYSDEVOP_get_free_pirq, op), 0);
+  EXPECT_EQ(op.pirq, 16u);
+  // The GSIs 17..47 then PIRQs 1022..48: 31 + 975 more, then -ENOSPC.
+  int handed_out = 0;
+  int64_t rc = 0;
+  while ((rc = g.PhysdevOp(PHYSDEVOP_get_free_pirq, op)) == 0) ++handed_out;
+  EXPECT_EQ(handed_out, 31 + 975);
+  EXPECT_EQ(rc, -XEN_ENOSPC);
+  // With none free, map_pirq's own choice fails the range check: -EINVAL, as in Xen.
+  auto map = g.MapArgs(MAP_PIRQ_TYPE_MSI, -1, -1);
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, map), -XEN_EINVAL);
+}
+
+// A device's PIRQ MSI before the guest binds the PIRQ is kept; the bind delivers it.
+TEST(CApi, PirqRaisedBeforeBindIsDeliveredAtBind) {
+  Guest g;
+  g.Setup();
+  auto map = g.MapArgs(MAP_PIRQ_TYPE_MSI, -1, -1);
+  ASSERT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, map), 0);
+  const uint32_t pirq = uint32_t(map.pirq);
+  EXPECT_EQ(xenkvm_msi_send(g.xk, PirqMsiAddress(pirq), 0), 0);  // kept
+  EXPECT_EQ(g.upcalls[0].load(), 0);
+  evtchn_bind_pirq bind{.pirq = pirq, .flags = 0, .port = 0};
+  ASSERT_EQ(g.EvtchnOp(0, EVTCHNOP_bind_pirq, bind), 0);
+  EXPECT_EQ(g.upcalls[0].load(), 1);
+  EXPECT_EQ(g.Handle(0), std::vector<uint32_t>{bind.port});
+  EXPECT_EQ(xenkvm_msi_send(g.xk, PirqMsiAddress(pirq), 0), 1);  // bound: straight through
+  EXPECT_EQ(g.Handle(0), std::vector<uint32_t>{bind.port});
+  // An MSI for a PIRQ the guest mapped to a GSI is not that GSI's interrupt.
+  auto gsi = g.MapArgs(MAP_PIRQ_TYPE_GSI, 20, -1);
+  ASSERT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, gsi), 0);
+  EXPECT_EQ(xenkvm_msi_send(g.xk, PirqMsiAddress(uint32_t(gsi.pirq)), 0), 0);
+}
+
+// device eventfd -> PIRQ route -> port -> upcall; the guest binds after the first signals.
+TEST(CApi, PirqRouteFromAnEventfd) {
+  Guest g;
+  g.Setup();
+  auto map = g.MapArgs(MAP_PIRQ_TYPE_MSI, -1, -1);
+  ASSERT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, map), 0);
+  xenkvm_route r{
+      .type = XENKVM_ROUTE_PIRQ, .port = 0, .vcpu = 0, .priority = 7, .pirq = uint32_t(map.pirq)};
+  ASSERT_EQ(xenkvm_route_set(g.xk, 9, &r), 0);
+  xenkvm_route back{};
+  ASSERT_EQ(xenkvm_route_get(g.xk, 9, &back), 0);
+  EXPECT_EQ(back.type, uint32_t(XENKVM_ROUTE_PIRQ));
+  EXPECT_EQ(back.pirq, uint32_t(map.pirq));
+  int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  ASSERT_EQ(xenkvm_eventfd_bind(g.xk, fd, 9), 0);
+  evtchn_bind_pirq bind{.pirq = uint32_t(map.pirq), .flags = 0, .port = 0};
+  ASSERT_EQ(g.EvtchnOp(0, EVTCHNOP_bind_pirq, bind), 0);
+  for (int i = 0; i < 100; ++i) {
+    uint64_t one = 1;
+    ASSERT_EQ(write(fd, &one, sizeof(one)), ssize_t(sizeof(one)));
+    std::vector<uint32_t> seen;
+    while ((seen = g.Handle(0)).empty()) std::this_thread::yield();
+    EXPECT_EQ(seen, std::vector<uint32_t>{bind.port});
+  }
+  EXPECT_EQ(xenkvm_eventfd_unbind(g.xk, fd), 0);
+  close(fd);
 }
 
 }  // namespace

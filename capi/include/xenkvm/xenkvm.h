@@ -110,8 +110,10 @@ XENKVM_API int xenkvm_evtchn_send(xenkvm_t* xk, uint32_t port);
 /* ---- hypercalls ---- */
 /* The guest's registers at a hypercall exit (64-bit ABI: rax = number, rdi, rsi, rdx, r10, r8
  * = arguments). On return *handled says whether the library implemented it; if so `ret` is
- * the value for the guest's rax. Implemented: __HYPERVISOR_event_channel_op (every EVTCHNOP the
- * engine has). Others (SCHEDOP, VCPUOP, ...) are left to the host: *handled = 0. */
+ * the value for the guest's rax. Implemented: __HYPERVISOR_event_channel_op (32; every EVTCHNOP
+ * the engine has) and __HYPERVISOR_physdev_op (33: PHYSDEVOP_map_pirq, unmap_pirq, eoi,
+ * irq_status_query, get_free_pirq with Xen's answers for an HVM guest). Others (SCHEDOP, VCPUOP,
+ * other PHYSDEVOPs) are left to the host: *handled = 0. */
 struct xenkvm_hypercall {
   uint64_t nr;
   uint64_t args[6];
@@ -121,12 +123,18 @@ XENKVM_API int xenkvm_handle_hypercall(xenkvm_t* xk, uint32_t vcpu, struct xenkv
                                        int* handled);
 
 /* ---- routes: KVM_IRQ_ROUTING_XEN_EVTCHN analogue ---- */
-/* The event goes to `port` on the vCPU the guest bound it to (Xen semantics); `vcpu` (a Xen vCPU
- * id) and `priority` (FIFO: 0 highest .. 15 lowest, default 7) are checked, -XEN_EINVAL. */
+/* XENKVM_ROUTE_PORT: the event goes to `port` on the vCPU the guest bound it to (Xen semantics);
+ * `vcpu` (a Xen vCPU id) and `priority` (FIFO: 0 highest .. 15 lowest, default 7) are checked,
+ * -XEN_EINVAL. XENKVM_ROUTE_PIRQ: the eventfd is a device MSI whose vector is 0; `pirq`
+ * (xenkvm_msi_to_pirq) is raised, reaching the port the guest bound to it; a PIRQ raised
+ * before the guest binds it is kept and delivered at the bind. */
+enum xenkvm_route_type { XENKVM_ROUTE_PORT = 0, XENKVM_ROUTE_PIRQ = 1 };
 struct xenkvm_route {
+  uint32_t type;
   uint32_t port;
   uint32_t vcpu;
   uint32_t priority;
+  uint32_t pirq;
 };
 /* Add or change a route while its eventfds fire. */
 XENKVM_API int xenkvm_route_set(xenkvm_t* xk, uint32_t route_id, const struct xenkvm_route* r);
@@ -137,6 +145,14 @@ XENKVM_API int xenkvm_route_remove(xenkvm_t* xk, uint32_t route_id);
  * it deliver from the library's router thread. -XEN_EEXIST if already bound. */
 XENKVM_API int xenkvm_eventfd_bind(xenkvm_t* xk, int eventfd, uint32_t route_id);
 XENKVM_API int xenkvm_eventfd_unbind(xenkvm_t* xk, int eventfd);
+
+/* ---- MSIs that are PIRQs ---- */
+/* Whether an MSI (address, data) is Xen's PIRQ form (vector 0; PIRQ in the destination-id bits
+ * 19:12 and address bits 63:40): 1 and *pirq set, else 0 (an ordinary MSI for the host). */
+XENKVM_API int xenkvm_msi_to_pirq(uint64_t address, uint32_t data, uint32_t* pirq);
+/* KVM_SIGNAL_MSI analogue for PIRQ MSIs: raise the PIRQ (never blocks). 1: delivered to its
+ * port; 0: kept until the guest binds it; -XEN_EINVAL: not a PIRQ MSI or out of range. */
+XENKVM_API int xenkvm_msi_send(xenkvm_t* xk, uint64_t address, uint32_t data);
 
 #ifdef __cplusplus
 }
