@@ -78,6 +78,30 @@ Result<> EventfdRouter::Remove(int fd) {
   return {};
 }
 
+bool EventfdRouter::RaiseRoute(uint32_t route_id) {
+  Route route;
+  {
+    MutexLock lock(routes_mutex_);
+    auto it = targets_.find(route_id);
+    if (it == targets_.end()) return false;
+    const RouteTarget& t = it->second;
+    route = t.is_pirq ? Route{Kind::kPirq, t.pirq} : Route{Kind::kPort, t.port};
+  }
+  Raise(route);
+  return true;
+}
+
+// Outside routes_mutex_: the engine's raise never blocks (it defers to its worker while guest
+// memory is being remapped).
+void EventfdRouter::Raise(const Route& route) {
+  if (route.kind == Kind::kPirq && pirqs_ != nullptr)
+    pirqs_->RaiseMsi(route.target);
+  else if (route.kind == Kind::kPirq)
+    engine_.RaisePirq(route.target);
+  else
+    engine_.RaisePort(route.target);
+}
+
 void EventfdRouter::Loop() {
   epoll_event events[16];
   for (;;) {
@@ -94,24 +118,15 @@ void EventfdRouter::Loop() {
         auto it = routes_.find(fd);
         if (it == routes_.end()) continue;  // removed meanwhile
         route = it->second;
-        if (route.kind == Kind::kRoute) {
-          auto target = targets_.find(route.target);
-          if (target == targets_.end()) {  // route removed: dropped, as KVM does
-            signals_dropped_.fetch_add(1, std::memory_order_release);
-            continue;
-          }
-          const RouteTarget& t = target->second;
-          route = t.is_pirq ? Route{Kind::kPirq, t.pirq} : Route{Kind::kPort, t.port};
-        }
       }
-      // Outside routes_mutex_: the engine's raise never blocks (it defers to its worker while
-      // guest memory is being remapped).
-      if (route.kind == Kind::kPirq && pirqs_ != nullptr)
-        pirqs_->RaiseMsi(route.target);
-      else if (route.kind == Kind::kPirq)
-        engine_.RaisePirq(route.target);
-      else
-        engine_.RaisePort(route.target);
+      if (route.kind == Kind::kRoute) {
+        if (!RaiseRoute(route.target)) {  // route removed: dropped, as KVM does
+          signals_dropped_.fetch_add(1, std::memory_order_release);
+          continue;
+        }
+      } else {
+        Raise(route);
+      }
       signals_handled_.fetch_add(1, std::memory_order_release);
     }
   }

@@ -57,6 +57,9 @@ class EventfdRouter {
   // dropped until the route is set again.
   Result<> RemoveRoute(uint32_t route_id);
   Result<RouteTarget> GetRoute(uint32_t route_id) const;
+  // Deliver through a route now, as a signal on its eventfd would (any thread, never blocks):
+  // false if there is no such route.
+  bool RaiseRoute(uint32_t route_id);
   // Bind an eventfd to a route id (the route may be set later). Unbind with Remove(eventfd).
   Result<> AddRouteBinding(int eventfd, uint32_t route_id);
 
@@ -72,6 +75,7 @@ class EventfdRouter {
     uint32_t target;  // port, PIRQ or route id
   };
   Result<> Add(int eventfd, Route route);
+  void Raise(const Route& route);
   void Loop();
 
   Engine& engine_;
