@@ -40,18 +40,23 @@ Result<> EventfdRouter::AddRouteBinding(int eventfd, uint32_t route_id) {
 }
 
 Result<> EventfdRouter::SetRoute(uint32_t route_id, RouteTarget target) {
+  if (route_id >= kMaxRoutes) return Fail(XEN_EINVAL, "route id out of range");
   if (target.vcpu >= kMaxRouteVcpus) return Fail(XEN_EINVAL, "route vcpu out of range");
   if (target.priority > EVTCHN_FIFO_PRIORITY_MIN) return Fail(XEN_EINVAL, "route priority");
   if (target.is_pirq && target.pirq >= uint32_t(PirqTable::kNrPirqs))
     return Fail(XEN_EINVAL, "route pirq");
   MutexLock lock(routes_mutex_);
   targets_[route_id] = target;
+  fast_[route_id].store(
+      kRouteValid | (target.is_pirq ? kRoutePirq | target.pirq : uint64_t(target.port)),
+      std::memory_order_release);
   return {};
 }
 
 Result<> EventfdRouter::RemoveRoute(uint32_t route_id) {
   MutexLock lock(routes_mutex_);
   if (!targets_.erase(route_id)) return Fail(XEN_ENOENT, "no such route");
+  fast_[route_id].store(0, std::memory_order_release);
   return {};
 }
 
@@ -79,15 +84,11 @@ Result<> EventfdRouter::Remove(int fd) {
 }
 
 bool EventfdRouter::RaiseRoute(uint32_t route_id) {
-  Route route;
-  {
-    MutexLock lock(routes_mutex_);
-    auto it = targets_.find(route_id);
-    if (it == targets_.end()) return false;
-    const RouteTarget& t = it->second;
-    route = t.is_pirq ? Route{Kind::kPirq, t.pirq} : Route{Kind::kPort, t.port};
-  }
-  Raise(route);
+  if (route_id >= kMaxRoutes) return false;
+  // One atomic load: a route changed concurrently is delivered either as it was or as it is.
+  const uint64_t word = fast_[route_id].load(std::memory_order_acquire);
+  if (!(word & kRouteValid)) return false;
+  Raise(Route{word & kRoutePirq ? Kind::kPirq : Kind::kPort, uint32_t(word)});
   return true;
 }
 

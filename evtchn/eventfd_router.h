@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -51,7 +52,8 @@ class EventfdRouter {
     uint32_t priority = 7;  // EVTCHN_FIFO_PRIORITY_DEFAULT
   };
   static constexpr uint32_t kMaxRouteVcpus = 4096;
-  // Add or change a route; -EINVAL for a bad vcpu or priority.
+  static constexpr uint32_t kMaxRoutes = 4096;  // route ids 0..4095 (KVM_MAX_IRQ_ROUTES)
+  // Add or change a route; -EINVAL for a bad id, vcpu or priority.
   Result<> SetRoute(uint32_t route_id, RouteTarget target);
   // -ENOENT if there is no such route. Eventfds bound to it stay bound; their signals are
   // dropped until the route is set again.
@@ -85,6 +87,12 @@ class EventfdRouter {
   mutable Mutex routes_mutex_;
   std::map<int, Route> routes_ XENKVM_GUARDED_BY(routes_mutex_);              // by eventfd
   std::map<uint32_t, RouteTarget> targets_ XENKVM_GUARDED_BY(routes_mutex_);  // by route id
+  // What RaiseRoute reads without the lock: per route id, kRouteValid | kRoutePirq? | target.
+  // Written under routes_mutex_ together with targets_.
+  static constexpr uint64_t kRouteValid = uint64_t(1) << 63;
+  static constexpr uint64_t kRoutePirq = uint64_t(1) << 62;
+  std::unique_ptr<std::atomic<uint64_t>[]> fast_ =
+      std::make_unique<std::atomic<uint64_t>[]>(kMaxRoutes);
   std::atomic<uint64_t> signals_handled_{0};
   std::atomic<uint64_t> signals_dropped_{0};
   std::thread thread_;

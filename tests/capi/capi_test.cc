@@ -325,6 +325,7 @@ TEST(CApi, RouteRoundTripAndErrors) {
   EXPECT_EQ(xenkvm_route_set(g.xk, 42, &bad), -XEN_EINVAL);
   bad.port = 4096;
   EXPECT_EQ(xenkvm_route_set(g.xk, 42, &bad), -XEN_EINVAL);
+  EXPECT_EQ(xenkvm_route_set(g.xk, 4096, &r), -XEN_EINVAL);  // route ids 0..4095
   bad = r;
   bad.type = 2;
   EXPECT_EQ(xenkvm_route_set(g.xk, 42, &bad), -XEN_EINVAL);
