@@ -48,9 +48,10 @@ fi
 
 stage "tsan: concurrency stress"
 cmake --preset tsan >/dev/null
-cmake --build --preset tsan --target evtchn_test mem_test
+cmake --build --preset tsan --target evtchn_test mem_test capi_test
 build/tsan/tests/mem/mem_test
 build/tsan/tests/evtchn/evtchn_test
+build/tsan/tests/capi/capi_test
 
 stage "fuzz: each target for ${FUZZ_SECONDS:-10} s"
 cmake --preset fuzz >/dev/null
