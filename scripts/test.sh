@@ -21,6 +21,17 @@ else
   scripts/kvm-vm.sh ctest --preset release -j2 -L kvm
 fi
 
+stage "install: libxenkvm to a temporary prefix; examples/ built against it (CMake and pkg-config) and run"
+prefix=$(mktemp -d)
+cmake --install build/release --prefix "$prefix" >/dev/null
+cmake -S examples -B "$prefix/example-build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$prefix/example-build"
+"$prefix/example-build/two_devices"
+PKG_CONFIG_PATH="$prefix/lib/pkgconfig" cc -o "$prefix/two_devices_pc" examples/two_devices.c \
+  $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs xenkvm) -pthread
+LD_LIBRARY_PATH="$prefix/lib" "$prefix/two_devices_pc"
+rm -rf "$prefix"
+
 stage "clang: the whole tree with the lock analysis (-Wthread-safety -Werror)"
 cmake --preset clang >/dev/null
 cmake --build --preset clang
@@ -37,9 +48,10 @@ fi
 
 stage "tsan: concurrency stress"
 cmake --preset tsan >/dev/null
-cmake --build --preset tsan --target evtchn_test mem_test
+cmake --build --preset tsan --target evtchn_test mem_test capi_test
 build/tsan/tests/mem/mem_test
 build/tsan/tests/evtchn/evtchn_test
+build/tsan/tests/capi/capi_test
 
 stage "fuzz: each target for ${FUZZ_SECONDS:-10} s"
 cmake --preset fuzz >/dev/null

@@ -77,5 +77,52 @@ TEST(EventfdRouter, SignalWhileSharedInfoUnmappedIsDeliveredLater) {
   close(fd);
 }
 
+// Routes by id: an eventfd bound to a route delivers to whatever the route names at the time of
+// the signal; a signal on a removed route is dropped and counted.
+TEST(EventfdRouter, RouteIdsChangeAndRemoveWhileBound) {
+  FakeGuest<abi::Layout64> g(1, /*start_worker=*/true);
+  evtchn_bind_ipi a{.vcpu = 0, .port = 0};
+  evtchn_bind_ipi b{.vcpu = 0, .port = 0};
+  ASSERT_TRUE(g.engine->BindIpi(a));
+  ASSERT_TRUE(g.engine->BindIpi(b));
+  EventfdRouter router(*g.engine);
+  int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  ASSERT_TRUE(router.AddRouteBinding(fd, 5));  // the route may come later
+  ASSERT_TRUE(
+      router.SetRoute(5, {.is_pirq = false, .pirq = 0, .port = a.port, .vcpu = 0, .priority = 7}));
+  Signal(fd);
+  WaitForSignals(router, 1);
+  EXPECT_TRUE(g.Pending(a.port));
+  EXPECT_FALSE(g.Pending(b.port));
+
+  ASSERT_TRUE(
+      router.SetRoute(5, {.is_pirq = false, .pirq = 0, .port = b.port, .vcpu = 0, .priority = 0}));
+  Signal(fd);
+  WaitForSignals(router, 2);
+  EXPECT_TRUE(g.Pending(b.port));
+  EXPECT_EQ(router.GetRoute(5)->port, b.port);
+
+  ASSERT_TRUE(router.RemoveRoute(5));
+  EXPECT_EQ(router.RemoveRoute(5).error().xen_errno, XEN_ENOENT);
+  EXPECT_EQ(router.GetRoute(5).error().xen_errno, XEN_ENOENT);
+  EXPECT_FALSE(router.RaiseRoute(5));
+  Signal(fd);
+  while (router.signals_dropped() < 1) std::this_thread::yield();
+  EXPECT_EQ(router.signals_handled(), 2u);
+
+  EXPECT_EQ(
+      router.SetRoute(6, {.is_pirq = false, .pirq = 0, .port = a.port, .vcpu = 4096, .priority = 7})
+          .error()
+          .xen_errno,
+      XEN_EINVAL);
+  EXPECT_EQ(
+      router.SetRoute(6, {.is_pirq = false, .pirq = 0, .port = a.port, .vcpu = 0, .priority = 16})
+          .error()
+          .xen_errno,
+      XEN_EINVAL);
+  ASSERT_TRUE(router.Remove(fd));
+  close(fd);
+}
+
 }  // namespace
 }  // namespace xenkvm::evtchn
