@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -13,6 +15,8 @@
 #include "cli/image.h"
 #include "cli/options.h"
 #include "cli/signals.h"
+#include "trace/histogram.h"
+#include "trace/trace.h"
 #include "vmm/machine.h"
 
 namespace {
@@ -37,7 +41,7 @@ std::string DemoGuestPath() {
   return XENKVM_DEMO_GUEST;
 }
 
-void PrintStats(xenkvm::vmm::Machine& m) {
+void PrintStats(xenkvm::vmm::Machine& m, const xenkvm::trace::Stats& latency) {
   std::fprintf(stderr, "xenkvm: event channel counters\n");
   std::fprintf(stderr, "  %6s %10s %10s %10s %10s %10s\n", "port", "sent", "delivered", "coalesced",
                "masked", "deferred");
@@ -52,7 +56,9 @@ void PrintStats(xenkvm::vmm::Machine& m) {
   for (const auto& [nr, count] : m.domain().HypercallCounts()) {
     std::fprintf(stderr, " %u:%llu", nr, static_cast<unsigned long long>(count));
   }
-  std::fprintf(stderr, "\n");
+  std::fprintf(stderr, "\nxenkvm: latency histograms (bucket upper bounds, ns)\n");
+  latency.hypercall.Print(stderr, "hypercall service");
+  latency.send_to_upcall.Print(stderr, "send -> upcall injected");
 }
 
 int ExitCode(EndReason reason, int signal) {
@@ -100,6 +106,24 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
     }).detach();
   }
 
+  // Tracing and latency histograms are installed before the machine's threads start and stay
+  // alive to the end of the process (a stuck vCPU thread may still record).
+  static xenkvm::trace::Stats latency;
+  if (o.stats) xenkvm::trace::SetActiveStats(&latency);
+  std::FILE* trace_file = nullptr;
+  xenkvm::trace::Recorder* recorder = nullptr;
+  if (!o.trace_path.empty()) {
+    trace_file = std::fopen(o.trace_path.c_str(), "w");
+    if (!trace_file) {
+      std::fprintf(stderr, "xenkvm: cannot write the trace %s: %s\n", o.trace_path.c_str(),
+                   std::strerror(errno));
+      return kExitHostError;
+    }
+    recorder = new xenkvm::trace::Recorder(o.trace_events);  // never freed: see above
+    recorder->NameThread("main");
+    xenkvm::trace::SetActive(recorder);
+  }
+
   auto image = ReadImage(o.guest, o.max_image_mib << 20);
   if (!image) {
     std::fprintf(stderr, "xenkvm: %s: %s\n", o.guest.c_str(), image.error().message);
@@ -121,7 +145,15 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
   image->shrink_to_fit();
 
   xenkvm::vmm::MachineEnd end = m.Run();
-  if (o.stats) PrintStats(m);
+  if (o.stats) PrintStats(m, latency);
+  if (recorder) {
+    recorder->WriteJson(trace_file);
+    const bool ok = std::fclose(trace_file) == 0;
+    if (!ok) std::fprintf(stderr, "xenkvm: writing the trace %s failed\n", o.trace_path.c_str());
+    if (const uint64_t dropped = recorder->Dropped())
+      std::fprintf(stderr, "xenkvm: trace: %llu events dropped (over --trace-events per thread)\n",
+                   static_cast<unsigned long long>(dropped));
+  }
   const int code = ExitCode(end.reason, signals.signal());
   if (code != 0)
     std::fprintf(stderr, "xenkvm: %s (last stage %u)\n", end.message.c_str(), m.LastStage());

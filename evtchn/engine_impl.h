@@ -18,6 +18,7 @@
 #include <cstring>
 #include <thread>
 
+#include "trace/trace.h"
 #include "abi/sync.h"
 #include "evtchn/engine.h"
 #include "evtchn/fifo.h"
@@ -125,6 +126,8 @@ struct Engine::Impl {
     if (!IsDeliverable(binding.state)) return;
     if (!guard) {
       counters_.Add(port, Count::kDeferred);
+      if (trace::Recorder* t = trace::Active()) [[unlikely]]
+        t->Instant("deliver", {"port", port}, {"path", 0, "deferred"}, {"outcome", 0, "retry"});
       Defer(port);  // the worker reads the binding again under its own guard
       return;
     }
@@ -160,6 +163,9 @@ struct Engine::Impl {
                               ? Count::kMasked
                               : Count::kDeferred);
     }
+    if (trace::Recorder* t = trace::Active()) [[unlikely]]
+      t->Instant("deliver", {"port", port}, {"path", 0, count ? "fast" : "replay"},
+                 {"outcome", 0, OutcomeName(outcome)});
     switch (outcome) {
       case RaiseOutcome::kCoalesced:
       case RaiseOutcome::kDropped:
@@ -176,6 +182,19 @@ struct Engine::Impl {
         break;
     }
     WakePollers(port);
+  }
+
+  static const char* OutcomeName(RaiseOutcome outcome) {
+    switch (outcome) {
+      case RaiseOutcome::kDelivered: return "delivered";
+      case RaiseOutcome::kCoalesced: return "coalesced";
+      case RaiseOutcome::kMasked: return "masked";
+      case RaiseOutcome::kDropped: return "dropped";
+      case RaiseOutcome::kParked: return "parked";
+      case RaiseOutcome::kShadowed: return "shadowed";
+      case RaiseOutcome::kRetry: return "retry";
+    }
+    return "?";
   }
 
   void WakePollers(Port port) {
@@ -265,6 +284,7 @@ struct Engine::Impl {
   }
 
   void WorkerLoop() {
+    if (trace::Recorder* t = trace::Active()) t->NameThread("evtchn worker");
     auto retry_delay = std::chrono::microseconds(100);
     while (!stopping_.load(std::memory_order_acquire)) {
       uint32_t seen = work_seq_.load(std::memory_order_acquire);
