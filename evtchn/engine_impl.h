@@ -18,11 +18,11 @@
 #include <cstring>
 #include <thread>
 
-#include "trace/trace.h"
 #include "abi/sync.h"
 #include "evtchn/engine.h"
 #include "evtchn/fifo.h"
 #include "evtchn/two_level.h"
+#include "trace/trace.h"
 
 namespace xenkvm::evtchn {
 
@@ -186,13 +186,20 @@ struct Engine::Impl {
 
   static const char* OutcomeName(RaiseOutcome outcome) {
     switch (outcome) {
-      case RaiseOutcome::kDelivered: return "delivered";
-      case RaiseOutcome::kCoalesced: return "coalesced";
-      case RaiseOutcome::kMasked: return "masked";
-      case RaiseOutcome::kDropped: return "dropped";
-      case RaiseOutcome::kParked: return "parked";
-      case RaiseOutcome::kShadowed: return "shadowed";
-      case RaiseOutcome::kRetry: return "retry";
+      case RaiseOutcome::kDelivered:
+        return "delivered";
+      case RaiseOutcome::kCoalesced:
+        return "coalesced";
+      case RaiseOutcome::kMasked:
+        return "masked";
+      case RaiseOutcome::kDropped:
+        return "dropped";
+      case RaiseOutcome::kParked:
+        return "parked";
+      case RaiseOutcome::kShadowed:
+        return "shadowed";
+      case RaiseOutcome::kRetry:
+        return "retry";
     }
     return "?";
   }

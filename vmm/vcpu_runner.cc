@@ -21,16 +21,26 @@ constexpr uint32_t kMsrIa32Tsc = 0x10;
 // Slice names for the trace (xen/include/public/xen.h numbering); others read "hypercall".
 const char* HypercallName(uint32_t nr) {
   switch (nr) {
-    case __HYPERVISOR_set_timer_op: return "set_timer_op";
-    case __HYPERVISOR_memory_op: return "memory_op";
-    case __HYPERVISOR_xen_version: return "xen_version";
-    case __HYPERVISOR_console_io: return "console_io";
-    case __HYPERVISOR_grant_table_op: return "grant_table_op";
-    case __HYPERVISOR_vcpu_op: return "vcpu_op";
-    case __HYPERVISOR_sched_op: return "sched_op";
-    case __HYPERVISOR_event_channel_op: return "event_channel_op";
-    case __HYPERVISOR_hvm_op: return "hvm_op";
-    default: return "hypercall";
+    case __HYPERVISOR_set_timer_op:
+      return "set_timer_op";
+    case __HYPERVISOR_memory_op:
+      return "memory_op";
+    case __HYPERVISOR_xen_version:
+      return "xen_version";
+    case __HYPERVISOR_console_io:
+      return "console_io";
+    case __HYPERVISOR_grant_table_op:
+      return "grant_table_op";
+    case __HYPERVISOR_vcpu_op:
+      return "vcpu_op";
+    case __HYPERVISOR_sched_op:
+      return "sched_op";
+    case __HYPERVISOR_event_channel_op:
+      return "event_channel_op";
+    case __HYPERVISOR_hvm_op:
+      return "hvm_op";
+    default:
+      return "hypercall";
   }
 }
 

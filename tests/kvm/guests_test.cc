@@ -2,6 +2,7 @@
 // after printing "xenkvm-test: PASS <name>". A watchdog SIGKILLs a hung run (PVM may ignore
 // SIGTERM) and the failure names the last stage the guest reported on port 0xe4.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -9,18 +10,16 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <map>
-#include <set>
-#include <sstream>
-#include <cstdio>
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <regex>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "kvm/system.h"
 
@@ -199,13 +198,15 @@ TEST(XenkvmCli, BundledDemoWithStats) {
 
 // --trace: the demo's trace is JSON with a track per vCPU and the events docs/trace.md lists.
 TEST(XenkvmCli, BundledDemoWithTrace) {
-  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
   char path[] = "/tmp/xenkvm_trace_XXXXXX";
   const int fd = mkstemp(path);
   ASSERT_GE(fd, 0);
   close(fd);
-  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--stats", "--trace", path, "--timeout", "60"},
-                        std::chrono::seconds(75));
+  Outcome o =
+      RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--stats", "--trace", path, "--timeout", "60"},
+                std::chrono::seconds(75));
   std::ifstream in(path);
   std::stringstream text;
   text << in.rdbuf();
@@ -221,7 +222,8 @@ TEST(XenkvmCli, BundledDemoWithTrace) {
     const std::string name = e["name"];
     if (name == "thread_name") tracks[e["tid"]] = e["args"]["name"];
     ++count[name];
-    if (name == "event_channel_op" && e["ph"] == "X" && e["args"]["nr"] == 32 && e["args"]["result"] == 0)
+    if (name == "event_channel_op" && e["ph"] == "X" && e["args"]["nr"] == 32 &&
+        e["args"]["result"] == 0)
       ring_send = true;
     if (name == "deliver" && e["args"]["path"] == "fast" && e["args"]["outcome"] == "delivered")
       fast_delivery = true;
