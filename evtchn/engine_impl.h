@@ -127,7 +127,7 @@ struct Engine::Impl {
     if (!guard) {
       counters_.Add(port, Count::kDeferred);
       if (trace::Recorder* t = trace::Active()) [[unlikely]]
-        t->Instant("deliver", {"port", port}, {"path", 0, "deferred"}, {"outcome", 0, "retry"});
+        TraceDeliver(t, port, "deferred", RaiseOutcome::kRetry);
       Defer(port);  // the worker reads the binding again under its own guard
       return;
     }
@@ -164,8 +164,7 @@ struct Engine::Impl {
                               : Count::kDeferred);
     }
     if (trace::Recorder* t = trace::Active()) [[unlikely]]
-      t->Instant("deliver", {"port", port}, {"path", 0, count ? "fast" : "replay"},
-                 {"outcome", 0, OutcomeName(outcome)});
+      TraceDeliver(t, port, count ? "fast" : "replay", outcome);
     switch (outcome) {
       case RaiseOutcome::kCoalesced:
       case RaiseOutcome::kDropped:
@@ -182,6 +181,12 @@ struct Engine::Impl {
         break;
     }
     WakePollers(port);
+  }
+
+  // Out of line: the hot path keeps only the load and the branch.
+  [[gnu::noinline, gnu::cold]] static void TraceDeliver(trace::Recorder* t, Port port,
+                                                       const char* path, RaiseOutcome outcome) {
+    t->Instant("deliver", {"port", port}, {"path", 0, path}, {"outcome", 0, OutcomeName(outcome)});
   }
 
   static const char* OutcomeName(RaiseOutcome outcome) {
