@@ -59,6 +59,20 @@ void PrintStats(xenkvm::vmm::Machine& m, const xenkvm::trace::Stats& latency) {
   std::fprintf(stderr, "\nxenkvm: latency histograms (bucket upper bounds, ns)\n");
   latency.hypercall.Print(stderr, "hypercall service");
   latency.send_to_upcall.Print(stderr, "send -> upcall injected");
+  const auto disks = m.DiskStatistics();
+  if (disks.empty()) return;
+  std::fprintf(stderr, "xenkvm: disks\n");
+  std::fprintf(stderr, "  %-6s %10s %10s %10s %14s %14s %8s  %s\n", "vdev", "requests", "reads",
+               "writes", "read bytes", "written bytes", "errors", "path");
+  for (const auto& d : disks) {
+    std::fprintf(stderr, "  %-6s %10llu %10llu %10llu %14llu %14llu %8llu  %s\n", d.vdev.c_str(),
+                 static_cast<unsigned long long>(d.stats.requests),
+                 static_cast<unsigned long long>(d.stats.reads),
+                 static_cast<unsigned long long>(d.stats.writes),
+                 static_cast<unsigned long long>(d.stats.read_bytes),
+                 static_cast<unsigned long long>(d.stats.write_bytes),
+                 static_cast<unsigned long long>(d.stats.errors), d.path.c_str());
+  }
 }
 
 int ExitCode(EndReason reason, int signal) {
@@ -129,9 +143,18 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
     std::fprintf(stderr, "xenkvm: %s: %s\n", o.guest.c_str(), image.error().message);
     return kExitHostError;
   }
+  for (const DiskSpec& disk : o.disks) {
+    xenkvm::backends::VbdConfig vbd;
+    vbd.disk.path = disk.path;
+    vbd.disk.read_only = disk.read_only;
+    vbd.vdev = disk.vdev;
+    vbd.devid = disk.devid;
+    o.machine.disks.push_back(std::move(vbd));
+  }
   auto machine = xenkvm::vmm::Machine::Create(o.machine);
   if (!machine) {
-    std::fprintf(stderr, "xenkvm: cannot create the VM: %s\n", xenkvm::Describe(machine.error()).c_str());
+    std::fprintf(stderr, "xenkvm: cannot create the VM: %s\n",
+                 xenkvm::Describe(machine.error()).c_str());
     return kExitHostError;
   }
   xenkvm::vmm::Machine& m = **machine;

@@ -77,6 +77,11 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
                   "outstanding requests per VMM backend")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
+  std::vector<std::string> disk_specs;
+  run->add_option("--disk", disk_specs,
+                  "PV disk PATH[,ro][,vdev=xvda] (repeatable; vdev defaults to xvda, xvdb, ...)")
+      ->allow_extra_args(false)
+      ->type_name("SPEC");
   run->add_option("guest", o.guest, "guest image (default: the bundled demo guest)");
   try {
     app.parse(argc, argv);
@@ -88,6 +93,31 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
     std::fprintf(err, "xenkvm: %s (see xenkvm run --help)\n", e.what());
     cmd.exit_code = kExitUsage;
     return cmd;
+  }
+  // Each disk may take up to 4 event-channel endpoints of domain 0 (one per queue).
+  constexpr size_t kMaxDisks = 8;
+  if (disk_specs.size() > kMaxDisks) {
+    std::fprintf(err, "xenkvm: at most %zu --disk (see xenkvm run --help)\n", kMaxDisks);
+    cmd.exit_code = kExitUsage;
+    return cmd;
+  }
+  for (size_t i = 0; i < disk_specs.size(); ++i) {
+    auto disk = ParseDiskSpec(disk_specs[i], i);
+    if (!disk) {
+      std::fprintf(err, "xenkvm: %s: %s (see xenkvm run --help)\n", disk_specs[i].c_str(),
+                   disk.error().message);
+      cmd.exit_code = kExitUsage;
+      return cmd;
+    }
+    for (const DiskSpec& other : o.disks) {
+      if (other.devid == disk->devid) {
+        std::fprintf(err, "xenkvm: %s: vdev %s is given twice (see xenkvm run --help)\n",
+                     disk_specs[i].c_str(), disk->vdev.c_str());
+        cmd.exit_code = kExitUsage;
+        return cmd;
+      }
+    }
+    o.disks.push_back(std::move(*disk));
   }
   o.vcpus_given = run->count("--vcpus") > 0;
   cmd.kind = Command::Kind::kRun;

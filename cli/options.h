@@ -5,7 +5,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
+#include "cli/disk_spec.h"
 #include "vmm/machine.h"
 
 namespace xenkvm::cli {
@@ -31,7 +33,8 @@ struct RunOptions {
   std::string trace_path;            // --trace: Chrome trace-event JSON written here
   uint32_t trace_events = 1u << 16;  // kept per host thread; later ones are counted
   uint64_t max_image_mib = 512;
-  std::string guest;  // empty: the bundled demo guest
+  std::string guest;            // empty: the bundled demo guest
+  std::vector<DiskSpec> disks;  // --disk, in order
 };
 
 struct Command {

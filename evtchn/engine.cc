@@ -115,21 +115,58 @@ uint32_t Engine::MaxPorts() const { return impl_->max_ports_.load(std::memory_or
 Result<Port> Engine::AddBackendEndpoint(Backend* backend) {
   if (!backend) return Fail(XEN_EINVAL, "no backend");
   MutexLock lock(impl_->table_mutex_);
-  if (impl_->endpoint_count_ + 1 >= kMaxEndpoints) return Fail(XEN_ENOSPC, "too many endpoints");
-  Port endpoint = ++impl_->endpoint_count_;
-  impl_->endpoints_[endpoint].backend.store(backend, std::memory_order_release);
-  return endpoint;
+  return impl_->AddEndpointLocked(backend);
 }
 
 Result<Port> Engine::ConnectBackend(Backend* backend) {
-  Port endpoint = TRY(AddBackendEndpoint(backend));
+  if (!backend) return Fail(XEN_EINVAL, "no backend");
   MutexLock lock(impl_->table_mutex_);
   Port port = TRY(impl_->AllocatePortLocked());
+  auto endpoint = impl_->AddEndpointLocked(backend);
+  if (!endpoint) {
+    (void)impl_->UnbindLocked(port);  // a just-allocated unbound port: nothing to drain
+    return tl::unexpected(endpoint.error());
+  }
   PortEntry& entry = *impl_->Find(port);
   entry.remote_domid = kBackendDomid;
-  impl_->endpoints_[endpoint].guest_port = port;
-  impl_->Publish(entry, Binding{PortState::kBackend, 0, endpoint});
+  impl_->endpoints_[*endpoint].guest_port = port;
+  impl_->Publish(entry, Binding{PortState::kBackend, 0, *endpoint});
   return port;
+}
+
+Result<Port> Engine::AttachBackend(Port guest_port, Backend* backend) {
+  if (!backend) return Fail(XEN_EINVAL, "no backend");
+  MutexLock lock(impl_->table_mutex_);
+  PortEntry* entry = impl_->Find(guest_port);
+  if (!entry) return Fail(XEN_EINVAL, "bad port");
+  const Binding binding = impl_->BindingOf(*entry);
+  if (binding.state != PortState::kUnbound || entry->remote_domid != kBackendDomid)
+    return Fail(XEN_EINVAL, "port is not unbound for domain 0");
+  Port endpoint = TRY(impl_->AddEndpointLocked(backend));
+  impl_->endpoints_[endpoint].guest_port = guest_port;
+  impl_->Publish(*entry, Binding{PortState::kBackend, binding.vcpu, endpoint});
+  return endpoint;
+}
+
+Result<> Engine::CloseBackend(Port endpoint) {
+  MutexLock lock(impl_->table_mutex_);
+  if (endpoint == 0 || endpoint > impl_->endpoint_count_ || !impl_->endpoints_[endpoint].in_use)
+    return Fail(XEN_EINVAL, "unknown endpoint");
+  Impl::Endpoint& ep = impl_->endpoints_[endpoint];
+  if (ep.guest_port != 0) {
+    // Xen's evtchn_close of one end of an interdomain channel: the other end goes back to
+    // unbound, waiting for the closing domain.
+    PortEntry& entry = *impl_->Find(ep.guest_port);
+    const Binding binding = impl_->BindingOf(entry);
+    entry.remote_domid = kBackendDomid;
+    impl_->Publish(entry, Binding{PortState::kUnbound, binding.vcpu, 0});
+    ep.guest_port = 0;
+  }
+  ep.backend.store(nullptr, std::memory_order_seq_cst);
+  // A Send that loaded the pointer before the store may still be inside OnGuestSend.
+  while (ep.senders.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+  ep.in_use = false;
+  return {};
 }
 
 // ---- EVTCHNOP_* ----
@@ -154,7 +191,7 @@ Result<> Engine::BindInterdomain(evtchn_bind_interdomain& op) {
   PortEntry& entry = *impl_->Find(local);
   if (remote_dom == kBackendDomid) {
     const Port endpoint = op.remote_port;
-    if (endpoint == 0 || endpoint > impl_->endpoint_count_ ||
+    if (endpoint == 0 || endpoint > impl_->endpoint_count_ || !impl_->endpoints_[endpoint].in_use ||
         impl_->endpoints_[endpoint].guest_port != 0) {
       return Fail(XEN_EINVAL, "remote port is not an unbound endpoint");
     }
@@ -236,12 +273,15 @@ Result<> Engine::Send(const evtchn_send& op) {
       impl_->counters_.Add(op.port, Count::kSent);
       impl_->Raise(op.port);
       return {};
-    case PortState::kBackend:
+    case PortState::kBackend: {
       impl_->counters_.Add(op.port, Count::kSent);
-      if (Backend* backend =
-              impl_->endpoints_[binding.peer].backend.load(std::memory_order_acquire))
+      Impl::Endpoint& ep = impl_->endpoints_[binding.peer];
+      ep.senders.fetch_add(1, std::memory_order_seq_cst);  // CloseBackend waits for us
+      if (Backend* backend = ep.backend.load(std::memory_order_seq_cst))
         backend->OnGuestSend(op.port);
+      ep.senders.fetch_sub(1, std::memory_order_release);
       return {};
+    }
     case PortState::kUnbound:
       return {};  // Xen silently drops a notification nobody is connected to
     default:

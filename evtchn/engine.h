@@ -72,6 +72,18 @@ class Engine {
   // Allocate a guest port already connected to a backend (like the toolstack does for the
   // console and xenstore rings). Returns the guest port.
   Result<Port> ConnectBackend(Backend* backend);
+  // The backend half of Xen's EVTCHNOP_bind_interdomain issued from dom0 toward a port the
+  // guest allocated with EVTCHNOP_alloc_unbound(remote_dom=0) (a PV frontend's event channel):
+  // the guest port becomes interdomain to dom0 (EVTCHNOP_status says so) and its sends reach
+  // `backend`. As in Xen only the binding side is notified, so the guest port is not raised.
+  // Errors: port not unbound -EINVAL, unbound for another domain -EINVAL, no endpoint left
+  // -ENOSPC. Returns the endpoint number.
+  Result<Port> AttachBackend(Port guest_port, Backend* backend);
+  // The backend closes its end (Xen's EVTCHNOP_close from dom0): a guest port bound to it goes
+  // back to unbound, waiting for dom0, and the endpoint is freed for reuse. When this returns
+  // no call of the endpoint's OnGuestSend is running or will start; do not call it from inside
+  // that OnGuestSend. Unknown endpoint: -EINVAL.
+  Result<> CloseBackend(Port endpoint);
 
   // ---- EVTCHNOP_* (hypercall arguments already copied out of guest memory) ----
   // calling_vcpu is the Xen vCPU id of the caller (IPIs bind to it).

@@ -82,7 +82,9 @@ struct Engine::Impl {
 
   struct Endpoint {
     std::atomic<Backend*> backend{nullptr};
-    Port guest_port = 0;  // table_mutex_; 0 while unconnected
+    std::atomic<uint32_t> senders{0};  // Sends inside OnGuestSend now (CloseBackend waits)
+    Port guest_port = 0;               // table_mutex_; 0 while unconnected
+    bool in_use = false;               // table_mutex_; false: free for AddBackendEndpoint
   };
   std::array<Endpoint, kMaxEndpoints> endpoints_{};
   uint32_t endpoint_count_ XENKVM_GUARDED_BY(table_mutex_) = 0;  // endpoint numbers start at 1
@@ -323,6 +325,18 @@ struct Engine::Impl {
 
   // Lowest free port, as Xen allocates them (guests rely on stable numbers). The port stays
   // free until the caller publishes a binding, so a bind that fails later leaks nothing.
+  // A free endpoint slot (reusing closed ones) for backend. Endpoint numbers start at 1.
+  Result<Port> AddEndpointLocked(Backend* backend) XENKVM_REQUIRES(table_mutex_) {
+    Port endpoint = 1;
+    while (endpoint <= endpoint_count_ && endpoints_[endpoint].in_use) ++endpoint;
+    if (endpoint >= kMaxEndpoints) return Fail(XEN_ENOSPC, "too many endpoints");
+    if (endpoint > endpoint_count_) endpoint_count_ = endpoint;
+    endpoints_[endpoint].in_use = true;
+    endpoints_[endpoint].guest_port = 0;
+    endpoints_[endpoint].backend.store(backend, std::memory_order_release);
+    return endpoint;
+  }
+
   Result<Port> AllocatePortLocked() XENKVM_REQUIRES(table_mutex_) {
     const uint32_t max_ports = max_ports_.load(std::memory_order_relaxed);
     for (Port port = lowest_free_hint_; port < max_ports; ++port) {

@@ -53,6 +53,7 @@ Machine::~Machine() {
   for (auto& r : runners_) r->Join();
   if (injector_) injector_->StopRetries();
   timers_.reset();
+  disks_.clear();  // their I/O threads map grants (domain_) and raise ports (engine_)
   echo_.reset();
   domain_.reset();
   engine_.reset();
@@ -73,6 +74,13 @@ Result<std::unique_ptr<Machine>> Machine::Create(const MachineConfig& config) {
   std::unique_ptr<Machine> m(new Machine(config));
   TRY(m->Setup());
   return m;
+}
+
+std::vector<DiskStats> Machine::DiskStatistics() const {
+  std::vector<DiskStats> out;
+  for (const auto& disk : disks_)
+    out.push_back({disk->config().vdev, disk->config().disk.path, disk->Stats()});
+  return out;
 }
 
 Result<> Machine::Setup() {
@@ -133,6 +141,8 @@ Result<> Machine::Setup() {
   timers_ = std::make_unique<Timers>(
       config_.vcpus, [this] { return clock_.NowNs(); },
       [this](uint32_t vcpu) { engine_->RaiseVirq(VIRQ_TIMER, vcpu); });
+  // PV disks are announced through xenstore, which this Machine does not run yet.
+  if (!config_.disks.empty()) return UsageFail("--disk needs the guest's xenstore (not wired yet)");
   return {};
 }
 

@@ -22,6 +22,7 @@
 
 #include "abi/result.h"
 #include "abi/sync.h"
+#include "backends/vbd.h"
 #include "evtchn/engine.h"
 #include "kvm/system.h"
 #include "kvm/vm.h"
@@ -57,6 +58,14 @@ struct MachineConfig {
   bool log_stages = true;   // print each stage marker (port 0xe4) on stderr
   bool console_raw = false;  // pass guest text to stdout unfiltered (terminal escapes included)
   ResourceLimits limits;
+  std::vector<backends::VbdConfig> disks;  // PV disks (--disk), in order
+};
+
+// --stats: one PV disk's counters.
+struct DiskStats {
+  std::string vdev;
+  std::string path;
+  blkif::DiskStatsSnapshot stats;
 };
 
 class Machine final : public xen::Platform, public VcpuHost {
@@ -76,6 +85,7 @@ class Machine final : public xen::Platform, public VcpuHost {
   // For --stats.
   const evtchn::Engine& engine() const { return *engine_; }
   const xen::Domain& domain() const { return *domain_; }
+  std::vector<DiskStats> DiskStatistics() const;
 
   // ---- xen::Platform ----
   uint32_t VcpuCount() const override { return config_.vcpus; }
@@ -161,6 +171,7 @@ class Machine final : public xen::Platform, public VcpuHost {
   std::unique_ptr<Timers> timers_;
   std::unique_ptr<UpcallInjector> injector_;
   std::vector<std::unique_ptr<VcpuRunner>> runners_;
+  std::vector<std::unique_ptr<backends::Vbd>> disks_;  // after engine_/domain_: they use them
   BootEntry boot_;
 
   std::atomic<bool> stopping_{false};

@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "abi/xen.h"  // first: it fixes __XEN_INTERFACE_VERSION__ for every public header
+
 extern "C" {
 #include <xen/grant_table.h>
 #include <xen/io/blkif.h>

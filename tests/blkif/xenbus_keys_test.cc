@@ -5,6 +5,8 @@
 
 #include <map>
 
+#include "backends/blkif/vdev.h"
+
 namespace xenkvm::blkif {
 namespace {
 
@@ -91,6 +93,24 @@ TEST(XenbusKeys, RefusesWhatWasNotAdvertisedOrIsMalformed) {
   EXPECT_FALSE(with("ring-ref", "99999999999"));
   EXPECT_FALSE(with("event-channel", ""));
   EXPECT_FALSE(ParseFrontendKeys(Reader({{"ring-ref", "8"}}), f));
+}
+
+// docs/misc/vbd-interface.txt's numbering.
+TEST(Vdev, Numbers) {
+  EXPECT_EQ(*VdevNumber("xvda"), 51712u);
+  EXPECT_EQ(*VdevNumber("xvdb"), 51728u);
+  EXPECT_EQ(*VdevNumber("xvdb1"), 51729u);
+  EXPECT_EQ(*VdevNumber("xvdp15"), (202u << 8) | (15u << 4) | 15u);
+  EXPECT_EQ(*VdevNumber("xvdq"), (1u << 28) | (16u << 8));   // past the 16 short disks
+  EXPECT_EQ(*VdevNumber("xvda16"), (1u << 28) | 16u);        // partition past 15
+  EXPECT_EQ(*VdevNumber("xvdaa"), (1u << 28) | (26u << 8));  // bijective base 26
+  EXPECT_EQ(*VdevNumber("51712"), 51712u);
+  for (const char* bad : {"", "xvd", "sda", "xvdA", "xvda-1", "xvda01", "xvda256", "xvdzzzzz",
+                          "99999999999", "2147483648", "xvda1x", " xvda"}) {
+    auto r = VdevNumber(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().xen_errno, XEN_EINVAL) << bad;
+  }
 }
 
 }  // namespace

@@ -43,6 +43,42 @@ size_t Lines(const std::string& s) {
   return static_cast<size_t>(std::count(s.begin(), s.end(), '\n'));
 }
 
+TEST(Cli, Disks) {
+  Parsed p = Parse(
+      {"run", "--disk", "a.img", "--disk", "b.img,ro", "--disk", "c.img,vdev=xvdq,rw", "g.elf"});
+  ASSERT_EQ(p.cmd.kind, Command::Kind::kRun) << p.err;
+  const auto& d = p.cmd.run.disks;
+  ASSERT_EQ(d.size(), 3u);
+  EXPECT_EQ(d[0].path, "a.img");
+  EXPECT_FALSE(d[0].read_only);
+  EXPECT_EQ(d[0].vdev, "xvda");
+  EXPECT_EQ(d[0].devid, 51712u);
+  EXPECT_EQ(d[1].path, "b.img");
+  EXPECT_TRUE(d[1].read_only);
+  EXPECT_EQ(d[1].devid, 51728u);  // xvdb
+  EXPECT_EQ(d[2].vdev, "xvdq");
+  EXPECT_FALSE(d[2].read_only);
+  EXPECT_EQ(p.cmd.run.guest, "g.elf");
+}
+
+TEST(Cli, BadDisksAreOneErrorLine) {
+  for (std::vector<const char*> args :
+       {std::vector<const char*>{"run", "--disk", ",ro"},
+        {"run", "--disk", "a.img,rx"},
+        {"run", "--disk", "a.img,vdev=sda"},
+        {"run", "--disk", "a.img,vdev="},
+        {"run", "--disk", "a.img", "--disk", "b.img,vdev=xvda"},
+        {"run", "--disk"},
+        {"run", "--disk", ""},
+        {"run", "--disk", "1", "--disk", "2", "--disk", "3", "--disk", "4", "--disk", "5", "--disk",
+         "6", "--disk", "7", "--disk", "8", "--disk", "9"}}) {
+    Parsed p = Parse(args);
+    EXPECT_EQ(p.cmd.kind, Command::Kind::kExit) << args.back();
+    EXPECT_EQ(p.cmd.exit_code, kExitUsage) << args.back();
+    EXPECT_EQ(Lines(p.err), 1u) << p.err;
+  }
+}
+
 TEST(Cli, RunWithOptions) {
   Parsed p = Parse({"run", "--vcpus", "2", "--memory", "64", "--timeout", "1.5", "--stats",
                     "--quiet", "--log-rate", "0", "g.elf"});

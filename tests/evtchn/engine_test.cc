@@ -2,6 +2,9 @@
 // layout, on plain in-process guest memory.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+
 #include "tests/evtchn/fake_guest.h"
 
 namespace xenkvm::evtchn {
@@ -347,6 +350,113 @@ TYPED_TEST(EngineTest, BackendEndpoint) {
   EXPECT_EQ(this->Status(console).status, uint32_t(EVTCHNSTAT_interdomain));
   ASSERT_TRUE(this->Send(console));
   EXPECT_EQ(echo.received.back(), console);
+}
+
+// A PV frontend allocates its port for dom0; the backend binds to it (Xen: bind_interdomain
+// from dom0), closes it at disconnect, and binds again when the frontend reconnects.
+TYPED_TEST(EngineTest, AttachBackendToFrontendPort) {
+  Echo echo;
+  echo.engine = &this->e();
+  Port p = this->Unbound(0);
+  this->g.ClearPending(p);
+  Port endpoint = *this->e().AttachBackend(p, &echo);
+  auto st = this->Status(p);
+  EXPECT_EQ(st.status, uint32_t(EVTCHNSTAT_interdomain));
+  EXPECT_EQ(st.u.interdomain.dom, 0u);
+  EXPECT_EQ(st.u.interdomain.port, endpoint);
+  EXPECT_FALSE(this->g.Pending(p));  // Xen notifies the binding side only
+  ASSERT_TRUE(this->Send(p));
+  ASSERT_EQ(echo.received.size(), 1u);
+  EXPECT_EQ(echo.received[0], p);
+  EXPECT_TRUE(this->g.Pending(p));
+  // Already bound, free, unbound for another domain, bad port: -EINVAL.
+  Echo other;
+  EXPECT_EQ(this->Errno(this->e().AttachBackend(p, &other)), XEN_EINVAL);
+  EXPECT_EQ(this->Errno(this->e().AttachBackend(p + 1, &other)), XEN_EINVAL);
+  EXPECT_EQ(this->Errno(this->e().AttachBackend(this->Unbound(), &other)), XEN_EINVAL);
+  EXPECT_EQ(this->Errno(this->e().AttachBackend(100000, &other)), XEN_EINVAL);
+  EXPECT_EQ(this->Errno(this->e().AttachBackend(p, nullptr)), XEN_EINVAL);
+
+  // The backend closes: the guest's port waits for dom0 again, sends go nowhere.
+  ASSERT_TRUE(this->e().CloseBackend(endpoint));
+  st = this->Status(p);
+  EXPECT_EQ(st.status, uint32_t(EVTCHNSTAT_unbound));
+  EXPECT_EQ(st.u.unbound.dom, 0u);
+  ASSERT_TRUE(this->Send(p));
+  EXPECT_EQ(echo.received.size(), 1u);
+  EXPECT_EQ(this->Errno(this->e().CloseBackend(endpoint)), XEN_EINVAL);
+  EXPECT_EQ(this->Errno(this->e().CloseBackend(0)), XEN_EINVAL);
+  evtchn_bind_interdomain stale{.remote_dom = 0, .remote_port = endpoint, .local_port = 0};
+  EXPECT_EQ(this->Errno(this->e().BindInterdomain(stale)), XEN_EINVAL);
+
+  // Reconnection: the same port attaches again.
+  Port again = *this->e().AttachBackend(p, &echo);
+  ASSERT_TRUE(this->Send(p));
+  EXPECT_EQ(echo.received.size(), 2u);
+
+  // The guest closes first: the endpoint stays the backend's until it closes too.
+  ASSERT_TRUE(this->Close(p));
+  EXPECT_EQ(this->Status(p).status, uint32_t(EVTCHNSTAT_closed));
+  ASSERT_TRUE(this->e().CloseBackend(again));
+}
+
+// Endpoints are reused: attach/close cycles (a guest that keeps reconnecting) never run out.
+TYPED_TEST(EngineTest, BackendEndpointsAreReused) {
+  Echo echo;
+  echo.engine = &this->e();
+  for (int i = 0; i < 500; ++i) {
+    Port p = this->Unbound(0);
+    auto endpoint = this->e().AttachBackend(p, &echo);
+    ASSERT_TRUE(endpoint) << "cycle " << i;
+    ASSERT_TRUE(this->e().CloseBackend(*endpoint));
+    ASSERT_TRUE(this->Close(p));
+  }
+  // And the table is bounded: endpoints held open run out with -ENOSPC, not a crash.
+  std::vector<Port> held;
+  for (;;) {
+    auto endpoint = this->e().AddBackendEndpoint(&echo);
+    if (!endpoint) {
+      EXPECT_EQ(endpoint.error().xen_errno, XEN_ENOSPC);
+      break;
+    }
+    held.push_back(*endpoint);
+    ASSERT_LT(held.size(), 1000u);
+  }
+  EXPECT_GT(held.size(), 8u);
+}
+
+// CloseBackend waits out a send already inside OnGuestSend.
+struct SlowBackend : Backend {
+  std::atomic<int> inside{0};
+  std::atomic<bool> release{false};
+  std::atomic<int> calls{0};
+  void OnGuestSend(Port) override {
+    inside = 1;
+    while (!release.load()) std::this_thread::yield();
+    calls.fetch_add(1);
+    inside = 0;
+  }
+};
+
+TYPED_TEST(EngineTest, CloseBackendWaitsForSenders) {
+  SlowBackend slow;
+  Port p = this->Unbound(0);
+  Port endpoint = *this->e().AttachBackend(p, &slow);
+  std::thread sender([&] { (void)this->Send(p); });
+  while (slow.inside.load() == 0) std::this_thread::yield();
+  std::atomic<bool> closed{false};
+  std::thread closer([&] {
+    EXPECT_TRUE(this->e().CloseBackend(endpoint));
+    closed = true;
+    EXPECT_EQ(slow.inside.load(), 0);  // the send finished before the close returned
+  });
+  slow.release = true;
+  sender.join();
+  closer.join();
+  EXPECT_TRUE(closed.load());
+  EXPECT_EQ(slow.calls.load(), 1);
+  ASSERT_TRUE(this->Send(p));  // after the close: not delivered
+  EXPECT_EQ(slow.calls.load(), 1);
 }
 
 TYPED_TEST(EngineTest, DomainChecks) {

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "abi/compat.h"
+#include "backends/blkif/xen_grants.h"
 #include "tests/xen/hypercall_fixture.h"
 
 namespace xenkvm::xen::testing {
@@ -214,6 +215,36 @@ TEST_F(GrantsTest, MappedPageIsNotReleasedByBallooning) {
   ASSERT_EQ(balloon_out(kDataGfn + 1), 1);
   ASSERT_EQ(platform_.released.size(), 1u);
   EXPECT_EQ(platform_.released[0].first, (kDataGfn + 1) << 12);
+}
+
+// The block backend's adapter: Xen's checks, the page pinned (in-use flags set, ballooning
+// skips it) exactly while the blkif mapping lives.
+TEST_F(GrantsTest, BlkifAdapterPinsForTheMappingsLife) {
+  ASSERT_EQ(MapFrame(0, kFrameGfn), 0);
+  Grant(1, GTF_permit_access);
+  Grant(2, GTF_permit_access | GTF_readonly);
+  Grant(3, GTF_permit_access, /*domid=*/5);
+  Put<uint32_t>(kDataGfn << 12, 0x5678);
+  blkif::XenGrantAccess access(grants());
+  {
+    auto page = access.Map(1, /*writable=*/true);
+    ASSERT_TRUE(page);
+    EXPECT_EQ(Flags(1), GTF_permit_access | GTF_reading | GTF_writing);
+    uint32_t word;
+    std::memcpy(&word, page->data(), 4);
+    EXPECT_EQ(word, 0x5678u);
+    std::memcpy(page->data(), "ok", 2);  // a read from disk lands in the guest's page
+    EXPECT_EQ(grants().MappedGfns(), std::vector<uint64_t>{kDataGfn});
+    blkif::GrantMapping moved = std::move(*page);
+    EXPECT_EQ(Flags(1), GTF_permit_access | GTF_reading | GTF_writing);
+  }
+  EXPECT_EQ(Flags(1), GTF_permit_access);
+  EXPECT_TRUE(grants().MappedGfns().empty());
+  EXPECT_EQ(Get<uint16_t>(kDataGfn << 12), 'o' | ('k' << 8));
+  EXPECT_TRUE(access.Map(2, /*writable=*/false));  // a write to disk reads a read-only grant
+  EXPECT_FALSE(access.Map(2, /*writable=*/true));  // a read from disk may not write into it
+  EXPECT_FALSE(access.Map(3, false));              // granted to another domain
+  EXPECT_FALSE(access.Map(GrantTable::kEntriesPerFrame * 64, false));
 }
 
 // The guest flips its entry while a backend maps it from another thread: every map either
