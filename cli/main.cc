@@ -4,8 +4,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -14,6 +16,8 @@
 #include "cli/image.h"
 #include "cli/options.h"
 #include "cli/signals.h"
+#include "trace/histogram.h"
+#include "trace/trace.h"
 #include "vmm/machine.h"
 
 namespace {
@@ -42,6 +46,8 @@ std::string DemoGuestPath() {
 std::atomic<xenkvm::vmm::Machine*> watched{nullptr};
 std::atomic<bool> want_stats{false};
 std::atomic<bool> stats_printed{false};
+// The latency histograms --stats prints (installed before the machine's threads start).
+std::atomic<const xenkvm::trace::Stats*> latency_stats{nullptr};
 
 void PrintStats(xenkvm::vmm::Machine& m) {
   std::fprintf(stderr, "xenkvm: event channel counters\n");
@@ -58,7 +64,11 @@ void PrintStats(xenkvm::vmm::Machine& m) {
   for (const auto& [nr, count] : m.domain().HypercallCounts()) {
     std::fprintf(stderr, " %u:%llu", nr, static_cast<unsigned long long>(count));
   }
-  std::fprintf(stderr, "\n");
+  std::fprintf(stderr, "\nxenkvm: latency histograms (bucket upper bounds, ns)\n");
+  if (const xenkvm::trace::Stats* latency = latency_stats.load()) {
+    latency->hypercall.Print(stderr, "hypercall service");
+    latency->send_to_upcall.Print(stderr, "send -> upcall injected");
+  }
   const auto disks = m.DiskStatistics();
   if (!disks.empty()) {
     std::fprintf(stderr, "xenkvm: disks\n");
@@ -156,6 +166,27 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
     }).detach();
   }
 
+  // Tracing and latency histograms are installed before the machine's threads start and stay
+  // alive to the end of the process (a stuck vCPU thread may still record).
+  static xenkvm::trace::Stats latency;
+  if (o.stats) {
+    xenkvm::trace::SetActiveStats(&latency);
+    latency_stats.store(&latency);
+  }
+  std::FILE* trace_file = nullptr;
+  xenkvm::trace::Recorder* recorder = nullptr;
+  if (!o.trace_path.empty()) {
+    trace_file = std::fopen(o.trace_path.c_str(), "w");
+    if (!trace_file) {
+      std::fprintf(stderr, "xenkvm: cannot write the trace %s: %s\n", o.trace_path.c_str(),
+                   std::strerror(errno));
+      return kExitHostError;
+    }
+    recorder = new xenkvm::trace::Recorder(o.trace_events);  // never freed: see above
+    recorder->NameThread("main");
+    xenkvm::trace::SetActive(recorder);
+  }
+
   auto image = ReadImage(o.guest, o.max_image_mib << 20);
   if (!image) {
     std::fprintf(stderr, "xenkvm: %s: %s\n", o.guest.c_str(), image.error().message);
@@ -194,6 +225,14 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
   xenkvm::vmm::MachineEnd end = m.Run();
   terminal.Restore();
   PrintStatsOnce();
+  if (recorder) {
+    recorder->WriteJson(trace_file);
+    const bool ok = std::fclose(trace_file) == 0;
+    if (!ok) std::fprintf(stderr, "xenkvm: writing the trace %s failed\n", o.trace_path.c_str());
+    if (const uint64_t dropped = recorder->Dropped())
+      std::fprintf(stderr, "xenkvm: trace: %llu events dropped (over --trace-events per thread)\n",
+                   static_cast<unsigned long long>(dropped));
+  }
   const int code = ExitCode(end.reason, signals.signal());
   if (code != 0)
     std::fprintf(stderr, "xenkvm: %s (last stage %u)\n", end.message.c_str(), m.LastStage());

@@ -56,8 +56,14 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
       ->check(Seconds(0))
       ->capture_default_str();
   run->add_flag("--stats", o.stats,
-                "print event channel, hypercall and ring counters at every end (timeouts and "
-                "forced ends included)");
+                "print event channel, hypercall and ring counters and latency histograms at every end\n"
+                "(timeouts and forced ends included)");
+  run->add_option("--trace", o.trace_path,
+                  "write a Chrome trace-event / Perfetto JSON trace to FILE (docs/trace.md)");
+  run->add_option("--trace-events", o.trace_events,
+                  "events kept per thread in the trace (later ones are counted as dropped)")
+      ->check(CLI::Range(1u, 1u << 24))
+      ->capture_default_str();
   run->add_flag("--quiet{false}", o.machine.log_stages, "don't print stage markers");
   run->add_flag("--console-raw", o.machine.console_raw,
                 "pass guest text unfiltered (terminal escape sequences included)");

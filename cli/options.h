@@ -30,6 +30,8 @@ struct RunOptions {
   double grace_s = 5;    // after SIGINT/SIGTERM, force the end after this long
   bool vcpus_given = false;
   bool stats = false;
+  std::string trace_path;            // --trace: Chrome trace-event JSON written here
+  uint32_t trace_events = 1u << 16;  // kept per host thread; later ones are counted
   uint64_t max_image_mib = 512;
   std::string guest;            // empty: the bundled demo guest
   std::vector<DiskSpec> disks;  // --disk, in order

@@ -22,6 +22,7 @@
 #include "evtchn/engine.h"
 #include "evtchn/fifo.h"
 #include "evtchn/two_level.h"
+#include "trace/trace.h"
 
 namespace xenkvm::evtchn {
 
@@ -127,6 +128,8 @@ struct Engine::Impl {
     if (!IsDeliverable(binding.state)) return;
     if (!guard) {
       counters_.Add(port, Count::kDeferred);
+      if (trace::Recorder* t = trace::Active()) [[unlikely]]
+        TraceDeliver(t, port, "deferred", RaiseOutcome::kRetry);
       Defer(port);  // the worker reads the binding again under its own guard
       return;
     }
@@ -162,6 +165,8 @@ struct Engine::Impl {
                               ? Count::kMasked
                               : Count::kDeferred);
     }
+    if (trace::Recorder* t = trace::Active()) [[unlikely]]
+      TraceDeliver(t, port, count ? "fast" : "replay", outcome);
     switch (outcome) {
       case RaiseOutcome::kCoalesced:
       case RaiseOutcome::kDropped:
@@ -178,6 +183,32 @@ struct Engine::Impl {
         break;
     }
     WakePollers(port);
+  }
+
+  // Out of line: the hot path keeps only the load and the branch.
+  [[gnu::noinline, gnu::cold]] static void TraceDeliver(trace::Recorder* t, Port port,
+                                                       const char* path, RaiseOutcome outcome) {
+    t->Instant("deliver", {"port", port}, {"path", 0, path}, {"outcome", 0, OutcomeName(outcome)});
+  }
+
+  static const char* OutcomeName(RaiseOutcome outcome) {
+    switch (outcome) {
+      case RaiseOutcome::kDelivered:
+        return "delivered";
+      case RaiseOutcome::kCoalesced:
+        return "coalesced";
+      case RaiseOutcome::kMasked:
+        return "masked";
+      case RaiseOutcome::kDropped:
+        return "dropped";
+      case RaiseOutcome::kParked:
+        return "parked";
+      case RaiseOutcome::kShadowed:
+        return "shadowed";
+      case RaiseOutcome::kRetry:
+        return "retry";
+    }
+    return "?";
   }
 
   void WakePollers(Port port) {
@@ -267,6 +298,7 @@ struct Engine::Impl {
   }
 
   void WorkerLoop() {
+    if (trace::Recorder* t = trace::Active()) t->NameThread("evtchn worker");
     auto retry_delay = std::chrono::microseconds(100);
     while (!stopping_.load(std::memory_order_acquire)) {
       uint32_t seen = work_seq_.load(std::memory_order_acquire);

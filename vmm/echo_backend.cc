@@ -1,6 +1,8 @@
 // Echo backend; see echo_backend.h.
 #include "vmm/echo_backend.h"
 
+#include "trace/trace.h"
+
 namespace xenkvm::vmm {
 
 EchoBackend::EchoBackend(evtchn::Engine& engine, size_t max_queued)
@@ -35,6 +37,7 @@ uint64_t EchoBackend::dropped() {
 }
 
 void EchoBackend::Loop() {
+  if (trace::Recorder* t = trace::Active()) t->NameThread("echo backend");
   MutexLock lock(mutex_);
   while (!stop_) {
     if (queue_.empty()) {

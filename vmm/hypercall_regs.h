@@ -37,6 +37,29 @@ inline xen::HypercallCall DecodeHypercall(uint32_t vcpu, uint32_t nr, const kvm_
   return call;
 }
 
+// Where the stub's `ret` finds the return address: 8 bytes at rsp for a 64-bit caller, 4 at
+// ss.base + esp (a 32-bit linear address) for a 32-bit one (flat 32-bit stacks: SS.B = 1).
+struct ReturnSlot {
+  uint64_t gva = 0;
+  uint32_t size = 8;
+};
+inline ReturnSlot StubReturnSlot(const kvm_regs& regs, const kvm_sregs& sregs) {
+  if (IsCompatMode(sregs)) return {(sregs.ss.base + (regs.rsp & 0xffffffffu)) & 0xffffffffu, 4};
+  return {regs.rsp, 8};
+}
+
+// Completes the `ret` with the return address read from StubReturnSlot: rip to it, the stack
+// pointer past it (esp wraps within 32 bits for a 32-bit caller).
+inline void CompleteStubReturn(kvm_regs& regs, const kvm_sregs& sregs, uint64_t return_address) {
+  if (IsCompatMode(sregs)) {
+    regs.rip = return_address & 0xffffffffu;
+    regs.rsp = (regs.rsp & ~uint64_t{0xffffffffu}) | ((regs.rsp + 4) & 0xffffffffu);
+  } else {
+    regs.rip = return_address;
+    regs.rsp += 8;
+  }
+}
+
 // The rax a caller sees: the full 64-bit result, or its low 32 bits (zero-extended, as a
 // 32-bit register write does) for a compat caller.
 inline uint64_t EncodeHypercallResult(bool compat, long result) {

@@ -292,7 +292,22 @@ void Machine::ReanchorClock(uint32_t vcpu, uint64_t guest_tsc) {
 
 Result<> Machine::WriteHypercallPage(uint64_t msr_value, bool compat) {
   domain_->LatchShinfoLayout(compat);
-  return xen::WriteHypercallPage(memory_, msr_value);
+  TRY(xen::WriteHypercallPage(memory_, msr_value));
+  const uint64_t gpa = msr_value & ~uint64_t{0xfff};
+  for (const auto& page : hypercall_pages_)
+    if (page.load(std::memory_order_acquire) == (gpa | 1)) return {};
+  const size_t i = hypercall_pages_next_.fetch_add(1) % hypercall_pages_.size();
+  hypercall_pages_[i].store(gpa | 1, std::memory_order_release);
+  return {};
+}
+
+int Machine::HypercallSlot(uint64_t gpa) const {
+  if (gpa % XENKVM_HYPERCALL_STUB_SIZE != 0) return -1;
+  for (const auto& page : hypercall_pages_) {
+    if (page.load(std::memory_order_acquire) == ((gpa & ~uint64_t{0xfff}) | 1))
+      return static_cast<int>((gpa & 0xfff) / XENKVM_HYPERCALL_STUB_SIZE);
+  }
+  return -1;
 }
 
 Result<std::vector<kvm_cpuid_entry2>> Machine::Cpuid(uint32_t vcpu) {

@@ -11,6 +11,7 @@
 // thread's in UpcallInjector, the rings' in backends/.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -142,6 +143,10 @@ class Machine final : public xen::Platform, public VcpuHost {
   // ---- VcpuHost (Stopping, Stop and SystemTimeNs above) ----
   long Hypercall(const xen::HypercallCall& call) override { return domain_->Hypercall(call); }
   Result<> WriteHypercallPage(uint64_t msr_value, bool compat) override;
+  int HypercallSlot(uint64_t gpa) const override;
+  Result<> ReadGuest(uint64_t gpa, std::span<std::byte> out) const override {
+    return memory_.Read(gpa, out);
+  }
   void NoteRunstate(uint32_t vcpu, int runstate) override { domain_->NoteRunstate(vcpu, runstate); }
   void SyncEvents(uint32_t vcpu) override { engine_->SyncVcpu(vcpu); }
   void NoteStage(uint32_t vcpu, uint32_t stage) override;
@@ -180,6 +185,10 @@ class Machine final : public xen::Platform, public VcpuHost {
   std::unique_ptr<backends::XenstoreRing> xs_ring_;
   std::unique_ptr<backends::ConsoleRing> console_ring_;
   std::thread input_thread_;
+  // The last few hypercall pages written (GPA | 1; 0 = none), for HypercallSlot: the stubs
+  // there trap with any eax. A guest writing more pages than this loses its oldest.
+  std::array<std::atomic<uint64_t>, 4> hypercall_pages_{};
+  std::atomic<uint32_t> hypercall_pages_next_{0};
   // Xen pages the guest placed outside RAM: gfn -> (memslot, host page). Slot 0 is RAM.
   struct SpecialPage {
     uint32_t slot;

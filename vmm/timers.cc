@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "trace/trace.h"
+
 namespace xenkvm::vmm {
 
 Timers::Timers(uint32_t vcpus, Clock now, Expire expire)
@@ -37,6 +39,7 @@ uint64_t Timers::Expiries() {
 }
 
 void Timers::Loop() {
+  if (trace::Recorder* t = trace::Active()) t->NameThread("timers");
   MutexLock lock(mutex_);
   std::vector<uint32_t> due;
   while (!stop_) {
@@ -56,7 +59,11 @@ void Timers::Loop() {
     if (!due.empty()) {
       expiries_ += due.size();
       lock.native().unlock();
-      for (uint32_t v : due) expire_(v);
+      for (uint32_t v : due) {
+        if (trace::Recorder* t = trace::Active()) [[unlikely]]
+          t->Instant("timer expiry", {"vcpu", v});
+        expire_(v);
+      }
       lock.native().lock();
       continue;
     }

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstdio>
 
+#include "trace/histogram.h"
+#include "trace/trace.h"
 #include "vmm/vcpu_requests.h"
 #include "vmm/x86_state.h"
 
@@ -69,6 +71,12 @@ void UpcallInjector::Raise(uint32_t vcpu) {
       v.target->Wake();  // a vCPU sleeping in SCHEDOP_block/poll
       return;
     case RaiseAction::kQueueCallback:
+      if (trace::ActiveStats()) [[unlikely]] {
+        // Timed from the raising hypercall's exit; the first raise since the last injection.
+        uint64_t none = 0;
+        v.raised_ns.compare_exchange_strong(none, trace::HypercallStart(),
+                                            std::memory_order_relaxed);
+      }
       v.target->Request(kRequestCallbackUpcall);
       return;
     case RaiseAction::kNone:
@@ -82,6 +90,12 @@ void UpcallInjector::Raise(uint32_t vcpu) {
 void UpcallInjector::SendMsi(uint32_t vcpu, uint8_t vector) {
   auto delivered = vm_.SignalMsi(kMsiAddressBase | (uint64_t{vcpu} << 12), vector);
   const bool dropped = delivered && !*delivered;
+  if (!dropped) {
+    if (trace::Stats* stats = trace::ActiveStats(); stats && trace::HypercallStart()) [[unlikely]]
+      stats->send_to_upcall.Record(trace::NowNs() - trace::HypercallStart());
+  }
+  if (trace::Recorder* t = trace::Active()) [[unlikely]]
+    t->Instant("upcall", {"vcpu", vcpu}, {"route", 0, "msi"}, {"dropped", dropped ? 1 : 0});
   vcpus_[vcpu].msi_dropped.store(dropped, std::memory_order_release);
   if (dropped) NoteDroppedMsi();
 }
@@ -125,8 +139,12 @@ void UpcallInjector::BeforeEntry(uint32_t vcpu, kvm::Vcpu& kvm_vcpu, uint32_t re
   s.ready_for_injection = run->ready_for_interrupt_injection != 0;
   s.if_flag = run->if_flag != 0;
   const EntryAction a = DecideEntry(s);
-  if (a.queue_extint)
+  if (a.queue_extint) {
     (void)kvm_vcpu.Interrupt(s.callback_vector);  // -EEXIST: one is already queued
+    NoteInjected(vcpu);
+    if (trace::Recorder* t = trace::Active()) [[unlikely]]
+      t->Instant("upcall", {"vcpu", vcpu}, {"route", 0, "extint"});
+  }
   run->request_interrupt_window = a.request_window ? 1 : 0;
   if (a.resend_msi) Raise(vcpu);
 }
@@ -149,6 +167,15 @@ bool UpcallInjector::RetryDroppedMsi(uint32_t vcpu) {
   return false;
 }
 
+void UpcallInjector::NoteInjected(uint32_t vcpu) {
+  trace::Stats* const stats = trace::ActiveStats();
+  if (!stats) [[likely]]
+    return;
+  // ExtINT route: the raise came from another thread's hypercall (0: not from a hypercall).
+  const uint64_t raised = vcpus_[vcpu].raised_ns.exchange(0, std::memory_order_relaxed);
+  if (raised != 0) stats->send_to_upcall.Record(trace::NowNs() - raised);
+}
+
 void UpcallInjector::NoteDroppedMsi() {
   {
     MutexLock lock(retry_mutex_);
@@ -158,6 +185,7 @@ void UpcallInjector::NoteDroppedMsi() {
 }
 
 void UpcallInjector::RetryLoop() {
+  if (trace::Recorder* t = trace::Active()) t->NameThread("upcall retry");
   MutexLock lock(retry_mutex_);
   while (!retry_stop_) {
     if (!retry_wanted_) {

@@ -103,9 +103,11 @@ class UpcallInjector {
     Target* target = nullptr;
     std::atomic<uint8_t> upcall_vector{0};
     std::atomic<bool> msi_dropped{false};
+    std::atomic<uint64_t> raised_ns{0};  // --stats: hypercall start of a raise not yet injected
   };
   void SendMsi(uint32_t vcpu, uint8_t vector);
   void NoteDroppedMsi();
+  void NoteInjected(uint32_t vcpu);  // --stats: a callback ExtINT ends send -> upcall
   void RetryLoop();
 
   kvm::Vm& vm_;

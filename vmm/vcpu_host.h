@@ -7,6 +7,7 @@
 #include <linux/kvm.h>
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "abi/result.h"
@@ -35,6 +36,11 @@ class VcpuHost {
   // The hypercall-page MSR write; `compat`: the caller runs in 32-bit mode (latches the
   // shared_info layout as Xen does).
   virtual Result<> WriteHypercallPage(uint64_t msr_value, bool compat) = 0;
+  // The stub slot (hypercall number) starting at `gpa` in a hypercall page, or -1: not a slot.
+  virtual int HypercallSlot(uint64_t gpa) const = 0;
+  virtual Result<uint64_t> TranslateGva(uint32_t calling_vcpu, uint64_t gva,
+                                        xen::Access access) = 0;
+  virtual Result<> ReadGuest(uint64_t gpa, std::span<std::byte> out) const = 0;
   // RUNSTATE_* transitions of this vCPU (VCPUOP_register_runstate_memory_area).
   virtual void NoteRunstate(uint32_t vcpu, int runstate) = 0;
   virtual void SyncEvents(uint32_t vcpu) = 0;  // Engine::SyncVcpu

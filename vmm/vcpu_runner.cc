@@ -7,6 +7,8 @@
 #include <string>
 
 #include "abi/platform.h"
+#include "trace/histogram.h"
+#include "trace/trace.h"
 #include "vmm/hypercall_regs.h"
 #include "vmm/timers.h"
 #include "vmm/x86_state.h"
@@ -15,6 +17,32 @@ namespace xenkvm::vmm {
 
 namespace {
 constexpr uint32_t kMsrIa32Tsc = 0x10;
+
+// Slice names for the trace (xen/include/public/xen.h numbering); others read "hypercall".
+const char* HypercallName(uint32_t nr) {
+  switch (nr) {
+    case __HYPERVISOR_set_timer_op:
+      return "set_timer_op";
+    case __HYPERVISOR_memory_op:
+      return "memory_op";
+    case __HYPERVISOR_xen_version:
+      return "xen_version";
+    case __HYPERVISOR_console_io:
+      return "console_io";
+    case __HYPERVISOR_grant_table_op:
+      return "grant_table_op";
+    case __HYPERVISOR_vcpu_op:
+      return "vcpu_op";
+    case __HYPERVISOR_sched_op:
+      return "sched_op";
+    case __HYPERVISOR_event_channel_op:
+      return "event_channel_op";
+    case __HYPERVISOR_hvm_op:
+      return "hvm_op";
+    default:
+      return "hypercall";
+  }
+}
 
 MachineEnd EndWith(EndReason reason, const char* format, auto... args) {
   char line[256];
@@ -49,6 +77,8 @@ void VcpuRunner::Request(uint32_t bits) {
 }
 
 void VcpuRunner::Wake() {
+  if (trace::Recorder* t = trace::Active()) [[unlikely]]
+    t->Instant("wake", {"vcpu", id_});
   {
     MutexLock lock(wake_mutex_);
     ++wake_seq_;
@@ -65,6 +95,17 @@ uint64_t VcpuRunner::WakeSeq() {
 }
 
 void VcpuRunner::Sleep(uint64_t seq, uint64_t deadline_ns) {
+  trace::Recorder* const t = trace::Active();
+  const uint64_t start = t ? trace::NowNs() : 0;
+  struct Traced {  // the slice ends however the wait ends
+    trace::Recorder* t;
+    uint64_t start;
+    bool timed;
+    ~Traced() {
+      if (t) [[unlikely]]
+        t->Slice("blocked", start, {"timeout", timed ? 1 : 0});
+    }
+  } traced{t, start, deadline_ns != 0};
   MutexLock lock(wake_mutex_);
   while (wake_seq_ == seq && !host_.Stopping()) {
     if (deadline_ns == 0) {
@@ -166,6 +207,7 @@ void VcpuRunner::ThreadMain() {
     ~Finished() { host.VcpuThreadFinished(id); }
   } finished{host_, id_};
   thread_id_.store(std::this_thread::get_id(), std::memory_order_release);
+  if (trace::Recorder* t = trace::Active()) t->NameThread("vCPU " + std::to_string(id_));
   vcpu_.BindToCurrentThread();
   {
     auto cpuid = host_.Cpuid(id_);
@@ -279,6 +321,9 @@ void VcpuRunner::HandleIo() {
   const bool out = run->io.direction == KVM_EXIT_IO_OUT;
   const uint16_t port = run->io.port;
   if (out && port == XENKVM_HYPERCALL_PORT && run->io.size == 4 && run->io.count == 1) {
+    // A stub of the hypercall page names the number by its slot; an inline `out` (no page)
+    // passes it in eax.
+    if (const int slot = StubSlot(); slot >= 0) return HandleStubHypercall(uint32_t(slot));
     uint32_t nr;
     std::memcpy(&nr, data, 4);
     return HandleHypercall(nr);
@@ -300,12 +345,50 @@ void VcpuRunner::HandleIo() {
   if (!out) std::memset(data, 0xff, size_t{run->io.size} * run->io.count);
 }
 
-// The hypercall page stub trapped: eax = number (the OUT's value), arguments in registers.
+int VcpuRunner::StubSlot() {
+  auto gpa = host_.TranslateGva(id_, vcpu_.run()->s.regs.regs.rip, xen::Access::kFetch);
+  return gpa ? host_.HypercallSlot(*gpa) : -1;
+}
+
+// A stub trapped: run the hypercall, then its `ret` here (one exit, no guest instruction after
+// the trap). KVM skips the `out` on re-entry only if rip still points at it, so moving rip is
+// all it takes. If the return address can't be read, the guest runs the stub's own `ret`.
+void VcpuRunner::HandleStubHypercall(uint32_t nr) {
+  kvm_regs& regs = vcpu_.run()->s.regs.regs;
+  const kvm_sregs& sregs = vcpu_.run()->s.regs.sregs;
+  const ReturnSlot slot = StubReturnSlot(regs, sregs);
+  std::optional<uint64_t> return_address;
+  // Within one page (an aligned stack never straddles): one translation.
+  if ((slot.gva & 0xfff) + slot.size <= 4096) {
+    if (auto gpa = host_.TranslateGva(id_, slot.gva, xen::Access::kRead)) {
+      uint64_t value = 0;
+      if (host_.ReadGuest(*gpa, std::as_writable_bytes(std::span(&value, 1)).first(slot.size)))
+        return_address = value;
+    }
+  }
+  HandleHypercall(nr);
+  if (return_address) CompleteStubReturn(regs, sregs, *return_address);
+}
+
+// The hypercall trapped with its number known, arguments in registers.
 void VcpuRunner::HandleHypercall(uint32_t nr) {
   kvm_regs& regs = vcpu_.run()->s.regs.regs;
   const xen::HypercallCall call = DecodeHypercall(id_, nr, regs, vcpu_.run()->s.regs.sregs);
-  regs.rax = EncodeHypercallResult(call.compat, host_.Hypercall(call));
+  trace::Recorder* const t = trace::Active();
+  trace::Stats* const stats = trace::ActiveStats();
+  if (!t && !stats) [[likely]] {
+    regs.rax = EncodeHypercallResult(call.compat, host_.Hypercall(call));
+    vcpu_.MarkRegsDirty();
+    return;
+  }
+  const uint64_t start = trace::NowNs();
+  trace::SetHypercallStart(start);
+  const long result = host_.Hypercall(call);
+  trace::SetHypercallStart(0);
+  regs.rax = EncodeHypercallResult(call.compat, result);
   vcpu_.MarkRegsDirty();
+  if (stats) stats->hypercall.Record(trace::NowNs() - start);
+  if (t) t->Slice(HypercallName(nr), start, {"nr", nr}, {"result", result});
 }
 
 }  // namespace xenkvm::vmm

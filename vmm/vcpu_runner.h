@@ -77,6 +77,8 @@ class VcpuRunner final : public evtchn::VcpuSink, public UpcallInjector::Target 
   void RefreshClock();
   void HandleIo();
   void HandleHypercall(uint32_t nr);
+  void HandleStubHypercall(uint32_t nr);
+  int StubSlot();  // the hypercall-page slot of the exit's rip, or -1
   bool OnOwnThread() const {
     return std::this_thread::get_id() == thread_id_.load(std::memory_order_acquire);
   }

@@ -13,11 +13,9 @@ void FillHypercallPage(std::span<uint8_t, 4096> page) {
   std::memset(page.data(), 0xcc, page.size());
   for (uint32_t nr = 0; nr < kHypercallSlots; ++nr) {
     uint8_t* stub = page.data() + nr * XENKVM_HYPERCALL_STUB_SIZE;
-    stub[0] = 0xb8;  // mov $imm32, %eax
-    std::memcpy(stub + 1, &nr, sizeof(nr));
-    stub[5] = 0xe7;  // out %eax, $imm8
-    stub[6] = static_cast<uint8_t>(XENKVM_HYPERCALL_PORT);
-    stub[7] = 0xc3;  // ret
+    stub[0] = 0xe7;  // out %eax, $imm8: the exit; the VMM normally returns to the caller
+    stub[1] = static_cast<uint8_t>(XENKVM_HYPERCALL_PORT);
+    stub[2] = 0xc3;  // ret: only run when the VMM could not read the caller's stack
   }
 }
 

@@ -1,6 +1,8 @@
 // The hypercall page a guest asks for by writing its GPA to the MSR named in CPUID leaf
 // base+2 (xen/arch-x86/cpuid.h). Without kernel Xen support each 32-byte slot traps by port I/O
-// instead of vmcall: `mov $nr,%eax; out %eax,$XENKVM_HYPERCALL_PORT; ret` (abi/platform.h).
+// instead of vmcall: `out %eax,$XENKVM_HYPERCALL_PORT; ret` (abi/platform.h). The VMM knows
+// the number from the slot the exit came from and completes the `ret` itself (docs/design.md,
+// the trap scheme), so a hypercall is one guest instruction and one exit.
 #pragma once
 
 #include <cstdint>
@@ -13,8 +15,8 @@ namespace xenkvm::xen {
 
 inline constexpr uint32_t kHypercallSlots = 4096 / 32;
 
-// Writes all 128 stubs into `page` (4096 bytes). The stub loads eax itself because some guests
-// jump to a slot with eax holding anything (e.g. the slot's own address).
+// Writes all 128 stubs into `page` (4096 bytes). eax is not read: some guests jump to a slot
+// with eax holding anything (e.g. the slot's own address); the slot gives the number.
 void FillHypercallPage(std::span<uint8_t, 4096> page);
 
 // Handles a write of `msr_value` to the hypercall-page MSR: bits 63:12 are the GFN, bits 11:0

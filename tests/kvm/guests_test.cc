@@ -2,6 +2,7 @@
 // after printing "xenkvm-test: PASS <name>". A watchdog SIGKILLs a hung run (PVM may ignore
 // SIGTERM) and the failure names the last stage the guest reported on port 0xe4.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <pty.h>
 #include <signal.h>
@@ -11,12 +12,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <regex>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "kvm/system.h"
 
@@ -247,6 +251,50 @@ TEST(XenkvmCli, BundledDemoWithStats) {
   EXPECT_NE(o.output.find("xenkvm-test: PASS demo"), std::string::npos) << o.output;
   EXPECT_NE(o.output.find("delivered  coalesced     masked   deferred"), std::string::npos) << o.output;
   EXPECT_NE(o.output.find("xenkvm: hypercalls by number:"), std::string::npos) << o.output;
+}
+
+// --trace: the demo's trace is JSON with a track per vCPU and the events docs/trace.md lists.
+TEST(XenkvmCli, BundledDemoWithTrace) {
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  char path[] = "/tmp/xenkvm_trace_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  Outcome o =
+      RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--stats", "--trace", path, "--timeout", "60"},
+                std::chrono::seconds(75));
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  unlink(path);
+  ASSERT_EQ(o.exit_code, 0) << o.output;
+  EXPECT_NE(o.output.find("hypercall service: n="), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("send -> upcall injected: n="), std::string::npos) << o.output;
+  const nlohmann::json trace = nlohmann::json::parse(text.str());  // throws on bad JSON
+  std::map<int, std::string> tracks;
+  std::map<std::string, int> count;
+  bool ring_send = false, fast_delivery = false, msi_upcall = false;
+  for (const auto& e : trace["traceEvents"]) {
+    const std::string name = e["name"];
+    if (name == "thread_name") tracks[e["tid"]] = e["args"]["name"];
+    ++count[name];
+    if (name == "event_channel_op" && e["ph"] == "X" && e["args"]["nr"] == 32 &&
+        e["args"]["result"] == 0)
+      ring_send = true;
+    if (name == "deliver" && e["args"]["path"] == "fast" && e["args"]["outcome"] == "delivered")
+      fast_delivery = true;
+    if (name == "upcall" && e["args"]["route"] == "msi") msi_upcall = true;
+  }
+  std::set<std::string> names;
+  for (const auto& [tid, n] : tracks) names.insert(n);
+  for (const char* want : {"main", "vCPU 0", "vCPU 1", "vCPU 2", "vCPU 3", "timers"})
+    EXPECT_TRUE(names.count(want)) << "no track " << want;
+  EXPECT_TRUE(ring_send) << "no successful event_channel_op slice";
+  EXPECT_TRUE(fast_delivery) << "no fast-path delivery";
+  EXPECT_TRUE(msi_upcall) << "no upcall by the per-vCPU vector";
+  EXPECT_GE(count["timer expiry"], 4) << "each vCPU arms a timer";
+  EXPECT_EQ(trace["otherData"]["dropped"], 0);
 }
 
 // SIGTERM ends a run cleanly: the Machine stops, counters are printed, exit 128 + 15.

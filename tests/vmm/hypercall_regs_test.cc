@@ -61,5 +61,43 @@ TEST(HypercallRegs, CompatResultIsZeroExtendedEax) {
   EXPECT_EQ(EncodeHypercallResult(true, 5), 5u);
 }
 
+// The stub's `ret`, done by the VMM: a 64-bit caller pops 8 bytes at rsp.
+TEST(StubReturn, LongModePopsEightBytesAtRsp) {
+  kvm_sregs s{};
+  s.efer = kEferLma;
+  s.cs.l = 1;
+  kvm_regs r{};
+  r.rsp = 0xffff'8000'0000'1ff8ull;
+  r.rip = 0xffff'8000'0020'0040ull;  // slot 2 of a page at ...200000
+  const ReturnSlot slot = StubReturnSlot(r, s);
+  EXPECT_EQ(slot.gva, 0xffff'8000'0000'1ff8ull);
+  EXPECT_EQ(slot.size, 8u);
+  CompleteStubReturn(r, s, 0xffff'8000'0010'1234ull);
+  EXPECT_EQ(r.rip, 0xffff'8000'0010'1234ull);
+  EXPECT_EQ(r.rsp, 0xffff'8000'0000'2000ull);
+}
+
+// A 32-bit caller pops 4 bytes at the linear address ss.base + esp; esp wraps in 32 bits and
+// the return address is zero-extended.
+TEST(StubReturn, CompatModePopsFourBytesAtSsBasePlusEsp) {
+  kvm_sregs s{};
+  s.ss.base = 0x1000;
+  kvm_regs r{};
+  r.rsp = 0xdead'0000'0000'0ff0ull;  // upper half: stale, not part of esp
+  const ReturnSlot slot = StubReturnSlot(r, s);
+  EXPECT_EQ(slot.gva, 0x1ff0u);
+  EXPECT_EQ(slot.size, 4u);
+  CompleteStubReturn(r, s, 0xffff'ffff'0010'0000ull);
+  EXPECT_EQ(r.rip, 0x0010'0000u);
+  EXPECT_EQ(r.rsp, 0xdead'0000'0000'0ff4ull);
+
+  r.rsp = 0xffff'fffcull;  // the pop wraps esp to 0
+  CompleteStubReturn(r, s, 0x2000);
+  EXPECT_EQ(r.rsp, 0u);
+  s.ss.base = 0xffff'f000u;
+  r.rsp = 0x2000;  // linear address wraps at 4 GiB
+  EXPECT_EQ(StubReturnSlot(r, s).gva, 0x1000u);
+}
+
 }  // namespace
 }  // namespace xenkvm::vmm
