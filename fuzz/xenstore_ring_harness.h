@@ -39,8 +39,7 @@ class XsByteReader {
                                    "/tool",
                                    "@releaseDomain",
                                    "device",
-                                   "data/"
-                                   "xyz",
+                                   "data/xyz",
                                    "/",
                                    "T",
                                    "F",
