@@ -93,7 +93,8 @@ chmod +x "$run/initrd/init"
 mem=${XENKVM_VM_MEM:-4096}
 cpus=${XENKVM_VM_CPUS:-$(nproc)}
 echo "kvm-vm: no usable /dev/kvm here: running in a nested-KVM VM (QEMU TCG, $cpus vCPUs, $mem MiB)" >&2
-qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
+# A hard limit on the whole VM run (XENKVM_VM_TIMEOUT seconds), so nothing can hang CI.
+timeout -s KILL "${XENKVM_VM_TIMEOUT:-2400}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
   -nographic -no-reboot -kernel "$kernel" -initrd "$run/initrd.gz" \
   -append "console=ttyS0 quiet loglevel=0 panic=-1 xenkvm_job=$run" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,multidevs=remap,id=hostroot \

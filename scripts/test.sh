@@ -18,7 +18,8 @@ ctest --preset release -j2 -L unit
 if [ "${XENKVM_NO_VM:-}" = 1 ]; then
   ctest --preset release -j2 -L kvm   # skip visibly without /dev/kvm
 else
-  scripts/kvm-vm.sh ctest --preset release -j2 -L kvm
+  # One test at a time: the VM has 2 vCPUs and guests of up to 4 vCPUs run emulated there.
+  scripts/kvm-vm.sh ctest --preset release -j1 -L kvm
 fi
 
 stage "install: libxenkvm to a temporary prefix; examples/ built against it (CMake and pkg-config) and run"
