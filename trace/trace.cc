@@ -57,29 +57,29 @@ Ring& Recorder::ThisThreadRing() {
   return *this_thread.ring;
 }
 
-void Recorder::Instant(const char* name, Arg a, Arg b, Arg c) {
+namespace {
+// An event with up to three arguments; unused ones have a null key.
+Event MakeEvent(const char* name, char phase, uint64_t ts_ns, Arg a, Arg b, Arg c) {
   Event e;
-  e.ts_ns = NowNs();
+  e.ts_ns = ts_ns;
   e.name = name;
-  e.phase = 'i';
+  e.phase = phase;
   e.args[0] = a;
   e.args[1] = b;
   e.args[2] = c;
   e.nargs = static_cast<uint8_t>((a.key != nullptr) + (b.key != nullptr) + (c.key != nullptr));
-  Record(e);
+  return e;
+}
+}  // namespace
+
+void Recorder::Instant(const char* name, Arg a, Arg b, Arg c) {
+  Record(MakeEvent(name, 'i', NowNs(), a, b, c));
 }
 
 void Recorder::Slice(const char* name, uint64_t start_ns, Arg a, Arg b, Arg c) {
-  Event e;
   const uint64_t now = NowNs();
-  e.ts_ns = start_ns;
+  Event e = MakeEvent(name, 'X', start_ns, a, b, c);
   e.dur_ns = now > start_ns ? now - start_ns : 0;
-  e.name = name;
-  e.phase = 'X';
-  e.args[0] = a;
-  e.args[1] = b;
-  e.args[2] = c;
-  e.nargs = static_cast<uint8_t>((a.key != nullptr) + (b.key != nullptr) + (c.key != nullptr));
   Record(e);
 }
 
