@@ -15,7 +15,7 @@ GUEST_NAME("bench_hypercall_ipi");
 #define MSR_X2APIC_ICR 0x830
 
 static evtchn_port_t ipi_port[2];
-static volatile uint32_t mode;      /* 0 idle, 1 evtchn ping-pong, 2 native, 3 done */
+static volatile uint32_t mode; /* 0 idle, 1 evtchn ping-pong, 2 native, 3 done */
 static volatile uint32_t ap_ready;
 
 static uint64_t time_io_exits(void) {
@@ -45,7 +45,9 @@ static uint64_t time_inline_hypercalls(void) {
   return now_ns() - t0;
 }
 
-static void native_ipi(unsigned dest) { wrmsr(MSR_X2APIC_ICR, ((uint64_t)dest << 32) | UPCALL_VECTOR); }
+static void native_ipi(unsigned dest) {
+  wrmsr(MSR_X2APIC_ICR, ((uint64_t)dest << 32) | UPCALL_VECTOR);
+}
 
 /* vCPU1 answers every ping on the channel the current mode measures. */
 static void ap_main(unsigned id) {
@@ -108,12 +110,14 @@ void guest_main(void) {
   }
   const uint64_t native_ns = (now_ns() - t0) / PINGS;
   __atomic_store_n(&mode, 3, __ATOMIC_SEQ_CST);
-  native_ipi(1);  /* wake vCPU1 to see mode 3 */
+  native_ipi(1); /* wake vCPU1 to see mode 3 */
 
-  printk("bench: port-I/O exit %lu ns, no-op hypercall %lu ns: hypercall/exit = %lu.%02lu\n", io_ns, hc_ns,
-         hc_ns / io_ns, hc_ns * 100 / io_ns % 100);
+  printk("bench: port-I/O exit %lu ns, no-op hypercall %lu ns: hypercall/exit = %lu.%02lu\n", io_ns,
+         hc_ns, hc_ns / io_ns, hc_ns * 100 / io_ns % 100);
   printk("bench: hypercall without the stub (inline out) %lu ns: inline/exit = %lu.%02lu\n", inl_ns,
          inl_ns / io_ns, inl_ns * 100 / io_ns % 100);
-  printk("bench: IPI round trip: EVTCHNOP_send %lu ns, native x2APIC %lu ns: evtchn/native = %lu.%02lu\n",
-         evt_ns, native_ns, evt_ns / native_ns, evt_ns * 100 / native_ns % 100);
+  printk(
+      "bench: IPI round trip: EVTCHNOP_send %lu ns, native x2APIC %lu ns: evtchn/native = "
+      "%lu.%02lu\n",
+      evt_ns, native_ns, evt_ns / native_ns, evt_ns * 100 / native_ns % 100);
 }

@@ -85,11 +85,12 @@ void PrintStats(xenkvm::vmm::Machine& m) {
                  static_cast<unsigned long long>(d.stats.errors), d.path.c_str());
   }
   const auto con = m.ConsoleCounters();
-  std::fprintf(stderr, "xenkvm: console ring: out %llu bytes, in %llu bytes, %llu notifies, %llu bad indexes\n",
-               static_cast<unsigned long long>(con.out_bytes),
-               static_cast<unsigned long long>(con.in_bytes),
-               static_cast<unsigned long long>(con.notifies),
-               static_cast<unsigned long long>(con.bad_indexes));
+  std::fprintf(
+      stderr,
+      "xenkvm: console ring: out %llu bytes, in %llu bytes, %llu notifies, %llu bad indexes\n",
+      static_cast<unsigned long long>(con.out_bytes), static_cast<unsigned long long>(con.in_bytes),
+      static_cast<unsigned long long>(con.notifies),
+      static_cast<unsigned long long>(con.bad_indexes));
   const auto xs = m.XenstoreCounters();
   std::fprintf(stderr,
                "xenkvm: xenstore ring: requests %llu bytes, replies %llu bytes, %llu notifies, "

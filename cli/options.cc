@@ -55,9 +55,10 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
                   "if the guest has not powered off")
       ->check(Seconds(0))
       ->capture_default_str();
-  run->add_flag("--stats", o.stats,
-                "print event channel, hypercall and ring counters and latency histograms at every end\n"
-                "(timeouts and forced ends included)");
+  run->add_flag(
+      "--stats", o.stats,
+      "print event channel, hypercall and ring counters and latency histograms at every end\n"
+      "(timeouts and forced ends included)");
   run->add_option("--trace", o.trace_path,
                   "write a Chrome trace-event / Perfetto JSON trace to FILE (docs/trace.md)");
   run->add_option("--trace-events", o.trace_events,

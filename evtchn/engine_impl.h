@@ -187,7 +187,7 @@ struct Engine::Impl {
 
   // Out of line: the hot path keeps only the load and the branch.
   [[gnu::noinline, gnu::cold]] static void TraceDeliver(trace::Recorder* t, Port port,
-                                                       const char* path, RaiseOutcome outcome) {
+                                                        const char* path, RaiseOutcome outcome) {
     t->Instant("deliver", {"port", port}, {"path", 0, path}, {"outcome", 0, OutcomeName(outcome)});
   }
 

@@ -23,9 +23,9 @@ enum { kHypercallEventChannelOp = 32, kEvtchnopBindIpi = 7 };
 enum { kPendingSelOffset = 8, kEvtchnPendingOffset = 32 * 64 };
 
 static _Alignas(4096) uint8_t guest_ram[kRamPages * kPage];
-static atomic_int upcalls;    /* upcalls injected (the vector a VMM would inject) */
-static atomic_int need_sync;  /* the library asked for xenkvm_vcpu_sync */
-static atomic_int seen[2];    /* events the guest handled, per device */
+static atomic_int upcalls;   /* upcalls injected (the vector a VMM would inject) */
+static atomic_int need_sync; /* the library asked for xenkvm_vcpu_sync */
+static atomic_int seen[2];   /* events the guest handled, per device */
 static uint32_t ports[2];
 static int fds[2];
 
@@ -53,8 +53,8 @@ static void GuestHandleUpcall(void) {
   uint8_t* vcpu_info = guest_ram + kVcpuInfoGfn * kPage;
   uint64_t* pending = (uint64_t*)(guest_ram + kSharedInfoGfn * kPage + kEvtchnPendingOffset);
   __atomic_store_n(vcpu_info, 0, __ATOMIC_SEQ_CST);
-  uint64_t sel = __atomic_exchange_n((uint64_t*)(vcpu_info + kPendingSelOffset), 0,
-                                     __ATOMIC_SEQ_CST);
+  uint64_t sel =
+      __atomic_exchange_n((uint64_t*)(vcpu_info + kPendingSelOffset), 0, __ATOMIC_SEQ_CST);
   while (sel != 0) {
     int word = __builtin_ctzll(sel);
     sel &= sel - 1;

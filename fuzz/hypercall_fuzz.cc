@@ -26,7 +26,8 @@ constexpr uint32_t kVcpus = 2;
 // The fake platform, translating through the guest's own page tables when paging is on.
 class WalkingPlatform : public xen::testing::FakePlatform {
  public:
-  explicit WalkingPlatform(mem::GuestMemory& guest_memory) : FakePlatform(kVcpus, kRam), memory_(guest_memory) {}
+  explicit WalkingPlatform(mem::GuestMemory& guest_memory)
+      : FakePlatform(kVcpus, kRam), memory_(guest_memory) {}
   vmm::PagingState paging;
   Result<uint64_t> TranslateGva(uint32_t, uint64_t gva, xen::Access access) override {
     return vmm::WalkPageTables(memory_, paging, gva, access);

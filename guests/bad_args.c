@@ -41,7 +41,7 @@ void guest_main(void) {
   evtchn_port_t t, t2;
   EXPECT_RC(evtchn_bind_virq(VIRQ_TIMER, 0, &t), 0);
   EXPECT_RC(evtchn_bind_virq(VIRQ_TIMER, 0, &t2), -XEN_EEXIST);
-  EXPECT_RC(evtchn_send(t), -XEN_EINVAL); /* cannot send on a VIRQ port */
+  EXPECT_RC(evtchn_send(t), -XEN_EINVAL);                         /* cannot send on a VIRQ port */
   EXPECT_RC(evtchn_bind_virq(VIRQ_CONSOLE, 1, &t2), -XEN_EINVAL); /* global VIRQ, vCPU != 0 */
   EXPECT_RC(evtchn_bind_virq(NR_VIRQS, 0, &t2), -XEN_EINVAL);
   EXPECT_RC(evtchn_bind_virq(VIRQ_TIMER, 99, &t2), -XEN_ENOENT);

@@ -85,7 +85,7 @@ void guest_main(void) {
   CHECK(port != 0, "no console port");
   const char* cmdline = (const char*)(uintptr_t)start_info->cmdline_paddr;
   if (cmdline && cmdline[0] == 'b') {
-  EXPECT_RC(shinfo_map(shinfo_pages[0]), 0); /* pvclock for now_ns() */
+    EXPECT_RC(shinfo_map(shinfo_pages[0]), 0); /* pvclock for now_ns() */
     bench();
     return;
   }

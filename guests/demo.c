@@ -100,8 +100,8 @@ void guest_main(void) {
   printk("demo: IPI ring: %u hops over %u vCPU(s) in %lu us (%lu us/hop)\n", hops, nr_vcpus,
          ring_ns / 1000, ring_ns / 1000 / hops);
   printk("demo: timers: %u/%u vCPUs got VIRQ_TIMER\n", fired, nr_vcpus);
-  printk("demo: loopback: %u/%u events; echo backend: answered on port %u\n",
-         port_hits[b] - 1, LOOPBACKS, e);
+  printk("demo: loopback: %u/%u events; echo backend: answered on port %u\n", port_hits[b] - 1,
+         LOOPBACKS, e);
   char line[160];
   int n = snprintk(line, sizeof(line), "demo: upcalls per vCPU:");
   for (unsigned id = 0; id < nr_vcpus; id++)

@@ -37,11 +37,11 @@ static evtchn_status_t status_of(evtchn_port_t port) {
   return st;
 }
 
-#define EXPECT_STATUS(port, want)                                                          \
-  do {                                                                                     \
-    evtchn_status_t s_ = status_of(port);                                                  \
+#define EXPECT_STATUS(port, want)                                                           \
+  do {                                                                                      \
+    evtchn_status_t s_ = status_of(port);                                                   \
     CHECK(s_.status == (want), "line %d: port %u status %u, expected %u", __LINE__, (port), \
-          s_.status, (want));                                                              \
+          s_.status, (want));                                                               \
   } while (0)
 
 void guest_main(void) {
@@ -63,8 +63,8 @@ void guest_main(void) {
   CHECK(st.status == EVTCHNSTAT_interdomain && st.u.interdomain.port == b && st.vcpu == 0,
         "status(%u): %u port %u vcpu %u", a, st.status, st.u.interdomain.port, st.vcpu);
   st = status_of(b);
-  CHECK(st.status == EVTCHNSTAT_interdomain && st.u.interdomain.port == a,
-        "status(%u): %u port %u", b, st.status, st.u.interdomain.port);
+  CHECK(st.status == EVTCHNSTAT_interdomain && st.u.interdomain.port == a, "status(%u): %u port %u",
+        b, st.status, st.u.interdomain.port);
   EXPECT_RC(evtchn_send(a), 0);
   CHECK(WAIT_FOR(port_hits[b] == 2, 2000), "loopback %u -> %u lost", a, b);
   EXPECT_RC(evtchn_send(b), 0);

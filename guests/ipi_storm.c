@@ -33,8 +33,8 @@ static void storm(unsigned me) {
       if (to == me) continue;
       evtchn_port_t p = port[to][me];
       CHECK(WAIT_FOR(port_hits[p] == k - 1, 3000),
-            "round %u: vcpu%u's previous event to vcpu%u (port %u) never arrived (hits %u)", k,
-            me, to, p, port_hits[p]);
+            "round %u: vcpu%u's previous event to vcpu%u (port %u) never arrived (hits %u)", k, me,
+            to, p, port_hits[p]);
       EXPECT_RC(evtchn_send(p), 0);
     }
   }
@@ -59,8 +59,7 @@ void guest_main(void) {
   EXPECT_RC(callback_vector_set(CALLBACK_VECTOR), 0);
 #endif
   setup_upcalls(0);
-  for (unsigned from = 1; from < nr_vcpus; from++)
-    EXPECT_RC(evtchn_bind_ipi(0, &port[0][from]), 0);
+  for (unsigned from = 1; from < nr_vcpus; from++) EXPECT_RC(evtchn_bind_ipi(0, &port[0][from]), 0);
   joined = 1;
   for (unsigned id = 1; id < nr_vcpus; id++) EXPECT_RC(vcpu_start(id, ap_main), 0);
   CHECK(WAIT_FOR(joined == nr_vcpus, 5000), "only %u of %u vCPUs joined", joined, nr_vcpus);
@@ -69,8 +68,8 @@ void guest_main(void) {
   uint64_t start = now_ns();
   __atomic_store_n(&go, 1, __ATOMIC_RELEASE);
   storm(0);
-  CHECK(WAIT_FOR(finished == nr_vcpus, 10000), "only %u of %u vCPUs finished sending",
-        finished, nr_vcpus);
+  CHECK(WAIT_FOR(finished == nr_vcpus, 10000), "only %u of %u vCPUs finished sending", finished,
+        nr_vcpus);
   stage(12);
   uint32_t total = 0;
   for (unsigned to = 0; to < nr_vcpus; to++)
@@ -85,6 +84,5 @@ void guest_main(void) {
     }
   CHECK(stray_events == 0, "%u stray events", stray_events);
   uint64_t took = now_ns() - start;
-  printk("%s: %u events between %u vCPUs in %lu ms\n", guest_name, total, nr_vcpus,
-         took / 1000000);
+  printk("%s: %u events between %u vCPUs in %lu ms\n", guest_name, total, nr_vcpus, took / 1000000);
 }

@@ -4,11 +4,12 @@
  * reservations, the grant table (size, version, frame mapping), HVM params, console read,
  * secondary vCPU lifecycle (VCPUOP_is_up, initialise, up, down, up again), ballooning
  * (decrease_reservation, populate_physmap, increase_reservation), the FIFO event-channel ops
- * before a FIFO control block exists (xsa-188), and sysctl/domctl refused to an unprivileged guest. */
+ * before a FIFO control block exists (xsa-188), and sysctl/domctl refused to an unprivileged guest.
+ */
 #include "guest.h"
 
-#include <xen/grant_table.h>
 #include <xen/features.h>
+#include <xen/grant_table.h>
 
 GUEST_NAME("platform");
 

@@ -1,6 +1,7 @@
 /* poll_timer: SCHEDOP_poll (ready at once, timeout at an absolute system time, woken by a
  * masked port becoming pending), timers (VCPUOP_set_singleshot_timer, set_timer_op; in the
- * past; cancelled) raising VIRQ_TIMER, and SCHEDOP_block woken by the timer event. System time is the pvclock in vcpu_info.time (xen.h). */
+ * past; cancelled) raising VIRQ_TIMER, and SCHEDOP_block woken by the timer event. System time is
+ * the pvclock in vcpu_info.time (xen.h). */
 #include "guest.h"
 
 GUEST_NAME("poll_timer");

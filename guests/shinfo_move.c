@@ -93,6 +93,6 @@ void guest_main(void) {
   /* Time keeps being published at the new place. */
   CHECK(time_available(), "vcpu_info.time empty after the move");
   CHECK(stray_events == 0, "%u stray events", stray_events);
-  printk("shinfo_move: %u moves, %u IPIs, %u echoes, %u timers, %u upcalls\n", NR_MOVES,
-         NR_IPIS, port_hits[e] - 1, port_hits[tm], upcall_count[0]);
+  printk("shinfo_move: %u moves, %u IPIs, %u echoes, %u timers, %u upcalls\n", NR_MOVES, NR_IPIS,
+         port_hits[e] - 1, port_hits[tm], upcall_count[0]);
 }

@@ -1,6 +1,7 @@
 /* upcall_vector: event delivery through the per-vCPU upcall vector
- * (HVMOP_set_evtchn_upcall_vector; setting it re-raises what is already pending), loopback events over many ports (several selector words),
- * and masked-then-unmasked delivery where EVTCHNOP_unmask re-raises the pending event. */
+ * (HVMOP_set_evtchn_upcall_vector; setting it re-raises what is already pending), loopback events
+ * over many ports (several selector words), and masked-then-unmasked delivery where EVTCHNOP_unmask
+ * re-raises the pending event. */
 #include "guest.h"
 
 GUEST_NAME("upcall_vector");
@@ -44,8 +45,8 @@ void guest_main(void) {
   CHECK(!WAIT_FOR(upcall_count[0] != 0, 20), "upcall before a vector was set");
   EXPECT_RC(upcall_vector_set(0, UPCALL_VECTOR), 0);
   CHECK(WAIT_FOR(port_hits[b] == 1, 2000),
-        "setting the vector did not deliver pending port %u (hits %u, upcalls %u)", b,
-        port_hits[b], upcall_count[0]);
+        "setting the vector did not deliver pending port %u (hits %u, upcalls %u)", b, port_hits[b],
+        upcall_count[0]);
   CHECK(upcall_count[0] >= 1, "no upcall counted");
   stage(12);
   EXPECT_RC(evtchn_send(a), 0);
@@ -66,8 +67,8 @@ void guest_main(void) {
   stage(14);
   EXPECT_RC(evtchn_unmask(b), 0);
   CHECK(!evtchn_is_masked(b), "EVTCHNOP_unmask left port %u masked", b);
-  CHECK(WAIT_FOR(port_hits[b] == 3, 2000), "unmask did not re-raise pending port %u (hits %u)",
-        b, port_hits[b]);
+  CHECK(WAIT_FOR(port_hits[b] == 3, 2000), "unmask did not re-raise pending port %u (hits %u)", b,
+        port_hits[b]);
   CHECK(!WAIT_FOR(port_hits[b] != 3, 30), "coalesced sends delivered twice");
   /* Unmasking a port with nothing pending raises nothing. */
   evtchn_mask(b);
@@ -85,8 +86,8 @@ void guest_main(void) {
   for (int i = 0; i < NR_PAIRS; i++) EXPECT_RC(evtchn_send(pb[i]), 0);
   irq_enable();
   for (int i = 0; i < NR_PAIRS; i++)
-    CHECK(WAIT_FOR(port_hits[pa[i]] == (i == 0 ? 2u : 1u), 2000),
-          "port %u: %u events, expected %u", pa[i], port_hits[pa[i]], i == 0 ? 2u : 1u);
+    CHECK(WAIT_FOR(port_hits[pa[i]] == (i == 0 ? 2u : 1u), 2000), "port %u: %u events, expected %u",
+          pa[i], port_hits[pa[i]], i == 0 ? 2u : 1u);
 
   stage(17);
   EXPECT_RC(vcpu_start(1, ap_main), 0);

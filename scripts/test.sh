@@ -11,6 +11,9 @@ scripts/deps.sh
 stage_start=$SECONDS
 stage() { echo "== $1 (previous stage: $((SECONDS - stage_start)) s)"; stage_start=$SECONDS; }
 
+stage "format: every C/C++ file matches .clang-format"
+scripts/check-format.sh
+
 stage "release: build, unit and kvm tests"
 cmake --preset release >/dev/null
 cmake --build --preset release

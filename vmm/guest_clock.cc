@@ -13,7 +13,8 @@ uint64_t ClockNs(clockid_t id) {
 }
 }  // namespace
 
-GuestClock::GuestClock() : boot_mono_ns_(ClockNs(CLOCK_MONOTONIC)), boot_real_ns_(ClockNs(CLOCK_REALTIME)) {}
+GuestClock::GuestClock()
+    : boot_mono_ns_(ClockNs(CLOCK_MONOTONIC)), boot_real_ns_(ClockNs(CLOCK_REALTIME)) {}
 
 void GuestClock::Calibrate(uint64_t guest_tsc_now, uint32_t tsc_khz) {
   MutexLock lock(mutex_);
@@ -51,7 +52,8 @@ void GuestClock::SetRateLocked(uint32_t tsc_khz) {
 
 uint32_t GuestClock::KhzFromSamples(uint64_t tsc0, uint64_t tsc1, uint64_t interval_ns) {
   if (interval_ns == 0 || tsc1 <= tsc0) return 0;
-  const unsigned __int128 khz = static_cast<unsigned __int128>(tsc1 - tsc0) * 1'000'000u / interval_ns;
+  const unsigned __int128 khz =
+      static_cast<unsigned __int128>(tsc1 - tsc0) * 1'000'000u / interval_ns;
   return khz > UINT32_MAX ? 0 : static_cast<uint32_t>(khz);
 }
 
@@ -71,7 +73,8 @@ Result<vcpu_time_info> GuestClock::TimeInfo() const {
   // One clock read defines both halves of the pair: system time and the guest TSC it maps to.
   const uint64_t mono = MonotonicNs();
   t.system_time = mono - boot_mono_ns_;
-  const unsigned __int128 ticks = static_cast<unsigned __int128>(mono - anchor_mono_ns_) * tsc_khz_ / 1'000'000u;
+  const unsigned __int128 ticks =
+      static_cast<unsigned __int128>(mono - anchor_mono_ns_) * tsc_khz_ / 1'000'000u;
   t.tsc_timestamp = anchor_tsc_ + static_cast<uint64_t>(ticks);
   t.tsc_to_system_mul = mul_;
   t.tsc_shift = shift_;

@@ -153,19 +153,19 @@ Result<> Machine::Setup() {
 Result<> Machine::SetupRings() {
   const uint64_t console_gpa = xen::Domain::kConsoleRingGfn << 12;
   const uint64_t store_gpa = xen::Domain::kStoreRingGfn << 12;
-  console_ring_ = std::make_unique<backends::ConsoleRing>(
-      memory_, console_gpa, [this](std::span<const char> text) {
-        MutexLock lock(console_mutex_);
-        WriteGuestText(ring_out_, text);
-      });
+  console_ring_ = std::make_unique<backends::ConsoleRing>(memory_, console_gpa,
+                                                          [this](std::span<const char> text) {
+                                                            MutexLock lock(console_mutex_);
+                                                            WriteGuestText(ring_out_, text);
+                                                          });
   const evtchn::Port console_port = TRY(domain_->SetupRing(
       xen::SpecialRing::kConsole, xen::Domain::kConsoleRingGfn, console_ring_.get()));
   console_ring_->SetNotify([this, console_port] { engine_->RaisePort(console_port); });
 
   const xenstore::DomId domid = domain_->domid();
   xs_ring_ = std::make_unique<backends::XenstoreRing>(memory_, store_gpa, store_, domid);
-  const evtchn::Port store_port = TRY(
-      domain_->SetupRing(xen::SpecialRing::kStore, xen::Domain::kStoreRingGfn, xs_ring_.get()));
+  const evtchn::Port store_port =
+      TRY(domain_->SetupRing(xen::SpecialRing::kStore, xen::Domain::kStoreRingGfn, xs_ring_.get()));
   xs_ring_->ResetPage();  // SetupRing zeroed the page the ring had initialised
   xs_ring_->SetNotify([this, store_port] { engine_->RaisePort(store_port); });
 
@@ -250,7 +250,7 @@ MachineEnd GuestShutdownEnd(uint32_t xen_reason) {
   static const char* const kNames[] = {"poweroff", "reboot",   "suspend",
                                        "crash",    "watchdog", "soft_reset"};
   const char* name = xen_reason < std::size(kNames) ? kNames[xen_reason] : "unknown";
-  const EndReason reason = xen_reason == SHUTDOWN_poweroff ? EndReason::kPoweroff
+  const EndReason reason = xen_reason == SHUTDOWN_poweroff  ? EndReason::kPoweroff
                            : xen_reason == SHUTDOWN_reboot  ? EndReason::kReboot
                            : xen_reason == SHUTDOWN_suspend ? EndReason::kSuspend
                                                             : EndReason::kCrash;
@@ -378,9 +378,11 @@ Result<> Machine::MapSpecialPage(uint64_t gfn) {
       for (const auto& [mapped_gfn, page] : special_pages_) used |= page.slot == slot;
       if (!used) break;
     }
-    if (slot >= mem::GuestMemory::kMaxSlots) return Fail(XEN_ENOSPC, "no memslot left for a special page");
+    if (slot >= mem::GuestMemory::kMaxSlots)
+      return Fail(XEN_ENOSPC, "no memslot left for a special page");
   }
-  void* host = ::mmap(nullptr, abi::kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* host =
+      ::mmap(nullptr, abi::kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (host == MAP_FAILED) return Fail(XEN_ENOMEM, "mmap special page");
   const uint64_t gpa = gfn << 12;
   if (auto r = vm_->SetMemory(slot, gpa, abi::kPageSize, host); !r) {

@@ -24,8 +24,8 @@
 
 #include "abi/result.h"
 #include "abi/sync.h"
-#include "backends/vbd.h"
 #include "backends/console_ring.h"
+#include "backends/vbd.h"
 #include "backends/xenstore_ring.h"
 #include "evtchn/engine.h"
 #include "kvm/system.h"
@@ -49,7 +49,7 @@ class UpcallInjector;
 // What one guest may make the VMM spend (like xenstored's quotas); the CLI exposes each.
 // Xenstore quotas (entries, size, watches, transactions) join here with the xenstore server.
 struct ResourceLimits {
-  uint32_t log_per_second = 5;               // guest-triggered log lines (after a burst)
+  uint32_t log_per_second = 5;  // guest-triggered log lines (after a burst)
   uint32_t log_burst = 20;
   uint32_t console_io_max_bytes = 64 * 1024;  // shown per CONSOLEIO_write call
   uint32_t backend_queue_max = 1024;          // outstanding requests per VMM backend
@@ -68,8 +68,8 @@ struct MachineConfig {
   uint64_t memory_mib = 128;
   std::string cmdline;
   std::string name = "guest";  // xenstore /local/domain/<id>/name
-  bool log_stages = true;   // print each stage marker (port 0xe4) on stderr
-  bool console_raw = false;  // pass guest text unfiltered (terminal escapes included)
+  bool log_stages = true;      // print each stage marker (port 0xe4) on stderr
+  bool console_raw = false;    // pass guest text unfiltered (terminal escapes included)
   ConsoleConfig console;
   ResourceLimits limits;
   std::vector<backends::VbdConfig> disks;  // PV disks (--disk), in order

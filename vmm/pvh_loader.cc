@@ -31,11 +31,13 @@ struct ParsedElf {
 // Like Xen's libelf, an image whose notes aren't in a PT_NOTE segment (Mini-OS) is searched
 // through its SHT_NOTE sections instead.
 template <class Ehdr, class Shdr>
-Result<> AddSectionNotes(std::span<const uint8_t> image, const Ehdr& eh, std::vector<Segment>* notes) {
+Result<> AddSectionNotes(std::span<const uint8_t> image, const Ehdr& eh,
+                         std::vector<Segment>* notes) {
   if (eh.e_shnum == 0) return {};
   if (eh.e_shentsize != sizeof(Shdr)) return Fail(XEN_EINVAL, "ELF shentsize");
   const uint64_t sh_end = eh.e_shoff + uint64_t{eh.e_shnum} * sizeof(Shdr);
-  if (eh.e_shoff > image.size() || sh_end > image.size()) return Fail(XEN_EINVAL, "ELF section headers truncated");
+  if (eh.e_shoff > image.size() || sh_end > image.size())
+    return Fail(XEN_EINVAL, "ELF section headers truncated");
   for (uint32_t i = 0; i < eh.e_shnum; ++i) {
     Shdr sh;
     std::memcpy(&sh, image.data() + eh.e_shoff + i * sizeof(Shdr), sizeof(sh));
@@ -53,17 +55,20 @@ Result<ParsedElf> ParsePhdrs(std::span<const uint8_t> image) {
   if (image.size() < sizeof(Ehdr)) return Fail(XEN_EINVAL, "ELF header truncated");
   Ehdr eh;
   std::memcpy(&eh, image.data(), sizeof(eh));
-  if (eh.e_machine != EM_X86_64 && eh.e_machine != EM_386) return Fail(XEN_EINVAL, "ELF is not x86");
+  if (eh.e_machine != EM_X86_64 && eh.e_machine != EM_386)
+    return Fail(XEN_EINVAL, "ELF is not x86");
   if (eh.e_phentsize != sizeof(Phdr)) return Fail(XEN_EINVAL, "ELF phentsize");
   const uint64_t ph_end = eh.e_phoff + uint64_t{eh.e_phnum} * sizeof(Phdr);
-  if (eh.e_phoff > image.size() || ph_end > image.size()) return Fail(XEN_EINVAL, "ELF program headers truncated");
+  if (eh.e_phoff > image.size() || ph_end > image.size())
+    return Fail(XEN_EINVAL, "ELF program headers truncated");
   ParsedElf out;
   out.entry = eh.e_entry;
   for (uint32_t i = 0; i < eh.e_phnum; ++i) {
     Phdr ph;
     std::memcpy(&ph, image.data() + eh.e_phoff + i * sizeof(Phdr), sizeof(ph));
     Segment s{ph.p_paddr, ph.p_offset, ph.p_filesz, ph.p_memsz};
-    if (s.offset > image.size() || s.filesz > image.size() - s.offset) return Fail(XEN_EINVAL, "ELF segment truncated");
+    if (s.offset > image.size() || s.filesz > image.size() - s.offset)
+      return Fail(XEN_EINVAL, "ELF segment truncated");
     if (ph.p_type == PT_LOAD && s.memsz != 0) {
       if (s.filesz > s.memsz) return Fail(XEN_EINVAL, "ELF filesz > memsz");
       out.loads.push_back(s);
@@ -76,7 +81,8 @@ Result<ParsedElf> ParsePhdrs(std::span<const uint8_t> image) {
 }
 
 // Scans ELF notes for owner "Xen", type XEN_ELFNOTE_PHYS32_ENTRY (a 32- or 64-bit value).
-std::optional<uint32_t> FindPhys32Entry(std::span<const uint8_t> image, const std::vector<Segment>& notes) {
+std::optional<uint32_t> FindPhys32Entry(std::span<const uint8_t> image,
+                                        const std::vector<Segment>& notes) {
   for (const Segment& s : notes) {
     uint64_t pos = s.offset;
     const uint64_t end = s.offset + s.filesz;
@@ -109,17 +115,21 @@ Result<> ZeroFill(mem::GuestMemory& memory, uint64_t gpa, uint64_t size) {
   return {};
 }
 
-bool Overlaps(uint64_t a, uint64_t a_len, uint64_t b, uint64_t b_len) { return a < b + b_len && b < a + a_len; }
+bool Overlaps(uint64_t a, uint64_t a_len, uint64_t b, uint64_t b_len) {
+  return a < b + b_len && b < a + a_len;
+}
 }  // namespace
 
-Result<PvhBoot> LoadPvhImage(std::span<const uint8_t> image, mem::GuestMemory& memory, uint64_t ram_size,
-                             const std::string& cmdline, std::span<const xen::MemoryMapEntry> memory_map) {
+Result<PvhBoot> LoadPvhImage(std::span<const uint8_t> image, mem::GuestMemory& memory,
+                             uint64_t ram_size, const std::string& cmdline,
+                             std::span<const xen::MemoryMapEntry> memory_map) {
   if (image.size() < EI_NIDENT || std::memcmp(image.data(), ELFMAG, SELFMAG) != 0) {
     return Fail(XEN_EINVAL, "not an ELF file");
   }
-  ParsedElf elf = image[EI_CLASS] == ELFCLASS64   ? TRY((ParsePhdrs<Elf64_Ehdr, Elf64_Phdr, Elf64_Shdr>(image)))
-                  : image[EI_CLASS] == ELFCLASS32 ? TRY((ParsePhdrs<Elf32_Ehdr, Elf32_Phdr, Elf32_Shdr>(image)))
-                                                  : TRY(Result<ParsedElf>(Fail(XEN_EINVAL, "ELF class")));
+  ParsedElf elf =
+      image[EI_CLASS] == ELFCLASS64   ? TRY((ParsePhdrs<Elf64_Ehdr, Elf64_Phdr, Elf64_Shdr>(image)))
+      : image[EI_CLASS] == ELFCLASS32 ? TRY((ParsePhdrs<Elf32_Ehdr, Elf32_Phdr, Elf32_Shdr>(image)))
+                                      : TRY(Result<ParsedElf>(Fail(XEN_EINVAL, "ELF class")));
   auto entry = FindPhys32Entry(image, elf.notes);
   if (!entry) return Fail(XEN_EINVAL, "no XEN_ELFNOTE_PHYS32_ENTRY note: not a PVH image");
   if (elf.loads.empty()) return Fail(XEN_EINVAL, "ELF has no loadable segment");
@@ -131,7 +141,8 @@ Result<PvhBoot> LoadPvhImage(std::span<const uint8_t> image, mem::GuestMemory& m
   uint64_t total = 0;
   bool entry_loaded = false;
   for (const Segment& s : elf.loads) {
-    if (s.paddr >= ram_size || s.memsz > ram_size - s.paddr) return Fail(XEN_EFAULT, "ELF segment outside guest RAM");
+    if (s.paddr >= ram_size || s.memsz > ram_size - s.paddr)
+      return Fail(XEN_EFAULT, "ELF segment outside guest RAM");
     total += s.memsz;
     if (total > ram_size) return Fail(XEN_EFAULT, "ELF segments larger than guest RAM");
     entry_loaded |= boot.entry >= s.paddr && boot.entry - s.paddr < s.memsz;
@@ -145,7 +156,8 @@ Result<PvhBoot> LoadPvhImage(std::span<const uint8_t> image, mem::GuestMemory& m
 
   uint64_t base = kBootDataLow;
   for (const Segment& s : elf.loads) {
-    if (Overlaps(base, kBootDataSize, s.paddr, s.memsz)) base = (boot.image_end + 0xfff) & ~0xfffull;
+    if (Overlaps(base, kBootDataSize, s.paddr, s.memsz))
+      base = (boot.image_end + 0xfff) & ~0xfffull;
   }
   if (base + kBootDataSize > ram_size) return Fail(XEN_EFAULT, "no room for hvm_start_info");
 
@@ -154,7 +166,8 @@ Result<PvhBoot> LoadPvhImage(std::span<const uint8_t> image, mem::GuestMemory& m
   if (cmdline.size() >= 0x1000) return Fail(XEN_EINVAL, "command line longer than 4095 bytes");
   std::vector<hvm_memmap_table_entry> table;
   for (const auto& e : memory_map) table.push_back({e.addr, e.size, e.type, 0});
-  if (table.size() * sizeof(hvm_memmap_table_entry) > 0x1000) return Fail(XEN_EINVAL, "memory map too long");
+  if (table.size() * sizeof(hvm_memmap_table_entry) > 0x1000)
+    return Fail(XEN_EINVAL, "memory map too long");
   TRY(memory.Write(memmap_gpa, std::as_bytes(std::span(table))));
   std::vector<std::byte> line(cmdline.size() + 1);
   std::memcpy(line.data(), cmdline.c_str(), cmdline.size() + 1);

@@ -21,7 +21,8 @@ struct PvhBoot {
 
 // Threads: the VMM's main thread, before any vCPU runs. Errors carry a message for the user
 // (the errno is XEN_EINVAL for a bad image, XEN_EFAULT for a segment outside RAM).
-Result<PvhBoot> LoadPvhImage(std::span<const uint8_t> image, mem::GuestMemory& memory, uint64_t ram_size,
-                             const std::string& cmdline, std::span<const xen::MemoryMapEntry> memory_map);
+Result<PvhBoot> LoadPvhImage(std::span<const uint8_t> image, mem::GuestMemory& memory,
+                             uint64_t ram_size, const std::string& cmdline,
+                             std::span<const xen::MemoryMapEntry> memory_map);
 
 }  // namespace xenkvm::vmm

@@ -265,13 +265,13 @@ void VcpuRunner::HandleExit() {
       return HandleIo();
     case KVM_EXIT_X86_WRMSR:
       if (run->msr.index == XENKVM_HYPERCALL_PAGE_MSR) {
-      {
-        // Xen latches the shared_info layout here (hvm_init_hypercall_page): 32-bit callers
-        // get the compat layout.
-        const bool compat = IsCompatMode(run->s.regs.sregs);
-        // 1 = #GP, as Xen gives for a bad page.
-        run->msr.error = host_.WriteHypercallPage(run->msr.data, compat) ? 0 : 1;
-      }
+        {
+          // Xen latches the shared_info layout here (hvm_init_hypercall_page): 32-bit callers
+          // get the compat layout.
+          const bool compat = IsCompatMode(run->s.regs.sregs);
+          // 1 = #GP, as Xen gives for a bad page.
+          run->msr.error = host_.WriteHypercallPage(run->msr.data, compat) ? 0 : 1;
+        }
       } else {
         run->msr.error = 1;
       }

@@ -6,7 +6,8 @@
 
 namespace xenkvm::xen {
 
-std::optional<CpuidRegs> XenCpuid(uint32_t leaf, uint32_t index, uint32_t xen_vcpu_id, uint16_t domid) {
+std::optional<CpuidRegs> XenCpuid(uint32_t leaf, uint32_t index, uint32_t xen_vcpu_id,
+                                  uint16_t domid) {
   if (leaf < XENKVM_CPUID_BASE || leaf >= XENKVM_CPUID_BASE + kXenCpuidLeaves) return std::nullopt;
   CpuidRegs r;
   switch (leaf - XENKVM_CPUID_BASE) {
@@ -28,7 +29,8 @@ std::optional<CpuidRegs> XenCpuid(uint32_t leaf, uint32_t index, uint32_t xen_vc
       break;
     case 4:
       if (index == 0) {
-        r.eax = XEN_HVM_CPUID_VCPU_ID_PRESENT | XEN_HVM_CPUID_DOMID_PRESENT | XEN_HVM_CPUID_UPCALL_VECTOR;
+        r.eax = XEN_HVM_CPUID_VCPU_ID_PRESENT | XEN_HVM_CPUID_DOMID_PRESENT |
+                XEN_HVM_CPUID_UPCALL_VECTOR;
         r.ebx = xen_vcpu_id;
         r.ecx = domid;
       }

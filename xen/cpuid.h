@@ -17,6 +17,7 @@ inline constexpr uint32_t kXenCpuidLeaves = 5;  // base .. base+4
 
 // The value of leaf `leaf` (subleaf `index`) for vCPU `xen_vcpu_id`, or nullopt if `leaf` is
 // not one of ours.
-std::optional<CpuidRegs> XenCpuid(uint32_t leaf, uint32_t index, uint32_t xen_vcpu_id, uint16_t domid);
+std::optional<CpuidRegs> XenCpuid(uint32_t leaf, uint32_t index, uint32_t xen_vcpu_id,
+                                  uint16_t domid);
 
 }  // namespace xenkvm::xen

@@ -91,14 +91,16 @@ void Domain::LogUnknown(uint64_t nr, uint64_t cmd) {
   if (!log_limiter_.Allow(&suppressed)) return;
   char dropped[64] = "";
   if (suppressed != 0) {
-    std::snprintf(dropped, sizeof(dropped), " (%llu similar suppressed)", static_cast<unsigned long long>(suppressed));
+    std::snprintf(dropped, sizeof(dropped), " (%llu similar suppressed)",
+                  static_cast<unsigned long long>(suppressed));
   }
   if (cmd == UINT64_MAX) {
-    std::fprintf(stderr, "xenkvm: hypercall %llu not implemented: -ENOSYS%s\n", static_cast<unsigned long long>(nr),
-                 dropped);
+    std::fprintf(stderr, "xenkvm: hypercall %llu not implemented: -ENOSYS%s\n",
+                 static_cast<unsigned long long>(nr), dropped);
   } else {
     std::fprintf(stderr, "xenkvm: hypercall %llu sub-op %llu not implemented: -ENOSYS%s\n",
-                 static_cast<unsigned long long>(nr), static_cast<unsigned long long>(cmd), dropped);
+                 static_cast<unsigned long long>(nr), static_cast<unsigned long long>(cmd),
+                 dropped);
   }
 }
 

@@ -179,10 +179,10 @@ class Domain {
   std::vector<uint64_t> special_gfns_ XENKVM_GUARDED_BY(mutex_);  // host pages mapped outside RAM
   std::vector<Runstate> runstates_ XENKVM_GUARDED_BY(mutex_);     // per vCPU
   GrantTable grants_;
-  Reservation reservation_;                                 // mutations guarded by mutex_
+  Reservation reservation_;  // mutations guarded by mutex_
   const uint32_t console_io_max_bytes_;
   RateLimiter log_limiter_;
-  std::array<std::atomic<uint64_t>, 64> counts_{};          // per hypercall number; relaxed atomics
+  std::array<std::atomic<uint64_t>, 64> counts_{};  // per hypercall number; relaxed atomics
 };
 
 }  // namespace xenkvm::xen

@@ -91,7 +91,7 @@ Result<uint8_t*> GrantTable::EntryLocked(uint32_t ref) const {
   // A frame the guest never mapped holds no entries it could have written: all invalid.
   if (gfn == kNoGfn) return Fail(XEN_EPERM, "grant frame not mapped by the guest");
   return memory_.TranslateGuarded((gfn << 12) + (ref % kEntriesPerFrame) * sizeof(grant_entry_v1_t),
-                                 sizeof(grant_entry_v1_t));
+                                  sizeof(grant_entry_v1_t));
 }
 
 Result<GrantMapping> GrantTable::Map(uint16_t mapping_domid, uint32_t ref, bool readonly) {

@@ -16,7 +16,8 @@ uint64_t ChunkAt(uint64_t gva, uint64_t left) {
 
 Result<uint64_t> GuestAccess::Translate(uint64_t gva, Access access) const {
   uint64_t gpa = TRY(platform_.TranslateGva(vcpu_, gva, access));
-  if (reservation_ != nullptr && reservation_->IsHole(gpa >> 12)) return Fail(XEN_EFAULT, "ballooned-out gfn");
+  if (reservation_ != nullptr && reservation_->IsHole(gpa >> 12))
+    return Fail(XEN_EFAULT, "ballooned-out gfn");
   return gpa;
 }
 
@@ -35,15 +36,17 @@ Result<> GuestAccess::ForEachPiece(uint64_t gva, uint64_t size, Access access, C
 }
 
 Result<> GuestAccess::Read(uint64_t gva, std::span<std::byte> out) const {
-  return ForEachPiece(gva, out.size(), Access::kRead, [&](uint64_t gpa, uint64_t offset, uint64_t length) {
-    return memory_.Read(gpa, out.subspan(offset, length));
-  });
+  return ForEachPiece(gva, out.size(), Access::kRead,
+                      [&](uint64_t gpa, uint64_t offset, uint64_t length) {
+                        return memory_.Read(gpa, out.subspan(offset, length));
+                      });
 }
 
 Result<> GuestAccess::Write(uint64_t gva, std::span<const std::byte> in) const {
-  return ForEachPiece(gva, in.size(), Access::kWrite, [&](uint64_t gpa, uint64_t offset, uint64_t length) {
-    return memory_.Write(gpa, in.subspan(offset, length));
-  });
+  return ForEachPiece(gva, in.size(), Access::kWrite,
+                      [&](uint64_t gpa, uint64_t offset, uint64_t length) {
+                        return memory_.Write(gpa, in.subspan(offset, length));
+                      });
 }
 
 }  // namespace xenkvm::xen

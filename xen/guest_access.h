@@ -20,7 +20,8 @@ namespace xenkvm::xen {
 class GuestAccess {
  public:
   // reservation: the domain's ballooned-out gfns (none if null).
-  GuestAccess(Platform& platform, mem::GuestMemory& memory, uint32_t vcpu, const Reservation* reservation = nullptr)
+  GuestAccess(Platform& platform, mem::GuestMemory& memory, uint32_t vcpu,
+              const Reservation* reservation = nullptr)
       : platform_(platform), memory_(memory), vcpu_(vcpu), reservation_(reservation) {}
 
   Result<> Read(uint64_t gva, std::span<std::byte> out) const;

@@ -20,7 +20,8 @@ Domain::Ret Domain::Sysctl(const HypercallCall& c) {
   TRY(Guest(c.vcpu).Read(c.args[0], buf));
   SysctlHead head;
   std::memcpy(&head, buf.data(), sizeof(head));
-  if (head.interface_version != kSysctlInterfaceVersion) return Fail(XEN_EACCES, "sysctl interface version");
+  if (head.interface_version != kSysctlInterfaceVersion)
+    return Fail(XEN_EACCES, "sysctl interface version");
   return Fail(XEN_EPERM, "sysctl: not privileged");
 }
 
@@ -29,7 +30,8 @@ Domain::Ret Domain::Domctl(const HypercallCall& c) {
   TRY(Guest(c.vcpu).Read(c.args[0], buf));
   DomctlHead head;
   std::memcpy(&head, buf.data(), sizeof(head));
-  if (head.interface_version != kDomctlInterfaceVersion) return Fail(XEN_EACCES, "domctl interface version");
+  if (head.interface_version != kDomctlInterfaceVersion)
+    return Fail(XEN_EACCES, "domctl interface version");
   // The domain lookup (by id: DOMID_SELF names no domain here) comes before the XSM check.
   switch (head.cmd) {
     case kDomctlAssignDevice:

@@ -9,8 +9,8 @@
 namespace xenkvm::xen {
 
 namespace {
-constexpr uint32_t kMaxPollPorts = 128;       // Xen's limit for SCHEDOP_poll
-constexpr uint64_t kMinPeriodNs = 1'000'000;  // VCPUOP_set_periodic_timer: at least 1 ms
+constexpr uint32_t kMaxPollPorts = 128;             // Xen's limit for SCHEDOP_poll
+constexpr uint64_t kMinPeriodNs = 1'000'000;        // VCPUOP_set_periodic_timer: at least 1 ms
 constexpr uint64_t kMaxPeriodNs = UINT64_MAX >> 2;  // ... and at most Xen's STIME_DELTA_MAX
 // Xen's times are signed (s_time_t): a guest value above this is negative there, i.e. past.
 constexpr uint64_t kStimeMax = UINT64_MAX >> 1;
@@ -67,7 +67,8 @@ Domain::Ret Domain::VcpuOp(const HypercallCall& c) {
         return Fail(XEN_ETIME, "singleshot timer in the past");
       }
       // Beyond kStimeMax Xen's signed timer is in the past: it fires at once.
-      const uint64_t deadline = t.timeout_abs_ns == 0 || t.timeout_abs_ns > kStimeMax ? 1 : t.timeout_abs_ns;
+      const uint64_t deadline =
+          t.timeout_abs_ns == 0 || t.timeout_abs_ns > kStimeMax ? 1 : t.timeout_abs_ns;
       platform_.SetTimer(target, deadline, 0);
       return 0;
     }
@@ -77,7 +78,8 @@ Domain::Ret Domain::VcpuOp(const HypercallCall& c) {
       return 0;
     case VCPUOP_set_periodic_timer: {
       auto t = TRY(guest.Read<vcpu_set_periodic_timer_t>(arg));
-      if (t.period_ns < kMinPeriodNs || t.period_ns > kMaxPeriodNs) return Fail(XEN_EINVAL, "periodic timer period");
+      if (t.period_ns < kMinPeriodNs || t.period_ns > kMaxPeriodNs)
+        return Fail(XEN_EINVAL, "periodic timer period");
       platform_.SetTimer(target, platform_.SystemTimeNs() + t.period_ns, t.period_ns);
       return 0;
     }

@@ -6,7 +6,8 @@
 namespace xenkvm::xen {
 
 Reservation::Reservation(uint64_t ram_pages)
-    : ram_pages_(ram_pages), hole_bits_(new std::atomic<uint64_t>[(ram_pages + kBits - 1) / kBits]()) {}
+    : ram_pages_(ram_pages),
+      hole_bits_(new std::atomic<uint64_t>[(ram_pages + kBits - 1) / kBits]()) {}
 
 bool Reservation::IsHole(uint64_t gfn) const {
   if (gfn >= ram_pages_) return false;

@@ -26,14 +26,18 @@ class Reservation {
 
   uint64_t ram_pages() const { return ram_pages_; }
   // [gfn, gfn + count) lies inside guest RAM (overflow-safe).
-  bool InRam(uint64_t gfn, uint64_t count) const { return gfn < ram_pages_ && count <= ram_pages_ - gfn; }
+  bool InRam(uint64_t gfn, uint64_t count) const {
+    return gfn < ram_pages_ && count <= ram_pages_ - gfn;
+  }
   // gfn is RAM that was ballooned out and not populated since. Any thread.
   bool IsHole(uint64_t gfn) const;
 
   uint64_t tot_pages() const { return ram_pages_ - holes_ + unmapped_; }
   uint64_t max_pages() const { return ram_pages_; }
   // Whether the domain may be given `count` more pages (Xen's max_pages check on allocation).
-  bool CanAllocate(uint64_t count) const { return count <= max_pages() - std::min(max_pages(), tot_pages()); }
+  bool CanAllocate(uint64_t count) const {
+    return count <= max_pages() - std::min(max_pages(), tot_pages());
+  }
 
   // A populated RAM page leaves the physmap; the domain holds one page less.
   void MakeHole(uint64_t gfn);

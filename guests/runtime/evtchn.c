@@ -224,12 +224,14 @@ void evtchn_mask(evtchn_port_t port) {
 
 bool evtchn_is_pending(evtchn_port_t port) {
   return (__atomic_load_n(&shinfo->evtchn_pending[port / BITS_PER_WORD], __ATOMIC_SEQ_CST) >>
-          (port % BITS_PER_WORD)) & 1;
+          (port % BITS_PER_WORD)) &
+         1;
 }
 
 bool evtchn_is_masked(evtchn_port_t port) {
   return (__atomic_load_n(&shinfo->evtchn_mask[port / BITS_PER_WORD], __ATOMIC_SEQ_CST) >>
-          (port % BITS_PER_WORD)) & 1;
+          (port % BITS_PER_WORD)) &
+         1;
 }
 
 void evtchn_clear_pending(evtchn_port_t port) {

@@ -9,18 +9,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <xen/xen.h>
-#include <xen/errno.h>
-#include <xen/event_channel.h>
-#include <xen/sched.h>
-#include <xen/vcpu.h>
-#include <xen/memory.h>
-#include <xen/version.h>
-#include <xen/hvm/hvm_op.h>
-#include <xen/hvm/params.h>
-#include <xen/hvm/hvm_vcpu.h>
 #include <xen/arch-x86/cpuid.h>
 #include <xen/arch-x86/hvm/start_info.h>
+#include <xen/errno.h>
+#include <xen/event_channel.h>
+#include <xen/hvm/hvm_op.h>
+#include <xen/hvm/hvm_vcpu.h>
+#include <xen/hvm/params.h>
+#include <xen/memory.h>
+#include <xen/sched.h>
+#include <xen/vcpu.h>
+#include <xen/version.h>
+#include <xen/xen.h>
 
 #include "abi/platform.h"
 
@@ -92,8 +92,12 @@ static inline long HYPERVISOR_set_timer_op(uint64_t abs_ns) {
 }
 
 /* ---- CPU helpers ---- */
-static inline void outl(uint16_t port, uint32_t v) { __asm__ volatile("outl %0, %w1" ::"a"(v), "Nd"(port)); }
-static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %w1" ::"a"(v), "Nd"(port)); }
+static inline void outl(uint16_t port, uint32_t v) {
+  __asm__ volatile("outl %0, %w1" ::"a"(v), "Nd"(port));
+}
+static inline void outb(uint16_t port, uint8_t v) {
+  __asm__ volatile("outb %0, %w1" ::"a"(v), "Nd"(port));
+}
 static inline uint64_t rdmsr(uint32_t msr) {
   uint32_t lo, hi;
   __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
@@ -102,7 +106,8 @@ static inline uint64_t rdmsr(uint32_t msr) {
 static inline void wrmsr(uint32_t msr, uint64_t v) {
   __asm__ volatile("wrmsr" ::"c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)) : "memory");
 }
-static inline void cpuid(uint32_t leaf, uint32_t sub, uint32_t* a, uint32_t* b, uint32_t* c, uint32_t* d) {
+static inline void cpuid(uint32_t leaf, uint32_t sub, uint32_t* a, uint32_t* b, uint32_t* c,
+                         uint32_t* d) {
   __asm__ volatile("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d) : "a"(leaf), "c"(sub));
 }
 static inline uint64_t rdtsc(void) {
@@ -140,17 +145,18 @@ NORETURN void test_fail(const char* fmt, ...) PRINTF_LIKE(1, 2);
 NORETURN void shutdown(unsigned reason);
 
 /* CHECK(cond, fmt, ...): fail the test with a reason when cond is false. */
-#define CHECK(cond, ...)    \
-  do {                      \
+#define CHECK(cond, ...)                 \
+  do {                                   \
     if (!(cond)) test_fail(__VA_ARGS__); \
   } while (0)
 /* EXPECT_RC(expr, want): a hypercall result must equal want (0 or -XEN_Exxx). */
-#define EXPECT_RC(expr, want)                                                              \
-  do {                                                                                     \
-    long rc_ = (long)(expr);                                                               \
-    long want_ = (long)(want);                                                             \
-    if (rc_ != want_) test_fail("%s:%d: %s returned %ld, expected %ld", __FILE_NAME__, __LINE__, #expr, \
-                                rc_, want_);                                               \
+#define EXPECT_RC(expr, want)                                                                \
+  do {                                                                                       \
+    long rc_ = (long)(expr);                                                                 \
+    long want_ = (long)(want);                                                               \
+    if (rc_ != want_)                                                                        \
+      test_fail("%s:%d: %s returned %ld, expected %ld", __FILE_NAME__, __LINE__, #expr, rc_, \
+                want_);                                                                      \
   } while (0)
 
 /* ---- memory ---- */
@@ -188,28 +194,34 @@ typedef struct {
 deadline_t deadline_in_ms(uint64_t ms);
 bool deadline_expired(deadline_t* d);
 /* Spin (interrupts enabled) until expr holds or ms elapse; evaluates to whether it held. */
-#define WAIT_FOR(expr, ms)                          \
-  ({                                                \
-    deadline_t dl_ = deadline_in_ms(ms);            \
-    bool ok_;                                       \
-    for (;;) {                                      \
-      if (expr) { ok_ = true; break; }              \
-      if (deadline_expired(&dl_)) { ok_ = false; break; } \
-      cpu_relax();                                  \
-    }                                               \
-    ok_;                                            \
+#define WAIT_FOR(expr, ms)               \
+  ({                                     \
+    deadline_t dl_ = deadline_in_ms(ms); \
+    bool ok_;                            \
+    for (;;) {                           \
+      if (expr) {                        \
+        ok_ = true;                      \
+        break;                           \
+      }                                  \
+      if (deadline_expired(&dl_)) {      \
+        ok_ = false;                     \
+        break;                           \
+      }                                  \
+      cpu_relax();                       \
+    }                                    \
+    ok_;                                 \
   })
 /* Busy-wait ms with interrupts left as they are (e.g. off, to hold back an upcall). */
 void delay_ms_irqs_unchanged(uint64_t ms);
 /* Halt (sti; hlt) until expr holds: use only where an interrupt is sure to come. */
-#define HALT_UNTIL(expr)                 \
-  do {                                   \
-    for (;;) {                           \
-      irq_disable();                     \
-      if (expr) break;                   \
-      safe_halt();                       \
-    }                                    \
-    irq_enable();                        \
+#define HALT_UNTIL(expr) \
+  do {                   \
+    for (;;) {           \
+      irq_disable();     \
+      if (expr) break;   \
+      safe_halt();       \
+    }                    \
+    irq_enable();        \
   } while (0)
 
 /* ---- event channels (2-level) ---- */

@@ -89,10 +89,12 @@ int vsnprintk(char* buf, size_t size, const char* fmt, va_list ap) {
         break;
       }
       case 'u':
-        p = put_num(p, end, longs ? va_arg(ap, uint64_t) : va_arg(ap, unsigned), 10, width, pad, false);
+        p = put_num(p, end, longs ? va_arg(ap, uint64_t) : va_arg(ap, unsigned), 10, width, pad,
+                    false);
         break;
       case 'x':
-        p = put_num(p, end, longs ? va_arg(ap, uint64_t) : va_arg(ap, unsigned), 16, width, pad, false);
+        p = put_num(p, end, longs ? va_arg(ap, uint64_t) : va_arg(ap, unsigned), 16, width, pad,
+                    false);
         break;
       case 'p':
         if (p < end) *p++ = '0';

@@ -31,7 +31,9 @@ struct GuestRun {
   unsigned vcpus;
 };
 // Readable test parameters in ctest output.
-void PrintTo(const GuestRun& r, std::ostream* os) { *os << r.name << " on " << r.vcpus << " vCPU(s)"; }
+void PrintTo(const GuestRun& r, std::ostream* os) {
+  *os << r.name << " on " << r.vcpus << " vCPU(s)";
+}
 
 // XENKVM_GUEST_SPECS = "name:vcpus,name:vcpus,..." as guests/CMakeLists.txt declares them; the
 // demo also runs on one vCPU (the CLI's default).
@@ -55,14 +57,15 @@ std::vector<GuestRun> ListGuests() {
 }
 
 struct Outcome {
-  int exit_code = -1;   // -1: killed by the watchdog
-  std::string output;   // stdout and stderr, interleaved
+  int exit_code = -1;  // -1: killed by the watchdog
+  std::string output;  // stdout and stderr, interleaved
 };
 
 // Runs xenkvm with stdout+stderr on one pipe; SIGKILL after `limit`. With signal_after > 0,
 // sends `sig` that long after the start.
 Outcome RunXenkvm(const std::vector<std::string>& args, std::chrono::seconds limit,
-                  std::chrono::milliseconds signal_after = std::chrono::milliseconds(0), int sig = SIGTERM) {
+                  std::chrono::milliseconds signal_after = std::chrono::milliseconds(0),
+                  int sig = SIGTERM) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return {};
   pid_t pid = fork();
@@ -88,14 +91,16 @@ Outcome RunXenkvm(const std::vector<std::string>& args, std::chrono::seconds lim
       kill(pid, sig);
       signalled = true;
     }
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       kill(pid, SIGKILL);  // SIGTERM may be ignored by a vCPU stuck in the hypervisor
       killed = true;
       break;
     }
     pollfd p{fds[0], POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), signalled ? 1000 : 50))) <= 0) continue;
+    if (poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), signalled ? 1000 : 50))) <= 0)
+      continue;
     char buf[4096];
     ssize_t n = read(fds[0], buf, sizeof(buf));
     if (n <= 0) break;
@@ -141,7 +146,8 @@ Outcome RunInteractive(const std::vector<std::string>& args, std::chrono::second
       }
       if (sig != 0) kill(pid, sig);
     }
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       kill(pid, SIGKILL);
       killed = true;
@@ -165,7 +171,8 @@ Outcome RunInteractive(const std::vector<std::string>& args, std::chrono::second
 std::string LastStage(const std::string& output) {
   std::regex stage_re("stage ([0-9]+)");
   std::string last = "none";
-  for (auto it = std::sregex_iterator(output.begin(), output.end(), stage_re); it != std::sregex_iterator(); ++it) {
+  for (auto it = std::sregex_iterator(output.begin(), output.end(), stage_re);
+       it != std::sregex_iterator(); ++it) {
     last = (*it)[1];
   }
   return last;
@@ -175,36 +182,43 @@ class GuestTest : public ::testing::TestWithParam<GuestRun> {};
 
 TEST_P(GuestTest, PowersOffWithPass) {
   const GuestRun& run = GetParam();
-  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
   if (run.name == "no_guests_built") GTEST_SKIP() << "no guest images in " << XENKVM_GUESTS_DIR;
   const std::string elf = std::string(XENKVM_GUESTS_DIR) + "/" + run.name + ".elf";
   // The CLI's own --timeout ends it cleanly; the SIGKILL watchdog is the backstop.
-  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--vcpus", std::to_string(run.vcpus), "--timeout", "60", elf},
-                        std::chrono::seconds(75));
+  Outcome o = RunXenkvm(
+      {XENKVM_BINARY, "run", "--vcpus", std::to_string(run.vcpus), "--timeout", "60", elf},
+      std::chrono::seconds(75));
   SCOPED_TRACE("guest output:\n" + o.output);
-  ASSERT_NE(o.exit_code, -1) << run.name << ": hung; SIGKILLed by the watchdog after 75 s (last stage "
+  ASSERT_NE(o.exit_code, -1) << run.name
+                             << ": hung; SIGKILLed by the watchdog after 75 s (last stage "
                              << LastStage(o.output) << ")";
-  EXPECT_EQ(o.exit_code, 0) << run.name << ": xenkvm exited " << o.exit_code << " (last stage " << LastStage(o.output)
-                            << ")";
+  EXPECT_EQ(o.exit_code, 0) << run.name << ": xenkvm exited " << o.exit_code << " (last stage "
+                            << LastStage(o.output) << ")";
   EXPECT_NE(o.output.find("xenkvm-test: PASS " + run.name), std::string::npos)
       << run.name << ": no PASS line (last stage " << LastStage(o.output) << ")";
 }
 
 INSTANTIATE_TEST_SUITE_P(Guests, GuestTest, ::testing::ValuesIn(ListGuests()),
                          [](const ::testing::TestParamInfo<GuestRun>& param_info) {
-                           return param_info.param.name + "_" + std::to_string(param_info.param.vcpus) + "vcpu";
+                           return param_info.param.name + "_" +
+                                  std::to_string(param_info.param.vcpus) + "vcpu";
                          });
 
 // The CLI itself: a triple fault and a bad image give one clear line and a non-zero code.
 TEST(XenkvmCli, RejectsNonElfImage) {
-  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
-  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--timeout", "10", "/proc/self/cmdline"}, std::chrono::seconds(20));
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--timeout", "10", "/proc/self/cmdline"},
+                        std::chrono::seconds(20));
   EXPECT_EQ(o.exit_code, 1);
   EXPECT_NE(o.output.find("not an ELF file"), std::string::npos) << o.output;
 }
 
 TEST(XenkvmCli, TimeoutEndsASpinningGuest) {
-  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
   Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--timeout", "1", XENKVM_BAD_GUESTS_DIR "/spin.elf"},
                         std::chrono::seconds(20));
   EXPECT_EQ(o.exit_code, 124) << o.output;
@@ -212,9 +226,11 @@ TEST(XenkvmCli, TimeoutEndsASpinningGuest) {
 }
 
 TEST(XenkvmCli, TimeoutEndsAVcpuHungInVmcall) {
-  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
-  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--timeout", "1", XENKVM_BAD_GUESTS_DIR "/vmcall.elf"},
-                        std::chrono::seconds(20));
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  Outcome o =
+      RunXenkvm({XENKVM_BINARY, "run", "--timeout", "1", XENKVM_BAD_GUESTS_DIR "/vmcall.elf"},
+                std::chrono::seconds(20));
   ASSERT_NE(o.exit_code, -1) << "the CLI's watchdog did not end a vCPU stuck in vmcall";
   EXPECT_NE(o.exit_code, 0) << o.output;
 }
@@ -222,9 +238,11 @@ TEST(XenkvmCli, TimeoutEndsAVcpuHungInVmcall) {
 // An int3 with an empty IDT: a triple fault on hardware KVM; PVM's 32-bit emulator reports an
 // emulation failure instead (docs/design.md §7). Either way: one clear line and its exit code.
 TEST(XenkvmCli, FatalGuestFaultIsReported) {
-  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
-  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--timeout", "10", XENKVM_BAD_GUESTS_DIR "/triple_fault.elf"},
-                        std::chrono::seconds(20));
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  Outcome o = RunXenkvm(
+      {XENKVM_BINARY, "run", "--timeout", "10", XENKVM_BAD_GUESTS_DIR "/triple_fault.elf"},
+      std::chrono::seconds(20));
   EXPECT_TRUE(o.exit_code == 5 || o.exit_code == 6) << o.output;
   EXPECT_TRUE(o.output.find("triple fault") != std::string::npos ||
               o.output.find("KVM internal error") != std::string::npos)
@@ -234,9 +252,11 @@ TEST(XenkvmCli, FatalGuestFaultIsReported) {
 #ifdef XENKVM_BENCH_GUEST
 // Not a timed test: checks the benchmark guest runs and prints both ratios (see ctest -V).
 TEST(XenkvmBench, HypercallAndIpiRatios) {
-  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
-  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--vcpus", "2", "--timeout", "60", XENKVM_BENCH_GUEST},
-                        std::chrono::seconds(75));
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  Outcome o = RunXenkvm(
+      {XENKVM_BINARY, "run", "--quiet", "--vcpus", "2", "--timeout", "60", XENKVM_BENCH_GUEST},
+      std::chrono::seconds(75));
   ASSERT_EQ(o.exit_code, 0) << o.output;
   EXPECT_NE(o.output.find("hypercall/exit = "), std::string::npos) << o.output;
   EXPECT_NE(o.output.find("evtchn/native = "), std::string::npos) << o.output;
@@ -245,11 +265,14 @@ TEST(XenkvmBench, HypercallAndIpiRatios) {
 #endif
 
 TEST(XenkvmCli, BundledDemoWithStats) {
-  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
-  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "60"}, std::chrono::seconds(75));
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "60"},
+                        std::chrono::seconds(75));
   EXPECT_EQ(o.exit_code, 0) << o.output;
   EXPECT_NE(o.output.find("xenkvm-test: PASS demo"), std::string::npos) << o.output;
-  EXPECT_NE(o.output.find("delivered  coalesced     masked   deferred"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("delivered  coalesced     masked   deferred"), std::string::npos)
+      << o.output;
   EXPECT_NE(o.output.find("xenkvm: hypercalls by number:"), std::string::npos) << o.output;
 }
 
@@ -301,9 +324,11 @@ TEST(XenkvmCli, BundledDemoWithTrace) {
 // comes 5 s in, after loading even in a slow nested VM (earlier is the loading-time path,
 // covered by Signals.SigtermWhileLoadingExits143).
 TEST(XenkvmCli, SigtermEndsTheRunCleanly) {
-  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
-  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--stats", "--timeout", "60", XENKVM_BAD_GUESTS_DIR "/spin.elf"},
-                        std::chrono::seconds(30), std::chrono::milliseconds(5000), SIGTERM);
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  Outcome o = RunXenkvm(
+      {XENKVM_BINARY, "run", "--stats", "--timeout", "60", XENKVM_BAD_GUESTS_DIR "/spin.elf"},
+      std::chrono::seconds(30), std::chrono::milliseconds(5000), SIGTERM);
   EXPECT_EQ(o.exit_code, 143) << o.output;
   EXPECT_NE(o.output.find("ended by SIGTERM"), std::string::npos) << o.output;
   EXPECT_NE(o.output.find("xenkvm: hypercalls by number:"), std::string::npos) << o.output;
@@ -312,7 +337,8 @@ TEST(XenkvmCli, SigtermEndsTheRunCleanly) {
 // The PV console ring both ways: 40 lines through the 2 KB out ring (indexes wrap), then a
 // line fed on stdin comes back through the in ring.
 TEST(XenkvmConsole, RingOutputWrapsAndInputIsEchoed) {
-  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
   Outcome o = RunInteractive({XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "100",
                               XENKVM_GUESTS_DIR "/console.elf"},
                              std::chrono::seconds(110), "console: type a line", "ping-from-host\n");
@@ -328,7 +354,8 @@ TEST(XenkvmConsole, RingOutputWrapsAndInputIsEchoed) {
 
 // SIGTERM writes control/shutdown = poweroff; the guest watching it powers off (exit 0).
 TEST(XenkvmLifecycle, SigtermAsksTheGuestToPowerOff) {
-  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
   Outcome o = RunInteractive({XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "100",
                               "--grace", "60", XENKVM_GUESTS_DIR "/xs_shutdown.elf"},
                              std::chrono::seconds(110), "xs_shutdown: waiting", "", SIGTERM);
@@ -346,7 +373,8 @@ constexpr char kGrubStock[] = "/usr/lib/grub-xen/grub-i386-xen_pvh.bin";
 
 // An image with an embedded config that prints a line and halts.
 TEST(XenkvmGrub, EmbeddedConfigPrintsAndHalts) {
-  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
   if (access(kGrubDir, R_OK) != 0 || system("command -v grub-mkimage >/dev/null") != 0)
     GTEST_SKIP() << "grub-xen-bin / grub-common not installed (scripts/deps.sh): skipped";
   char dir[] = "/tmp/xenkvm-grub-XXXXXX";
@@ -356,9 +384,11 @@ TEST(XenkvmGrub, EmbeddedConfigPrintsAndHalts) {
   ASSERT_NE(f, nullptr);
   std::fputs("echo xenkvm-grub-embedded-ok\nhalt\n", f);
   std::fclose(f);
-  const std::string mk = "grub-mkimage -O i386-xen_pvh -p /boot/grub -c " + cfg + " -o " + img + " echo halt";
+  const std::string mk =
+      "grub-mkimage -O i386-xen_pvh -p /boot/grub -c " + cfg + " -o " + img + " echo halt";
   ASSERT_EQ(system(mk.c_str()), 0) << mk;
-  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--timeout", "200", img}, std::chrono::seconds(220));
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--timeout", "200", img},
+                        std::chrono::seconds(220));
   EXPECT_EQ(o.exit_code, 0) << o.output;
   EXPECT_NE(o.output.find("xenkvm-grub-embedded-ok"), std::string::npos) << o.output;
   unlink(cfg.c_str());
@@ -369,8 +399,10 @@ TEST(XenkvmGrub, EmbeddedConfigPrintsAndHalts) {
 // The stock image on a real pty (raw mode, the terminal path): reaches `grub>`, runs a typed
 // command, then `halt`.
 TEST(XenkvmGrub, StockImageTakesTypedCommandsOnAPty) {
-  if (!xenkvm::kvm::KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
-  if (access(kGrubStock, R_OK) != 0) GTEST_SKIP() << kGrubStock << " not installed (scripts/deps.sh): skipped";
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  if (access(kGrubStock, R_OK) != 0)
+    GTEST_SKIP() << kGrubStock << " not installed (scripts/deps.sh): skipped";
   int master = -1;
   pid_t pid = forkpty(&master, nullptr, nullptr, nullptr);
   ASSERT_GE(pid, 0);

@@ -34,10 +34,11 @@ TEST(KvmApi, RunExitKickAndMsr) {
   ASSERT_NE(mem, MAP_FAILED);
   ASSERT_TRUE(vm->SetMemory(0, 0, kMem, mem));
   // out %eax,$0x42 (eax = 0x1234); wrmsr 0x40000000 (edx:eax = 0:0x5000); hlt; jmp to hlt
-  const uint8_t code[] = {0xb8, 0x34, 0x12, 0, 0, 0xe7, 0x42,        // mov $0x1234,%eax; out
-                          0xb9, 0, 0, 0, 0x40, 0xb8, 0, 0x50, 0, 0,  // mov $0x40000000,%ecx; mov $0x5000,%eax
-                          0x31, 0xd2, 0x0f, 0x30,                    // xor %edx,%edx; wrmsr
-                          0xf4, 0xeb, 0xfd};                         // 1: hlt; jmp 1b
+  const uint8_t code[] = {0xb8, 0x34, 0x12, 0,    0,    0xe7, 0x42,  // mov $0x1234,%eax; out
+                          0xb9, 0,    0,    0,    0x40, 0xb8, 0,
+                          0x50, 0,    0,           // mov $0x40000000,%ecx; mov $0x5000,%eax
+                          0x31, 0xd2, 0x0f, 0x30,  // xor %edx,%edx; wrmsr
+                          0xf4, 0xeb, 0xfd};       // 1: hlt; jmp 1b
   std::memcpy(static_cast<uint8_t*>(mem) + kCode, code, sizeof(code));
 
   auto vcpu = vm->CreateVcpu(0);

@@ -28,10 +28,13 @@ struct NullSink : evtchn::VcpuSink {
 
 class HypercallTest : public ::testing::Test {
  protected:
-  HypercallTest() : ram_(static_cast<uint8_t*>(std::aligned_alloc(4096, kRamSize))), platform_(kVcpus, kRamSize) {
+  HypercallTest()
+      : ram_(static_cast<uint8_t*>(std::aligned_alloc(4096, kRamSize))),
+        platform_(kVcpus, kRamSize) {
     std::memset(ram_.get(), 0, kRamSize);
     EXPECT_TRUE(memory_.AddSlot(0, 0, kRamSize, ram_.get()));
-    engine_ = std::make_unique<evtchn::Engine>(memory_, evtchn::Engine::Options{.domid = 1, .start_worker = false});
+    engine_ = std::make_unique<evtchn::Engine>(
+        memory_, evtchn::Engine::Options{.domid = 1, .start_worker = false});
     engine_->SetAbi(evtchn::Abi::k64);
     for (uint32_t i = 0; i < kVcpus; ++i) EXPECT_TRUE(engine_->AddVcpu(i, &sinks_[i]));
     platform_.ram = ram_.get();
@@ -39,7 +42,8 @@ class HypercallTest : public ::testing::Test {
     domain_ = std::make_unique<Domain>(platform_, memory_, *engine_, Domain::Options{.domid = 1});
   }
 
-  long Call(uint64_t nr, uint64_t a0 = 0, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0, uint32_t vcpu = 0) {
+  long Call(uint64_t nr, uint64_t a0 = 0, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0,
+            uint32_t vcpu = 0) {
     HypercallCall c;
     c.compat = compat_;
     c.vcpu = vcpu;

@@ -42,15 +42,17 @@ TEST_F(PageWalkTest, LongMode4K2M1G) {
   Set64(0x1000, 0x2000 | kP | kRw);
   Set64(0x2000, 0x3000 | kP | kRw);
   Set64(0x3000, 0x4000 | kP | kRw);
-  Set64(0x4000 + 8 * 5, 0x77000 | kP | kRw);    // GVA 0x5000 -> 0x77000
-  Set64(0x3000 + 8 * 1, 0x600000 | kP | kPs);   // GVA 0x200000.. -> 2 MiB page at 0x600000
-  Set64(0x2000 + 8 * 1, 0x40000000 | kP | kPs); // GVA 1 GiB.. -> 1 GiB page at 1 GiB
+  Set64(0x4000 + 8 * 5, 0x77000 | kP | kRw);     // GVA 0x5000 -> 0x77000
+  Set64(0x3000 + 8 * 1, 0x600000 | kP | kPs);    // GVA 0x200000.. -> 2 MiB page at 0x600000
+  Set64(0x2000 + 8 * 1, 0x40000000 | kP | kPs);  // GVA 1 GiB.. -> 1 GiB page at 1 GiB
   EXPECT_EQ(*WalkPageTables(memory_, kLong, 0x5abc), 0x77abcu);
   EXPECT_EQ(*WalkPageTables(memory_, kLong, 0x212345), 0x612345u);
   EXPECT_EQ(*WalkPageTables(memory_, kLong, 0x40001234), 0x40001234u);
-  EXPECT_EQ(WalkPageTables(memory_, kLong, 0x6000).error().xen_errno, XEN_EFAULT);          // PTE absent
-  EXPECT_EQ(WalkPageTables(memory_, kLong, 0x8000000000).error().xen_errno, XEN_EFAULT);    // PML4E absent
-  EXPECT_EQ(WalkPageTables(memory_, kLong, 0x0000800000000000).error().xen_errno, XEN_EFAULT);  // non-canonical
+  EXPECT_EQ(WalkPageTables(memory_, kLong, 0x6000).error().xen_errno, XEN_EFAULT);  // PTE absent
+  EXPECT_EQ(WalkPageTables(memory_, kLong, 0x8000000000).error().xen_errno,
+            XEN_EFAULT);  // PML4E absent
+  EXPECT_EQ(WalkPageTables(memory_, kLong, 0x0000800000000000).error().xen_errno,
+            XEN_EFAULT);  // non-canonical
   PagingState la57 = kLong;
   la57.cr4 |= 1 << 12;
   EXPECT_FALSE(WalkPageTables(memory_, la57, 0x5000));
@@ -87,18 +89,20 @@ TEST_F(PageWalkTest, PermissionsAndReservedBits) {
   Set64(0x1000, 0x2000 | kP | kRw | kUs);
   Set64(0x2000, 0x3000 | kP | kRw | kUs);
   Set64(0x3000, 0x4000 | kP | kRw | kUs);
-  Set64(0x4000 + 8 * 1, 0x71000 | kP | kUs);        // GVA 0x1000: read-only, user
-  Set64(0x4000 + 8 * 2, 0x72000 | kP | kRw);        // GVA 0x2000: writable, supervisor
-  Set64(0x4000 + 8 * 3, 0x73000 | kP | kRw | kNx);  // GVA 0x3000: no-execute
+  Set64(0x4000 + 8 * 1, 0x71000 | kP | kUs);              // GVA 0x1000: read-only, user
+  Set64(0x4000 + 8 * 2, 0x72000 | kP | kRw);              // GVA 0x2000: writable, supervisor
+  Set64(0x4000 + 8 * 3, 0x73000 | kP | kRw | kNx);        // GVA 0x3000: no-execute
   const PagingState wp{0x80010011, 0x1000, 0x20, 0xd00};  // CR0.WP, EFER.LMA|LME|NXE
   const PagingState no_wp{0x80000011, 0x1000, 0x20, 0xd00};
   using xen::Access;
   EXPECT_EQ(*WalkPageTables(memory_, wp, 0x1008, Access::kRead), 0x71008u);
   EXPECT_EQ(WalkPageTables(memory_, wp, 0x1008, Access::kWrite).error().xen_errno, XEN_EFAULT);
-  EXPECT_EQ(*WalkPageTables(memory_, no_wp, 0x1008, Access::kWrite), 0x71008u);  // WP clear: allowed
+  EXPECT_EQ(*WalkPageTables(memory_, no_wp, 0x1008, Access::kWrite),
+            0x71008u);  // WP clear: allowed
   EXPECT_FALSE(WalkPageTables(memory_, no_wp, 0x1008, Access::kWrite, /*user=*/true));
   EXPECT_TRUE(WalkPageTables(memory_, wp, 0x1008, Access::kRead, /*user=*/true));
-  EXPECT_FALSE(WalkPageTables(memory_, wp, 0x2008, Access::kRead, /*user=*/true));  // supervisor page
+  EXPECT_FALSE(
+      WalkPageTables(memory_, wp, 0x2008, Access::kRead, /*user=*/true));  // supervisor page
   EXPECT_TRUE(WalkPageTables(memory_, wp, 0x2008, Access::kWrite));
   EXPECT_TRUE(WalkPageTables(memory_, wp, 0x3008, Access::kRead));
   EXPECT_FALSE(WalkPageTables(memory_, wp, 0x3008, Access::kFetch));

@@ -111,7 +111,8 @@ TEST_F(PvhLoaderTest, SegmentsTogetherLargerThanRamAreRefused) {
   eh->e_phoff = 0x3000;
   eh->e_phnum = static_cast<Elf64_Half>(count + 1);
   std::memcpy(img.data() + 0x3000, &note, sizeof(note));
-  for (int i = 1; i <= count; ++i) std::memcpy(img.data() + 0x3000 + i * sizeof(Elf64_Phdr), &load, sizeof(load));
+  for (int i = 1; i <= count; ++i)
+    std::memcpy(img.data() + 0x3000 + i * sizeof(Elf64_Phdr), &load, sizeof(load));
   auto boot = LoadPvhImage(img, memory_, kRam, "", map_);
   ASSERT_FALSE(boot);
   EXPECT_STREQ(boot.error().message, "ELF segments larger than guest RAM");

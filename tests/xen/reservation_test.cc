@@ -35,8 +35,12 @@ class ReservationTest : public HypercallTest {
     Put(kArg, r);
     return Call(kMemoryOp, cmd, kArg);
   }
-  long Decrease(uint64_t gfn, uint32_t order = 0) { return Op(XENMEM_decrease_reservation, {gfn}, 1, order); }
-  long Populate(uint64_t gfn, uint32_t order = 0) { return Op(XENMEM_populate_physmap, {gfn}, 1, order); }
+  long Decrease(uint64_t gfn, uint32_t order = 0) {
+    return Op(XENMEM_decrease_reservation, {gfn}, 1, order);
+  }
+  long Populate(uint64_t gfn, uint32_t order = 0) {
+    return Op(XENMEM_populate_physmap, {gfn}, 1, order);
+  }
   long Current() {
     Put(kArg, domid_t{DOMID_SELF});
     return Call(kMemoryOp, XENMEM_current_reservation, kArg);
@@ -47,7 +51,9 @@ class ReservationTest : public HypercallTest {
     });
   }
   // A hypercall that writes into the page at gfn: xen_version(extraversion).
-  long WriteInto(uint64_t gfn) { return Call(__HYPERVISOR_xen_version, XENVER_extraversion, gfn << 12); }
+  long WriteInto(uint64_t gfn) {
+    return Call(__HYPERVISOR_xen_version, XENVER_extraversion, gfn << 12);
+  }
 };
 
 TEST_F(ReservationTest, DecreaseReleasesPageOnceThenReportsNothing) {
@@ -136,7 +142,8 @@ TEST_F(ReservationTest, ExtentCountsAndContinuations) {
   EXPECT_EQ(Op(XENMEM_decrease_reservation, {0x100, kRamPages, 0x102}, 3), 1);
   EXPECT_EQ(Op(XENMEM_decrease_reservation, {0x110, 0x111, 0x112}, 3), 3);
   // Continuation (start extent in cmd bits 6+): only the extents from there on.
-  EXPECT_EQ(Op(XENMEM_decrease_reservation | (2 << kMemopExtentShift), {0x120, 0x121, 0x122}, 3), 3);
+  EXPECT_EQ(Op(XENMEM_decrease_reservation | (2 << kMemopExtentShift), {0x120, 0x121, 0x122}, 3),
+            3);
   EXPECT_EQ(WriteInto(0x120), 0);
   EXPECT_EQ(WriteInto(0x122), -XEN_EFAULT);
   // A start at or past the end reports itself.
@@ -157,7 +164,8 @@ TEST_F(ReservationTest, ExtentCountsAndContinuations) {
   EXPECT_EQ(Call(kMemoryOp, XENMEM_decrease_reservation, kArg), 1);
   // The struct itself unreadable: nothing done (or the continuation's start).
   EXPECT_EQ(Call(kMemoryOp, XENMEM_decrease_reservation, kRamSize + 0x1000), 0);
-  EXPECT_EQ(Call(kMemoryOp, XENMEM_populate_physmap | (4 << kMemopExtentShift), kRamSize + 0x1000), 4);
+  EXPECT_EQ(Call(kMemoryOp, XENMEM_populate_physmap | (4 << kMemopExtentShift), kRamSize + 0x1000),
+            4);
 }
 
 TEST_F(ReservationTest, RefusedRequestsDoNothing) {
@@ -182,12 +190,15 @@ TEST_F(ReservationTest, RefusedRequestsDoNothing) {
   EXPECT_EQ(Op(XENMEM_populate_physmap, {0x100}, 1, 0, XENMEMF_exact_node(0)), 0);
   EXPECT_EQ(Op(XENMEM_populate_physmap, {0x100}, 1, 0, XENMEMF_populate_on_demand), 0);
   EXPECT_EQ(Op(XENMEM_populate_physmap, {0x100}, 1, 21, XENMEMF_populate_on_demand), 0);
-  EXPECT_EQ(Op(XENMEM_populate_physmap, {0x100}, 1, 0, XENMEMF_node(0) | XENMEMF_address_bits(32)), 1);
+  EXPECT_EQ(Op(XENMEM_populate_physmap, {0x100}, 1, 0, XENMEMF_node(0) | XENMEMF_address_bits(32)),
+            1);
   EXPECT_EQ(WriteInto(0x100), 0);
   // The queries take no continuation.
   Put(kArg, domid_t{DOMID_SELF});
-  EXPECT_EQ(Call(kMemoryOp, XENMEM_current_reservation | (1 << kMemopExtentShift), kArg), -XEN_EINVAL);
-  EXPECT_EQ(Call(kMemoryOp, XENMEM_maximum_reservation | (1 << kMemopExtentShift), kArg), -XEN_EINVAL);
+  EXPECT_EQ(Call(kMemoryOp, XENMEM_current_reservation | (1 << kMemopExtentShift), kArg),
+            -XEN_EINVAL);
+  EXPECT_EQ(Call(kMemoryOp, XENMEM_maximum_reservation | (1 << kMemopExtentShift), kArg),
+            -XEN_EINVAL);
   EXPECT_EQ(Call(kMemoryOp, XENMEM_maximum_ram_page | (1 << kMemopExtentShift), kArg), -XEN_EINVAL);
 }
 

@@ -9,8 +9,8 @@
 #include "xen/toolstack_abi.h"
 
 extern "C" {
-#include <xen/sysctl.h>
 #include <xen/domctl.h>
+#include <xen/sysctl.h>
 }
 
 namespace xenkvm::xen {

@@ -3,10 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <functional>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -19,8 +19,9 @@ namespace xenkvm::vmm {
 namespace {
 
 uint64_t MonotonicNs() {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
 }
 
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds limit) {
@@ -84,7 +85,10 @@ TEST(Timers, HugePeriodFiresOnceNotContinuously) {
 TEST(TerminalFilter, DropsEscapesAndControlsKeepsTextAndUtf8) {
   TerminalFilter filter;
   std::string out;
-  const std::string in = "ok\x1b]0;pwned\x07 \x1b[2J\r\x9b" "31m\xc2\x9b" "1m caf\xc3\xa9 \xc2\xa9\x7f\tend\n";
+  const std::string in =
+      "ok\x1b]0;pwned\x07 \x1b[2J\r\x9b"
+      "31m\xc2\x9b"
+      "1m caf\xc3\xa9 \xc2\xa9\x7f\tend\n";
   filter.Filter(std::span(in.data(), in.size()), &out);
   EXPECT_EQ(out, "ok]0;pwned [2J31m1m caf\xc3\xa9 \xc2\xa9\tend\n");
   // A C1 control split across two writes is still caught.
@@ -96,7 +100,7 @@ TEST(TerminalFilter, DropsEscapesAndControlsKeepsTextAndUtf8) {
 
 TEST(GuestClock, PvclockScale) {
   GuestClock clock;
-  EXPECT_FALSE(clock.TimeInfo());  // not calibrated yet
+  EXPECT_FALSE(clock.TimeInfo());    // not calibrated yet
   clock.Calibrate(1000, 2'000'000);  // 2 GHz: 0.5 ns per tick
   auto t = clock.TimeInfo();
   ASSERT_TRUE(t);
