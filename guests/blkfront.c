@@ -1,0 +1,234 @@
+/* blkfront: our blkif frontend (runtime/blkfront.c) against the VMM's backend, run with
+ * `--disk A --disk B,ro` where the kvm test filled A with blk_pattern(0xa1) and B with
+ * blk_pattern(0xb2). Scenarios, each verified by data and ending in `blkfront: PASS <name>`:
+ * reads, writes read back, flush, discard (zeros after), indirect, close and reconnect (with
+ * two queues and two-page rings), multi-queue, a read-only disk refusing writes. The test
+ * checks the image afterwards and the per-disk --stats line against the tally printed here. */
+#include "blkfront.h"
+
+GUEST_NAME("blkfront");
+
+#define SEED_A 0xa1u /* the rw disk as the test made it */
+#define SEED_B 0xb2u /* the ro disk */
+#define SEED_W 0xc3u /* what we write at WRITE_SECTOR */
+#define SEED_I 0xd4u /* the indirect write at INDIRECT_SECTOR */
+#define SEED_Q 0xe5u /* the write through queue 1 at QUEUE_SECTOR */
+#define WRITE_SECTOR 200u
+#define DISCARD_SECTOR 1024u /* 64 KiB, discard-granularity aligned */
+#define DISCARD_SECTORS 128u
+#define INDIRECT_SECTOR 2048u
+#define INDIRECT_PAGES 32u
+#define QUEUE_SECTOR 3000u
+
+/* Flat (not [pages][4096]): loops run across page boundaries. */
+static uint8_t buf_mem[BLKFRONT_DATA_PAGES * 4096] __attribute__((aligned(4096)));
+static uint8_t buf2_mem[BLKFRONT_DATA_PAGES * 4096] __attribute__((aligned(4096)));
+#define buf(n) (buf_mem + (n)*4096u)
+#define buf2(n) (buf2_mem + (n)*4096u)
+static struct blkfront rw, ro;
+
+#define EXPECT_STATUS(expr, want)                                                              \
+  do {                                                                                         \
+    int16_t st_ = (expr);                                                                      \
+    CHECK(st_ == (want), "%s:%d: %s answered %d, expected %d", __FILE_NAME__, __LINE__, #expr, \
+          st_, (want));                                                                        \
+  } while (0)
+
+static void check_pattern(const void* p, uint64_t seed, uint64_t sector, unsigned sectors,
+                          const char* what) {
+  unsigned bad = blk_check(p, seed, sector, sectors);
+  CHECK(bad == 0, "%s: sector %lu does not hold pattern %lx", what,
+        (unsigned long)(sector + bad - 1), (unsigned long)seed);
+}
+
+static void scenario_pass(const char* name) { printk("blkfront: PASS %s\n", name); }
+
+static void reads(void) {
+  EXPECT_STATUS(blkfront_rw(&rw, 0, BLKIF_OP_READ, 0, buf(0), 1), BLKIF_RSP_OKAY);
+  check_pattern(buf(0), SEED_A, 0, 8, "read of sector 0");
+  EXPECT_STATUS(blkfront_rw(&rw, 0, BLKIF_OP_READ, 100, buf(0), 4), BLKIF_RSP_OKAY);
+  check_pattern(buf(0), SEED_A, 100, 32, "4-page read at 100");
+  EXPECT_STATUS(blkfront_rw(&rw, 0, BLKIF_OP_READ, rw.sectors - 8, buf(0), 1), BLKIF_RSP_OKAY);
+  check_pattern(buf(0), SEED_A, rw.sectors - 8, 8, "read of the last page");
+  /* Sectors 3..5 of a page: the data lands at byte 3 * 512 of it, nothing else changes. */
+  memset(buf(1), 0xee, 4096);
+  grant_ref_t ref = gnttab_grant(0, buf(1), false);
+  blkif_request_t req = {.operation = BLKIF_OP_READ,
+                         .nr_segments = 1,
+                         .handle = (blkif_vdev_t)rw.devid,
+                         .sector_number = 77};
+  req.seg[0] = (struct blkif_request_segment){.gref = ref, .first_sect = 3, .last_sect = 5};
+  EXPECT_STATUS(blkfront_do(&rw, 0, &req, sizeof(req)), BLKIF_RSP_OKAY);
+  rw.tally.read_bytes += 3 * SECTOR_SIZE;
+  CHECK(gnttab_end(ref), "partial-page grant still mapped");
+  check_pattern(buf(1) + 3 * SECTOR_SIZE, SEED_A, 77, 3, "sectors 3..5 of a page");
+  CHECK(buf(1)[0] == 0xee && buf(1)[3 * SECTOR_SIZE - 1] == 0xee &&
+            buf(1)[6 * SECTOR_SIZE] == 0xee && buf(1)[4095] == 0xee,
+        "a partial-page read wrote outside its sectors");
+  scenario_pass("reads");
+}
+
+static void writes(void) {
+  blk_fill(buf(0), SEED_W, WRITE_SECTOR, 3 * 8);
+  EXPECT_STATUS(blkfront_rw(&rw, 0, BLKIF_OP_WRITE, WRITE_SECTOR, buf(0), 3), BLKIF_RSP_OKAY);
+  memset(buf2(0), 0, 3 * 4096);
+  EXPECT_STATUS(blkfront_rw(&rw, 0, BLKIF_OP_READ, WRITE_SECTOR, buf2(0), 3), BLKIF_RSP_OKAY);
+  check_pattern(buf2(0), SEED_W, WRITE_SECTOR, 24, "write read back");
+  /* Neighbours untouched. */
+  EXPECT_STATUS(blkfront_rw(&rw, 0, BLKIF_OP_READ, WRITE_SECTOR + 24, buf2(0), 1), BLKIF_RSP_OKAY);
+  check_pattern(buf2(0), SEED_A, WRITE_SECTOR + 24, 8, "the page after the write");
+  scenario_pass("writes");
+}
+
+static void flush(void) {
+  CHECK(rw.flush, "feature-flush-cache not offered");
+  EXPECT_STATUS(blkfront_flush(&rw, 0), BLKIF_RSP_OKAY);
+  /* A barrier with data: flush, then the write. */
+  blk_fill(buf(0), SEED_W, WRITE_SECTOR + 24, 8);
+  grant_ref_t ref = gnttab_grant(0, buf(0), true);
+  blkif_request_t req = {.operation = BLKIF_OP_WRITE_BARRIER,
+                         .nr_segments = 1,
+                         .handle = (blkif_vdev_t)rw.devid,
+                         .sector_number = WRITE_SECTOR + 24};
+  req.seg[0] = (struct blkif_request_segment){.gref = ref, .first_sect = 0, .last_sect = 7};
+  EXPECT_STATUS(blkfront_do(&rw, 0, &req, sizeof(req)), BLKIF_RSP_OKAY);
+  rw.tally.writes++; /* the backend counts a barrier's data as a write */
+  rw.tally.write_bytes += 4096;
+  CHECK(gnttab_end(ref), "barrier grant still mapped");
+  EXPECT_STATUS(blkfront_rw(&rw, 0, BLKIF_OP_READ, WRITE_SECTOR + 24, buf2(0), 1), BLKIF_RSP_OKAY);
+  check_pattern(buf2(0), SEED_W, WRITE_SECTOR + 24, 8, "barrier write read back");
+  scenario_pass("flush");
+}
+
+static void discard(void) {
+  if (!rw.discard) {
+    /* The image's file system cannot punch holes (9p): not offered, and refused as such. */
+    EXPECT_STATUS(blkfront_discard(&rw, 0, DISCARD_SECTOR, DISCARD_SECTORS), BLKIF_RSP_EOPNOTSUPP);
+    EXPECT_STATUS(blkfront_rw(&rw, 0, BLKIF_OP_READ, DISCARD_SECTOR, buf(0), 1), BLKIF_RSP_OKAY);
+    check_pattern(buf(0), SEED_A, DISCARD_SECTOR, 8, "after a refused discard");
+    scenario_pass("discard (not offered: EOPNOTSUPP)");
+    return;
+  }
+  EXPECT_STATUS(blkfront_discard(&rw, 0, DISCARD_SECTOR, DISCARD_SECTORS), BLKIF_RSP_OKAY);
+  memset(buf(0), 0xff, 16 * 4096);
+  EXPECT_STATUS(blkfront_rw(&rw, 0, BLKIF_OP_READ, DISCARD_SECTOR, buf(0), 16), BLKIF_RSP_OKAY);
+  for (unsigned i = 0; i < 16 * 4096; i++)
+    CHECK(buf(0)[i] == 0, "discarded byte %u reads %x", i, buf(0)[i]);
+  EXPECT_STATUS(blkfront_rw(&rw, 0, BLKIF_OP_READ, DISCARD_SECTOR + DISCARD_SECTORS, buf(0), 1),
+                BLKIF_RSP_OKAY);
+  check_pattern(buf(0), SEED_A, DISCARD_SECTOR + DISCARD_SECTORS, 8, "after the discard");
+  scenario_pass("discard");
+}
+
+static void indirect(void) {
+  CHECK(rw.max_indirect >= INDIRECT_PAGES, "feature-max-indirect-segments %u", rw.max_indirect);
+  blk_fill(buf(0), SEED_I, INDIRECT_SECTOR, INDIRECT_PAGES * 8);
+  EXPECT_STATUS(blkfront_rw(&rw, 0, BLKIF_OP_WRITE, INDIRECT_SECTOR, buf(0), INDIRECT_PAGES),
+                BLKIF_RSP_OKAY);
+  memset(buf2(0), 0, INDIRECT_PAGES * 4096);
+  EXPECT_STATUS(blkfront_rw(&rw, 0, BLKIF_OP_READ, INDIRECT_SECTOR, buf2(0), INDIRECT_PAGES),
+                BLKIF_RSP_OKAY);
+  check_pattern(buf2(0), SEED_I, INDIRECT_SECTOR, INDIRECT_PAGES * 8, "indirect read back");
+  scenario_pass("indirect");
+}
+
+static void reconnect(void) {
+  blkfront_close(&rw);
+  blkfront_reopen(&rw);
+  CHECK(rw.max_queues >= 2 && rw.max_order >= 1, "backend offers %u queues, ring order %u",
+        rw.max_queues, rw.max_order);
+  blkfront_connect(&rw, 2, 1);
+  /* What was written before the close is there. */
+  EXPECT_STATUS(blkfront_rw(&rw, 0, BLKIF_OP_READ, WRITE_SECTOR, buf2(0), 3), BLKIF_RSP_OKAY);
+  check_pattern(buf2(0), SEED_W, WRITE_SECTOR, 24, "after reconnecting");
+  scenario_pass("reconnect");
+}
+
+static void multi_queue(void) {
+  CHECK(rw.q[0].port != rw.q[1].port, "both queues on port %u", rw.q[0].port);
+  blk_fill(buf(0), SEED_Q, QUEUE_SECTOR, 16);
+  EXPECT_STATUS(blkfront_rw(&rw, 1, BLKIF_OP_WRITE, QUEUE_SECTOR, buf(0), 2), BLKIF_RSP_OKAY);
+  memset(buf2(0), 0, 2 * 4096);
+  EXPECT_STATUS(blkfront_rw(&rw, 0, BLKIF_OP_READ, QUEUE_SECTOR, buf2(0), 2), BLKIF_RSP_OKAY);
+  check_pattern(buf2(0), SEED_Q, QUEUE_SECTOR, 16, "queue 1's write read on queue 0");
+  /* One read in flight on each queue at once, each answered on its own ring. */
+  static blkif_request_t req[2];
+  grant_ref_t ref[2];
+  for (unsigned q = 0; q < 2; q++) {
+    ref[q] = gnttab_grant(0, buf2(q), false);
+    req[q] = (blkif_request_t){.operation = BLKIF_OP_READ,
+                               .nr_segments = 1,
+                               .handle = (blkif_vdev_t)rw.devid,
+                               .id = 1000 + q,
+                               .sector_number = 8u * q};
+    req[q].seg[0] = (struct blkif_request_segment){.gref = ref[q], .first_sect = 0, .last_sect = 7};
+    blkfront_push(&rw, q, &req[q], sizeof(req[q]));
+  }
+  for (unsigned q = 0; q < 2; q++) {
+    blkif_response_t rsp;
+    CHECK(blkfront_response(&rw, q, &rsp, 10000), "no response on queue %u", q);
+    CHECK(rsp.id == 1000 + q && rsp.status == BLKIF_RSP_OKAY, "queue %u: id %lu status %d", q,
+          (unsigned long)rsp.id, rsp.status);
+    CHECK(gnttab_end(ref[q]), "queue %u grant still mapped", q);
+    check_pattern(buf2(q), SEED_A, 8u * q, 8, "parallel read");
+    rw.tally.requests++, rw.tally.reads++, rw.tally.read_bytes += 4096;
+  }
+  CHECK(rw.q[0].notifies > 0 && rw.q[1].notifies > 0, "queue notifications: %u, %u",
+        rw.q[0].notifies, rw.q[1].notifies);
+  scenario_pass("multi-queue");
+}
+
+static void read_only(void) {
+  blkfront_probe(&ro, 51728); /* xvdb */
+  CHECK(ro.read_only && (ro.info & VDISK_READONLY) && !ro.discard,
+        "ro disk: mode %s info %x discard %d", ro.read_only ? "r" : "w", ro.info, ro.discard);
+  blkfront_connect(&ro, 1, 0);
+  EXPECT_STATUS(blkfront_rw(&ro, 0, BLKIF_OP_READ, 16, buf(0), 2), BLKIF_RSP_OKAY);
+  check_pattern(buf(0), SEED_B, 16, 16, "ro disk read");
+  blk_fill(buf(0), SEED_W, 16, 16);
+  EXPECT_STATUS(blkfront_rw(&ro, 0, BLKIF_OP_WRITE, 16, buf(0), 2), BLKIF_RSP_ERROR);
+  EXPECT_STATUS(blkfront_rw(&ro, 0, BLKIF_OP_WRITE, 16, buf(0), 12), BLKIF_RSP_ERROR);
+  EXPECT_STATUS(blkfront_flush(&ro, 0), BLKIF_RSP_ERROR);
+  EXPECT_STATUS(blkfront_discard(&ro, 0, 0, 8), BLKIF_RSP_EOPNOTSUPP);
+  EXPECT_STATUS(blkfront_rw(&ro, 0, BLKIF_OP_READ, 16, buf2(0), 2), BLKIF_RSP_OKAY);
+  check_pattern(buf2(0), SEED_B, 16, 16, "ro disk after refused writes");
+  blkfront_close(&ro);
+  scenario_pass("read-only");
+}
+
+static void print_tally(const char* vdev, const struct blkfront* bf) {
+  printk(
+      "blkfront-tally %s: requests %lu reads %lu writes %lu read-bytes %lu write-bytes %lu "
+      "errors %lu\n",
+      vdev, (unsigned long)bf->tally.requests, (unsigned long)bf->tally.reads,
+      (unsigned long)bf->tally.writes, (unsigned long)bf->tally.read_bytes,
+      (unsigned long)bf->tally.write_bytes, (unsigned long)bf->tally.errors);
+}
+
+void guest_main(void) {
+  stage(10);
+  EXPECT_RC(shinfo_map(shinfo_pages[0]), 0); /* pvclock for SCHEDOP_poll timeouts */
+  xs_init();
+  gnttab_init();
+  blkfront_probe(&rw, 51712); /* xvda */
+  CHECK(!rw.read_only && !(rw.info & VDISK_READONLY), "xvda: mode r, info %x", rw.info);
+  blkfront_connect(&rw, 1, 0);
+  stage(11);
+  reads();
+  stage(12);
+  writes();
+  stage(13);
+  flush();
+  stage(14);
+  discard();
+  stage(15);
+  indirect();
+  stage(16);
+  reconnect();
+  stage(17);
+  multi_queue();
+  stage(18);
+  read_only();
+  print_tally("xvda", &rw);
+  print_tally("xvdb", &ro);
+}
