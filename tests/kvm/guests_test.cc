@@ -472,8 +472,8 @@ TEST(XenkvmBlkfront, ScenariosOnAWritableAndAReadOnlyDisk) {
   EXPECT_NE(o.output.find("blkfront: PASS discard"), std::string::npos);
   EXPECT_EQ(o.output.find("blkfront: PASS discard (not offered: EOPNOTSUPP)") == std::string::npos,
             discard);
-  for (const char* scenario :
-       {"reads", "writes", "flush", "indirect", "reconnect", "multi-queue", "read-only"})
+  for (const char* scenario : {"reads", "writes", "flush", "indirect", "reconnect", "multi-queue",
+                               "full ring", "read-only"})
     EXPECT_NE(o.output.find(std::string("blkfront: PASS ") + scenario), std::string::npos)
         << scenario;
   EXPECT_NE(o.output.find("xenkvm-test: PASS blkfront"), std::string::npos);
@@ -517,7 +517,8 @@ TEST(XenkvmBlkfront, HostileFrontendGetsErrorsWhileGoodRequestsWork) {
   EXPECT_NE(o.output.find("req_prod beyond the ring; ring stopped"), std::string::npos);
   const auto tally = GuestTally(o.output, "xvda");
   ASSERT_EQ(tally.size(), 6u);
-  const auto refused = Numbers(o.output, std::regex("blkfront_hostile: (\\d+) bad requests refused"));
+  const auto refused =
+      Numbers(o.output, std::regex("blkfront_hostile: (\\d+) bad requests refused"));
   ASSERT_EQ(refused.size(), 1u);
   EXPECT_GE(refused[0], 25u);
   EXPECT_EQ(tally[5], refused[0]) << "errors answered vs bad requests the guest sent";
