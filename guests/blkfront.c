@@ -2,9 +2,9 @@
  * `--disk A --disk B,ro` where the kvm test filled A with blk_pattern(0xa1) and B with
  * blk_pattern(0xb2). Scenarios, each verified by data and ending in `blkfront: PASS <name>`:
  * reads, writes read back, flush, discard (zeros after), indirect, close and reconnect (with
- * two queues and two-page rings), multi-queue, a full ring in flight, a read-only disk
- * refusing writes. The test
- * checks the image afterwards and the per-disk --stats line against the tally printed here. */
+ * two queues and two-page rings), multi-queue, a full ring in flight, the x86_32-abi layout, a
+ * read-only disk refusing writes. The test checks the image afterwards and the per-disk --stats
+ * line against the tally printed here. */
 #include "blkfront.h"
 
 GUEST_NAME("blkfront");
@@ -22,6 +22,8 @@ GUEST_NAME("blkfront");
 #define QUEUE_SECTOR 3000u
 #define FULL_RING_SECTOR 4096u /* 64 pages of the original pattern */
 #define FULL_RING_ID 5000u
+#define LAYOUT32_SECTOR 5120u
+#define SEED_L 0xf6u /* the x86_32-abi write at LAYOUT32_SECTOR */
 
 /* Flat (not [pages][4096]): loops run across page boundaries. */
 static uint8_t buf_mem[BLKFRONT_DATA_PAGES * 4096] __attribute__((aligned(4096)));
@@ -219,6 +221,94 @@ static void full_ring(void) {
   scenario_pass("full ring");
 }
 
+/* The x86_32-abi layout (`protocol` = x86_32-abi, as a 32-bit frontend writes): 8-byte fields
+ * 4-aligned, request 108 bytes, response 12, 32 entries on one page. Driven by hand here: the
+ * ring macros only know our own (64-bit) layout. */
+struct req32 {
+  uint8_t operation, nr_segments;
+  uint16_t handle;
+  uint32_t id[2], sector[2];
+  struct blkif_request_segment seg[BLKIF_MAX_SEGMENTS_PER_REQUEST];
+};
+struct rsp32 {
+  uint32_t id[2];
+  uint8_t operation, pad;
+  int16_t status;
+};
+_Static_assert(sizeof(struct req32) == 108 && sizeof(struct rsp32) == 12, "x86_32-abi sizes");
+#define RING32_ENTRIES 32u
+
+static int16_t do32(struct blkfront_queue* bq, uint32_t* prod, uint8_t op, uint64_t sector,
+                    uint8_t* page, unsigned nr_pages) {
+  volatile uint8_t* ring = (volatile uint8_t*)bq->ring.sring;
+  volatile uint32_t* idx = (volatile uint32_t*)ring; /* req_prod, req_event, rsp_prod, rsp_event */
+  grant_ref_t refs[BLKIF_MAX_SEGMENTS_PER_REQUEST];
+  struct req32 req;
+  memset(&req, 0, sizeof(req));
+  req.operation = op;
+  req.nr_segments = (uint8_t)nr_pages;
+  req.handle = (uint16_t)rw.devid;
+  const uint64_t id = 0x1234567800000000ull + *prod; /* both halves of the id must come back */
+  req.id[0] = (uint32_t)id, req.id[1] = (uint32_t)(id >> 32);
+  req.sector[0] = (uint32_t)sector, req.sector[1] = (uint32_t)(sector >> 32);
+  for (unsigned i = 0; i < nr_pages; i++) {
+    refs[i] = gnttab_grant(0, page + i * 4096u, op == BLKIF_OP_WRITE);
+    req.seg[i] = (struct blkif_request_segment){.gref = refs[i], .first_sect = 0, .last_sect = 7};
+  }
+  const uint32_t slot = *prod % RING32_ENTRIES;
+  memcpy((void*)(ring + 64 + slot * sizeof(struct req32)), &req, sizeof(req));
+  __atomic_store_n(&idx[0], *prod + 1, __ATOMIC_SEQ_CST);
+  EXPECT_RC(evtchn_send(bq->port), 0);
+  uint64_t deadline = now_ns() + 10000 * 1000000ull;
+  for (;;) {
+    evtchn_clear_pending(bq->port);
+    __atomic_store_n(&idx[3], *prod + 1, __ATOMIC_SEQ_CST); /* rsp_event: the next response */
+    if (__atomic_load_n(&idx[2], __ATOMIC_SEQ_CST) != *prod) break;
+    CHECK(now_ns() < deadline, "no x86_32-abi response");
+    evtchn_port_t port = bq->port;
+    sched_poll_t p = {.nr_ports = 1, .timeout = deadline};
+    set_xen_guest_handle(p.ports, &port);
+    (void)HYPERVISOR_sched_op(SCHEDOP_poll, &p);
+  }
+  struct rsp32 rsp;
+  memcpy(&rsp, (const void*)(ring + 64 + slot * sizeof(struct req32)), sizeof(rsp));
+  ++*prod;
+  CHECK(rsp.id[0] == (uint32_t)id && rsp.id[1] == (uint32_t)(id >> 32) && rsp.operation == op,
+        "x86_32-abi response id %x:%x op %u", rsp.id[1], rsp.id[0], rsp.operation);
+  for (unsigned i = 0; i < nr_pages; i++) CHECK(gnttab_end(refs[i]), "x86_32-abi grant mapped");
+  rw.tally.requests++;
+  if (rsp.status == BLKIF_RSP_OKAY && op == BLKIF_OP_READ)
+    rw.tally.reads++, rw.tally.read_bytes += nr_pages * 4096u;
+  if (rsp.status == BLKIF_RSP_OKAY && op == BLKIF_OP_WRITE)
+    rw.tally.writes++, rw.tally.write_bytes += nr_pages * 4096u;
+  if (rsp.status != BLKIF_RSP_OKAY) rw.tally.errors++;
+  return rsp.status;
+}
+
+static void layout32(void) {
+  blkfront_close(&rw);
+  blkfront_reopen(&rw);
+  rw.protocol = XEN_IO_PROTO_ABI_X86_32;
+  blkfront_connect(&rw, 1, 0);
+  struct blkfront_queue* bq = &rw.q[0];
+  uint32_t prod = 0;
+  /* More requests than entries: the indexes wrap around the 32-entry ring. */
+  for (unsigned round = 0; round < 40; round++) {
+    const uint64_t sector = LAYOUT32_SECTOR + 16u * (round % 4);
+    if (round % 4 == 0) {
+      blk_fill(buf(0), SEED_L, LAYOUT32_SECTOR, 64);
+      EXPECT_STATUS(do32(bq, &prod, BLKIF_OP_WRITE, LAYOUT32_SECTOR, buf(0), 8), BLKIF_RSP_OKAY);
+    }
+    memset(buf2(0), 0, 2 * 4096);
+    EXPECT_STATUS(do32(bq, &prod, BLKIF_OP_READ, sector, buf2(0), 2), BLKIF_RSP_OKAY);
+    check_pattern(buf2(0), SEED_L, sector, 16, "x86_32-abi read back");
+  }
+  EXPECT_STATUS(do32(bq, &prod, BLKIF_OP_READ, rw.sectors, buf2(0), 1), BLKIF_RSP_ERROR);
+  blkfront_close(&rw);
+  rw.protocol = 0;
+  scenario_pass("x86_32-abi layout");
+}
+
 static void read_only(void) {
   blkfront_probe(&ro, 51728); /* xvdb */
   CHECK(ro.read_only && (ro.info & VDISK_READONLY) && !ro.discard,
@@ -271,6 +361,8 @@ void guest_main(void) {
   stage(18);
   full_ring();
   stage(19);
+  layout32();
+  stage(20);
   read_only();
   print_tally("xvda", &rw);
   print_tally("xvdb", &ro);

@@ -37,6 +37,13 @@ static void write_key(const char* dir, const char* key, const char* fmt, uint64_
   CHECK(!err, "writing %s: %s", path, err);
 }
 
+static void remove_key(const char* dir, const char* key) {
+  char path[160];
+  snprintk(path, sizeof(path), "%s/%s", dir, key);
+  const char* err = xs_rm(0, path);
+  CHECK(!err || streq(err, "ENOENT"), "removing %s: %s", path, err);
+}
+
 unsigned blkfront_backend_state(struct blkfront* bf) {
   return (unsigned)read_num(bf->back, "state", XenbusStateUnknown);
 }
@@ -120,11 +127,19 @@ void blkfront_connect(struct blkfront* bf, unsigned nr_queues, unsigned order) {
     }
     write_key(dir, "event-channel", "%lu", bq->port);
   }
-  if (order > 0) write_key(bf->front, "ring-page-order", "%lu", order);
-  if (nr_queues > 1) write_key(bf->front, "multi-queue-num-queues", "%lu", nr_queues);
+  /* Keys of an earlier connection would describe rings that are gone: the backend reads
+   * multi-queue-num-queues and ring-page-order first (as blkback does), so drop them. */
+  if (order > 0)
+    write_key(bf->front, "ring-page-order", "%lu", order);
+  else
+    remove_key(bf->front, "ring-page-order");
+  if (nr_queues > 1)
+    write_key(bf->front, "multi-queue-num-queues", "%lu", nr_queues);
+  else
+    remove_key(bf->front, "multi-queue-num-queues");
   char path[80];
   snprintk(path, sizeof(path), "%s/protocol", bf->front);
-  const char* err = xs_write(0, path, XEN_IO_PROTO_ABI_X86_64);
+  const char* err = xs_write(0, path, bf->protocol ? bf->protocol : XEN_IO_PROTO_ABI_X86_64);
   CHECK(!err, "%s: %s", path, err);
   blkfront_set_state(bf, XenbusStateInitialised);
   CHECK(blkfront_wait_backend(bf, XenbusStateConnected, 10000), "backend state %u, not Connected",

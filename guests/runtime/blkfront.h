@@ -45,6 +45,7 @@ struct blkfront {
   unsigned sector_size, info, max_indirect, max_queues, max_order;
   bool flush, discard, read_only;
   /* this connection */
+  const char* protocol; /* written as `protocol`; 0: x86_64-abi (then the ring macros work) */
   bool connected;
   unsigned nr_queues, order;
   struct blkfront_queue q[BLKFRONT_MAX_QUEUES];

@@ -473,7 +473,7 @@ TEST(XenkvmBlkfront, ScenariosOnAWritableAndAReadOnlyDisk) {
   EXPECT_EQ(o.output.find("blkfront: PASS discard (not offered: EOPNOTSUPP)") == std::string::npos,
             discard);
   for (const char* scenario : {"reads", "writes", "flush", "indirect", "reconnect", "multi-queue",
-                               "full ring", "read-only"})
+                               "full ring", "x86_32-abi layout", "read-only"})
     EXPECT_NE(o.output.find(std::string("blkfront: PASS ") + scenario), std::string::npos)
         << scenario;
   EXPECT_NE(o.output.find("xenkvm-test: PASS blkfront"), std::string::npos);
@@ -494,7 +494,9 @@ TEST(XenkvmBlkfront, ScenariosOnAWritableAndAReadOnlyDisk) {
   EXPECT_EQ(rw.FirstNotPattern(0xd4, 2048, 256), -1);  // the indirect write
   EXPECT_EQ(rw.FirstNotPattern(0xa1, 2304, 3000 - 2304), -1);
   EXPECT_EQ(rw.FirstNotPattern(0xe5, 3000, 16), -1);  // written through queue 1
-  EXPECT_EQ(rw.FirstNotPattern(0xa1, 3016, 8192 - 3016), -1);
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 3016, 5120 - 3016), -1);
+  EXPECT_EQ(rw.FirstNotPattern(0xf6, 5120, 64), -1);  // written in the x86_32-abi layout
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 5184, 8192 - 5184), -1);
   EXPECT_EQ(ro.FirstNotPattern(0xb2, 0, 2048), -1) << "the read-only image changed";
 }
 
