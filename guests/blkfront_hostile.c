@@ -2,8 +2,9 @@
  * kvm test filled with blk_pattern(0xa1): bad grant references, out-of-range sectors, bad
  * segment counts and sector ranges, unknown operations (each answered BLKIF_RSP_ERROR, or
  * EOPNOTSUPP for the operation as blkback does), wild ring indexes (that ring stopped, the other
- * queue unaffected) and requests on a closed device (never answered, never executed). A good
- * read after each checks the backend still works; the last one after reconnecting. */
+ * queue unaffected), requests on a closed device (never answered, never executed) and
+ * connection keys it must refuse (backend Closing with `error`). A good read after each checks
+ * the backend still works; the last one after reconnecting. */
 #include "blkfront.h"
 
 GUEST_NAME("blkfront_hostile");
@@ -216,6 +217,90 @@ static void closed_device(void) {
   printk("blkfront: PASS requests on a closed device\n");
 }
 
+/* Connection keys a backend must refuse: it writes `error`, goes Closing, and the frontend can
+ * start over (Closed, Initialising -> InitWait). */
+static uint8_t ring_page[4096] __attribute__((aligned(4096)));
+
+static void write_front(const char* key, const char* value) {
+  char path[96];
+  snprintk(path, sizeof(path), "%s/%s", bf.front, key);
+  const char* err = xs_write(0, path, value);
+  CHECK(!err, "writing %s: %s", path, err);
+}
+
+static bool contains(const char* s, const char* part) {
+  size_t n = strlen(part);
+  for (; *s; s++)
+    if (memcmp(s, part, n) == 0) return true;
+  return false;
+}
+
+/* Connects with key = value (the other keys good) and expects `why` in the backend's error. */
+static void refused_connection(const char* what, const char* key, const char* value,
+                               const char* why) {
+  memset(ring_page, 0, sizeof(ring_page));
+  grant_ref_t ref = gnttab_grant(0, ring_page, false);
+  evtchn_port_t port;
+  EXPECT_RC(evtchn_alloc_unbound(0, &port), 0);
+  char num[16];
+  snprintk(num, sizeof(num), "%u", ref);
+  write_front("ring-ref", num);
+  snprintk(num, sizeof(num), "%u", port);
+  write_front("event-channel", num);
+  write_front("protocol", XEN_IO_PROTO_ABI_X86_64);
+  write_front(key, value);
+  blkfront_set_state(&bf, XenbusStateInitialised);
+  CHECK(blkfront_wait_backend(&bf, XenbusStateClosing, 10000), "%s: backend state %u", what,
+        blkfront_backend_state(&bf));
+  char path[128], err[96];
+  snprintk(path, sizeof(path), "%s/error", bf.back);
+  CHECK(!xs_read(0, path, err, sizeof(err)) && err[0], "%s: no error node", what);
+  CHECK(contains(err, why), "%s: backend error '%s', expected '%s'", what, err, why);
+  printk("blkfront_hostile: %s refused: %s\n", what, err);
+  blkfront_set_state(&bf, XenbusStateClosed);
+  CHECK(blkfront_wait_backend(&bf, XenbusStateClosed, 10000), "%s: backend state %u", what,
+        blkfront_backend_state(&bf));
+  CHECK(gnttab_end(ref), "%s: ring page still mapped", what);
+  EXPECT_RC(evtchn_close(port), 0);
+  blkfront_reopen(&bf);
+  char tmp[96]; /* the next case starts from clean keys */
+  snprintk(tmp, sizeof(tmp), "%s/%s", bf.front, key);
+  (void)xs_rm(0, tmp);
+}
+
+static void bad_keys(void) {
+  blkfront_close(&bf);
+  blkfront_reopen(&bf);
+  /* One queue, one page: no keys of the two-queue connection before. */
+  char path[96];
+  snprintk(path, sizeof(path), "%s/multi-queue-num-queues", bf.front);
+  const char* rm = xs_rm(0, path);
+  CHECK(!rm, "removing %s: %s", path, rm);
+  refused_connection("a ring-ref never granted", "ring-ref", "500", "ring grant refused");
+  refused_connection("a ring-ref that is not a number", "ring-ref", "12abc",
+                     "ring-ref: missing or malformed");
+  grant_ref_t ro = gnttab_grant(0, buf[5], true);
+  char num[16];
+  snprintk(num, sizeof(num), "%u", ro);
+  refused_connection("a read-only ring page", "ring-ref", num, "ring grant refused");
+  CHECK(gnttab_end(ro), "read-only ring grant mapped");
+  refused_connection("event-channel 0", "event-channel", "0",
+                     "event-channel: missing or malformed");
+  evtchn_port_t a, b; /* a port bound to ourselves is no port unbound for domain 0 */
+  EXPECT_RC(evtchn_loopback_pair(&a, &b), 0);
+  snprintk(num, sizeof(num), "%u", b);
+  refused_connection("an event-channel bound elsewhere", "event-channel", num,
+                     "not a port unbound for domain 0");
+  refused_connection("9 queues", "multi-queue-num-queues", "9",
+                     "multi-queue-num-queues: out of range");
+  refused_connection("ring-page-order 5", "ring-page-order", "5", "ring-page-order: out of range");
+  refused_connection("an unknown protocol", "protocol", "x86_16-abi", "protocol: unsupported ABI");
+  blkfront_connect(&bf, 1, 0); /* and a good connection still works */
+  good_read(0);
+  blkfront_close(&bf);
+  printk("blkfront: PASS bad connection keys\n");
+}
+
 void guest_main(void) {
   stage(10);
   EXPECT_RC(shinfo_map(shinfo_pages[0]), 0);
@@ -233,6 +318,8 @@ void guest_main(void) {
   wild_indexes();
   stage(14);
   closed_device();
+  stage(15);
+  bad_keys();
   printk(
       "blkfront-tally xvda: requests %lu reads %lu writes %lu read-bytes %lu write-bytes %lu "
       "errors %lu\n",

@@ -21,7 +21,7 @@ static uint64_t parse_u64(const char* s) {
   return v;
 }
 
-/* `key` under dir, or 0 (and def) when the node is missing. */
+/* `key` under dir as a number, def when the node is missing. */
 static uint64_t read_num(const char* dir, const char* key, uint64_t def) {
   char path[160], val[32];
   snprintk(path, sizeof(path), "%s/%s", dir, key);
@@ -145,7 +145,6 @@ void blkfront_connect(struct blkfront* bf, unsigned nr_queues, unsigned order) {
   CHECK(blkfront_wait_backend(bf, XenbusStateConnected, 10000), "backend state %u, not Connected",
         blkfront_backend_state(bf));
   blkfront_set_state(bf, XenbusStateConnected);
-  bf->connected = true;
 }
 
 void blkfront_close(struct blkfront* bf) {
@@ -166,7 +165,6 @@ void blkfront_release(struct blkfront* bf) {
             p, gnttab_busy(bf->q[q].ring_refs[p]));
     EXPECT_RC(evtchn_close(bf->q[q].port), 0);
   }
-  bf->connected = false;
 }
 
 void blkfront_reopen(struct blkfront* bf) {

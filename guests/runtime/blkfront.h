@@ -46,7 +46,6 @@ struct blkfront {
   bool flush, discard, read_only;
   /* this connection */
   const char* protocol; /* written as `protocol`; 0: x86_64-abi (then the ring macros work) */
-  bool connected;
   unsigned nr_queues, order;
   struct blkfront_queue q[BLKFRONT_MAX_QUEUES];
   uint64_t next_id;
