@@ -182,12 +182,43 @@ static void wild_indexes(void) {
   printk("blkfront: PASS wild ring indexes\n");
 }
 
-static void closed_device(void) {
-  /* Closing: the backend lets go of the rings. A write put on the old ring then is never
-   * executed (checked after reconnecting, and by the test on the image). */
+/* Closing with 16 reads just pushed: the backend drains what it took before it says Closing;
+ * whatever it answered is right, and no grant is left mapped. */
+static void close_in_flight(void) {
+  enum { kReads = 16, kFirstPage = 16, kId = 7000 };
+  grant_ref_t refs[kReads];
+  for (unsigned i = 0; i < kReads; i++) {
+    memset(buf[kFirstPage + i], 0, 4096);
+    refs[i] = gnttab_grant(0, buf[kFirstPage + i], false);
+    blkif_request_t r = rw_req(BLKIF_OP_READ, 8u * i, 1, refs[i]);
+    r.id = kId + i;
+    blkfront_push(&bf, 0, &r, sizeof(r));
+  }
   blkfront_set_state(&bf, XenbusStateClosing);
   CHECK(blkfront_wait_backend(&bf, XenbusStateClosing, 10000), "backend state %u, not Closing",
         blkfront_backend_state(&bf));
+  unsigned answered = 0;
+  blkif_response_t rsp;
+  while (blkfront_response(&bf, 0, &rsp, 0)) {
+    const uint64_t i = rsp.id - kId;
+    CHECK(i < kReads && rsp.status == BLKIF_RSP_OKAY, "response id %lu status %d",
+          (unsigned long)rsp.id, rsp.status);
+    CHECK(blk_check(buf[kFirstPage + i], SEED_A, 8u * i, 8) == 0, "read %lu: wrong data",
+          (unsigned long)i);
+    answered++;
+  }
+  for (unsigned i = 0; i < kReads; i++)
+    CHECK(gnttab_end(refs[i]), "read %u's page still mapped after Closing", i);
+  bf.tally.requests += answered, bf.tally.reads += answered,
+      bf.tally.read_bytes += answered * 4096u;
+  printk("blkfront_hostile: %u of %u reads answered before Closing\n", answered, kReads);
+  printk("blkfront: PASS closing with requests in flight\n");
+}
+
+static void closed_device(void) {
+  /* Closing (close_in_flight did it): the backend has let go of the rings. A write put on the
+   * old ring then is never executed (checked after reconnecting, and by the test on the image). */
+  close_in_flight();
   blk_fill(buf[3], SEED_W, CLOSED_SECTOR, 8);
   grant_ref_t ref = gnttab_grant(0, buf[3], true);
   blkif_request_t r = rw_req(BLKIF_OP_WRITE, CLOSED_SECTOR, 1, ref);
