@@ -6,10 +6,12 @@
  * events), in a burst (nothing left pending after the last), after EVTCHNOP_bind_vcpu to vCPU1,
  * and after close. Last, a short timing run of the same device as a PIRQ and as an ordinary MSI
  * on the upcall vector (the VMM prints signal -> handler latencies at exit). */
+#include "guest.h"
+
+/* After guest.h, which brings the fixed-width types Xen's headers expect. */
 #include <xen/physdev.h>
 
 #include "abi/platform.h"
-#include "guest.h"
 
 GUEST_NAME("pirq_device");
 
@@ -123,7 +125,8 @@ void guest_main(void) {
   hits0 = port_hits[port];
   irq_enable();
   CHECK(WAIT_FOR(port_hits[port] == hits0 + 1, 5000), "the PIRQ raised before the bind was lost");
-  EXPECT_RC(bind_pirq(p, &port), -XEN_EEXIST);
+  evtchn_port_t again;
+  EXPECT_RC(bind_pirq(p, &again), -XEN_EEXIST);
   EXPECT_RC(status_query(p), 0); /* the first MSI mapped it (Xen's hvm_inject_msi) */
 
   stage(13);
