@@ -85,7 +85,9 @@ Result<> PirqTable::GetFreePirq(physdev_get_free_pirq& op) {
 
 Result<> PirqTable::Bind(evtchn_bind_pirq& op) {
   TRY(engine_.BindPirq(op));
-  // A raise that found no port left `pending` set; whoever clears it delivers.
+  // A raise that found no port left `pending` set; whoever clears it delivers. The fence pairs
+  // with RaiseMsi's: the port before the mark here, the mark before the port there.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (op.pirq < uint32_t(kNrPirqs) && entries_[op.pirq].pending.exchange(false))
     engine_.RaisePirq(op.pirq);
   return {};
@@ -102,9 +104,12 @@ bool PirqTable::RaiseMsi(uint32_t pirq) {
     emuirq = e.emuirq.load();
   }
   if (emuirq != kMsiEmu) return false;
-  // Mark first, then try: a bind that runs between the two finds the mark and delivers; a raise
-  // that reached a port takes its own mark back. At worst one extra pending-bit set.
+  if (engine_.RaisePirq(pirq)) return true;  // bound: the common case, no extra atomics
+  // No port: keep it for the bind. A bind that finished between the failed raise and the mark
+  // did not see the mark, so raise again after marking; whoever clears the mark delivers, at
+  // worst one extra (coalesced) pending-bit set.
   e.pending.store(true);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // the mark before the port lookup
   if (!engine_.RaisePirq(pirq)) return false;
   e.pending.exchange(false);
   return true;
