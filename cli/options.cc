@@ -99,6 +99,8 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
                   "PV disk PATH[,ro][,vdev=xvda] (repeatable; vdev defaults to xvda, xvdb, ...)")
       ->allow_extra_args(false)
       ->type_name("SPEC");
+  run->add_flag("--test-device", o.machine.test_device,
+                "add the MSI test device (MMIO page at 0xfe800000; docs/library.md)");
   run->add_option("guest", o.guest, "guest image (default: the bundled demo guest)");
   try {
     app.parse(argc, argv);

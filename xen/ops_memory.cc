@@ -200,6 +200,10 @@ Domain::Ret Domain::HvmOp(const HypercallCall& c) {
       if (op.vector < 0x10) return Fail(XEN_EINVAL, "upcall vector < 0x10");
       if (op.vcpu >= platform_.VcpuCount()) return Fail(XEN_ENOENT, "upcall vector vcpu");
       platform_.SetUpcallVector(op.vcpu, op.vector);
+      if (op.vcpu == 0) {
+        MutexLock lock(mutex_);
+        vcpu0_upcall_vector_ = true;
+      }
       return 0;
     }
     case HVMOP_get_time: {

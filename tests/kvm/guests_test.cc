@@ -267,6 +267,28 @@ TEST(XenkvmBench, HypercallAndIpiRatios) {
 }
 #endif
 
+// The MSI test device (--test-device) with a guest that maps a PIRQ for it, binds it, takes
+// paced and burst events, rebinds it to vCPU1 and closes it (guests/pirq_device.c). The VMM's
+// signal -> handler figures for the PIRQ route and a plain irqfd MSI are shown (ctest -V).
+TEST(XenkvmTestDevice, PirqEventsFromTheDevice) {
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  const std::string elf = std::string(XENKVM_GUESTS_DIR) + "/pirq_device.elf";
+  Outcome o = RunXenkvm(
+      {XENKVM_BINARY, "run", "--test-device", "--vcpus", "2", "--timeout", "90", "--stats", elf},
+      std::chrono::seconds(110));
+  SCOPED_TRACE("guest output:\n" + o.output);
+  ASSERT_NE(o.exit_code, -1) << "hung (last stage " << LastStage(o.output) << ")";
+  EXPECT_EQ(o.exit_code, 0) << "last stage " << LastStage(o.output);
+  EXPECT_NE(o.output.find("xenkvm-test: PASS pirq_device"), std::string::npos);
+  EXPECT_NE(o.output.find("test-device PIRQ route: 200 paced interrupts"), std::string::npos);
+  EXPECT_NE(o.output.find("test-device irqfd MSI: 200 paced interrupts"), std::string::npos);
+  std::regex lines("xenkvm: test-device [^\n]*\n|pirq_device: [^\n]*\n");
+  for (auto it = std::sregex_iterator(o.output.begin(), o.output.end(), lines);
+       it != std::sregex_iterator(); ++it)
+    std::printf("%s", it->str().c_str());
+}
+
 TEST(XenkvmCli, BundledDemoWithStats) {
   if (!xenkvm::kvm::KvmAvailable())
     GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
