@@ -87,6 +87,33 @@ Result<bool> Vm::SignalMsi(uint64_t address, uint32_t data) {
   return r > 0;
 }
 
+Result<> Vm::SetMsiRoutes(std::span<const MsiRoute> routes) {
+  // kvm_irq_routing ends in a flexible array: one buffer for the header and the entries.
+  std::vector<uint8_t> buffer(sizeof(kvm_irq_routing) +
+                              routes.size() * sizeof(kvm_irq_routing_entry));
+  auto* table = reinterpret_cast<kvm_irq_routing*>(buffer.data());
+  table->nr = static_cast<uint32_t>(routes.size());
+  for (size_t i = 0; i < routes.size(); ++i) {
+    kvm_irq_routing_entry& e = table->entries[i];
+    e.gsi = routes[i].gsi;
+    e.type = KVM_IRQ_ROUTING_MSI;
+    e.u.msi.address_lo = static_cast<uint32_t>(routes[i].address);
+    e.u.msi.address_hi = static_cast<uint32_t>(routes[i].address >> 32);
+    e.u.msi.data = routes[i].data;
+  }
+  if (::ioctl(fd_.get(), KVM_SET_GSI_ROUTING, table) < 0)
+    return HostFail(errno, "KVM_SET_GSI_ROUTING");
+  return {};
+}
+
+Result<> Vm::AddIrqfd(int eventfd, uint32_t gsi) {
+  kvm_irqfd irqfd{};
+  irqfd.fd = static_cast<uint32_t>(eventfd);
+  irqfd.gsi = gsi;
+  if (::ioctl(fd_.get(), KVM_IRQFD, &irqfd) < 0) return HostFail(errno, "KVM_IRQFD");
+  return {};
+}
+
 Result<Vcpu> Vm::CreateVcpu(uint32_t id) {
   int fd = ::ioctl(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(id));
   if (fd < 0) return HostFail(errno, "KVM_CREATE_VCPU");

@@ -16,7 +16,8 @@
 namespace xenkvm::kvm {
 
 // Threads: setup calls (memslots, caps, filters) from the VMM's main thread before vCPUs run,
-// or with vCPUs paused; SignalMsi from any thread (the kernel serialises them).
+// or with vCPUs paused; SignalMsi, SetMsiRoutes and AddIrqfd from any thread (the kernel
+// serialises them).
 class Vm {
  public:
   static Result<Vm> Create(const System& system);
@@ -36,6 +37,16 @@ class Vm {
   // A fixed-destination MSI through the in-kernel LAPICs. Returns false if the guest blocked
   // it (e.g. a software-disabled LAPIC), which KVM reports as 0.
   Result<bool> SignalMsi(uint64_t address, uint32_t data);
+  // The GSI routing table, all of it (KVM_SET_GSI_ROUTING replaces the table): each GSI a
+  // fixed MSI. With an irqfd on a GSI, signalling its eventfd sends that MSI in the kernel.
+  struct MsiRoute {
+    uint32_t gsi;
+    uint64_t address;
+    uint32_t data;
+  };
+  Result<> SetMsiRoutes(std::span<const MsiRoute> routes);
+  // KVM_IRQFD: a write to `eventfd` raises `gsi` by its route; the VM keeps its own reference.
+  Result<> AddIrqfd(int eventfd, uint32_t gsi);
   Result<Vcpu> CreateVcpu(uint32_t id);
 
  private:
