@@ -87,22 +87,32 @@ Result<bool> Vm::SignalMsi(uint64_t address, uint32_t data) {
   return r > 0;
 }
 
+// kvm_irq_routing as C lays it out. Under C++, linux/kvm.h's flexible array
+// (__DECLARE_FLEX_ARRAY) sits at offset 16 and makes the struct 16 bytes, which would change
+// both the entries' place and the ioctl number (the kernel answers ENOTTY).
+struct GsiRoutingHeader {
+  uint32_t nr;
+  uint32_t flags;
+};
+static_assert(sizeof(GsiRoutingHeader) == 8);
+constexpr unsigned long kSetGsiRouting = _IOW(KVMIO, 0x6a, GsiRoutingHeader);
+
 Result<> Vm::SetMsiRoutes(std::span<const MsiRoute> routes) {
-  // kvm_irq_routing ends in a flexible array: one buffer for the header and the entries.
-  std::vector<uint8_t> buffer(sizeof(kvm_irq_routing) +
-                              routes.size() * sizeof(kvm_irq_routing_entry));
-  auto* table = reinterpret_cast<kvm_irq_routing*>(buffer.data());
-  table->nr = static_cast<uint32_t>(routes.size());
+  std::vector<uint64_t> buffer(
+      (sizeof(GsiRoutingHeader) + routes.size() * sizeof(kvm_irq_routing_entry) + 7) / 8);
+  auto* bytes = reinterpret_cast<uint8_t*>(buffer.data());
+  const GsiRoutingHeader header{static_cast<uint32_t>(routes.size()), 0};
+  std::memcpy(bytes, &header, sizeof(header));
   for (size_t i = 0; i < routes.size(); ++i) {
-    kvm_irq_routing_entry& e = table->entries[i];
+    kvm_irq_routing_entry e{};
     e.gsi = routes[i].gsi;
     e.type = KVM_IRQ_ROUTING_MSI;
     e.u.msi.address_lo = static_cast<uint32_t>(routes[i].address);
     e.u.msi.address_hi = static_cast<uint32_t>(routes[i].address >> 32);
     e.u.msi.data = routes[i].data;
+    std::memcpy(bytes + sizeof(header) + i * sizeof(e), &e, sizeof(e));
   }
-  if (::ioctl(fd_.get(), KVM_SET_GSI_ROUTING, table) < 0)
-    return HostFail(errno, "KVM_SET_GSI_ROUTING");
+  if (::ioctl(fd_.get(), kSetGsiRouting, bytes) < 0) return HostFail(errno, "KVM_SET_GSI_ROUTING");
   return {};
 }
 
