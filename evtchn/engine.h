@@ -3,9 +3,9 @@
 // delivery into guest memory: 2-level (per layout) or FIFO (event_fifo.c's protocol), as the
 // guest chooses with EVTCHNOP_init_control / EVTCHNOP_reset.
 //
-// Threads and locks (the full order is in engine_impl.h):
-//  - EVTCHNOP_* and setup calls take table_mutex_. They run on vCPU threads or the VMM.
-//  - Delivery (Raise*, Send to an IPI/loopback port) never takes table_mutex_ and never blocks:
+// Threads and locks (the full order is in event_channels.h):
+//  - EVTCHNOP_* and setup calls take the port table's mutex. They run on vCPU threads or the VMM.
+//  - Delivery (Raise*, Send to an IPI/loopback port) never takes that mutex and never blocks:
 //    it reads per-port atomics and touches guest memory with atomics under a non-blocking
 //    LayoutGuard. When a page it needs is not mapped right now it defers the work to the
 //    engine's worker (ports) or to the vCPU's next entry (selector shadow) — nothing is lost.

@@ -21,7 +21,8 @@ inline bool RunFifoOps(std::span<const uint8_t> input) {
   auto* ram = static_cast<uint8_t*>(std::aligned_alloc(4096, kRam + kCanary));
   std::fill(ram, ram + kRam, uint8_t{0});
   std::fill(ram + kRam, ram + kRam + kCanary, uint8_t{0xa5});
-  bool ok = true;
+  Invariants invariants{XEN_EINVAL, XEN_ENOENT,     XEN_EEXIST, XEN_ENOSPC, XEN_ESRCH,
+                        XEN_EPERM,  XEN_EOPNOTSUPP, XEN_ENOSYS, XEN_EACCES};
   {
     mem::GuestMemory memory;
     (void)memory.AddSlot(0, 0, kRam, ram);
@@ -31,20 +32,8 @@ inline bool RunFifoOps(std::span<const uint8_t> input) {
     (void)engine.SetSharedInfoGpa(0);
     for (uint32_t v = 0; v < 3; ++v) (void)engine.SetVcpuInfoGpa(v, 64 * v);
 
-    auto check = [&](bool condition, const char* what) {
-      if (!condition) {
-        std::fprintf(stderr, "invariant broken: %s\n", what);
-        ok = false;
-      }
-    };
-    auto allowed = [&](const Result<>& r) {
-      if (r) return;
-      const int e = r.error().xen_errno;
-      check(e == XEN_EINVAL || e == XEN_ENOENT || e == XEN_EEXIST || e == XEN_ENOSPC ||
-                e == XEN_ESRCH || e == XEN_EPERM || e == XEN_EOPNOTSUPP || e == XEN_ENOSYS ||
-                e == XEN_EACCES,
-            "unexpected errno");
-    };
+    auto check = [&](bool condition, const char* what) { invariants.Check(condition, what); };
+    auto allowed = [&](const Result<>& r) { invariants.Allowed(r); };
     // A guest frame: mostly inside RAM, sometimes beyond it or absurd.
     auto gfn = [&](ByteReader& in) -> uint64_t {
       const uint8_t kind = in.U8();
@@ -58,7 +47,7 @@ inline bool RunFifoOps(std::span<const uint8_t> input) {
     };
 
     ByteReader in(input);
-    for (int steps = 0; !in.empty() && steps < 512 && ok; ++steps) {
+    for (int steps = 0; !in.empty() && steps < 512 && invariants.ok(); ++steps) {
       switch (in.U8() % 12) {
         case 0: {
           evtchn_init_control op{};
@@ -129,14 +118,11 @@ inline bool RunFifoOps(std::span<const uint8_t> input) {
         check(tail == 0 || tail < s.array_gpas.size() * evtchn::kFifoWordsPerPage,
               "tail outside the array");
   }
-  for (uint64_t i = kRam; i < kRam + kCanary; ++i)
-    if (ram[i] != 0xa5) {
-      std::fprintf(stderr, "invariant broken: wrote past guest RAM\n");
-      ok = false;
-      break;
-    }
+  invariants.Check(
+      std::all_of(ram + kRam, ram + kRam + kCanary, [](uint8_t b) { return b == 0xa5; }),
+      "wrote past guest RAM");
   std::free(ram);
-  return ok;
+  return invariants.ok();
 }
 
 }  // namespace xenkvm::fuzz

@@ -5,9 +5,13 @@
 // target (fuzz/, clang) and a seeded unit test (tests/evtchn/random_ops_test.cc).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
 #include <span>
+#include <vector>
 
 #include "evtchn/engine.h"
 
@@ -54,13 +58,36 @@ class ByteReader {
   size_t pos_ = 0;
 };
 
+// What a harness checks after each call: the invariants it states, and that an error carries
+// one of the Xen errnos it allows. Says on stderr which one broke.
+class Invariants {
+ public:
+  explicit Invariants(std::initializer_list<int> allowed_errnos) : allowed_(allowed_errnos) {}
+  void Check(bool condition, const char* what) {
+    if (condition) return;
+    std::fprintf(stderr, "invariant broken: %s\n", what);
+    ok_ = false;
+  }
+  void Allowed(const Result<>& r) {
+    if (!r)
+      Check(std::find(allowed_.begin(), allowed_.end(), r.error().xen_errno) != allowed_.end(),
+            "unexpected errno");
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  std::vector<int> allowed_;
+  bool ok_ = true;
+};
+
 // Returns false (and says why on stderr) if an invariant broke.
 inline bool RunEvtchnOps(std::span<const uint8_t> input) {
   constexpr uint64_t kRam = 64 * 1024;
   // One buffer for every run: fresh pages each run (page faults) cost more than the run.
   alignas(4096) static uint8_t ram[kRam];
   std::fill(ram, ram + kRam, uint8_t{0});
-  bool ok = true;
+  Invariants invariants{XEN_EINVAL, XEN_ENOENT, XEN_EEXIST, XEN_ENOSPC,
+                        XEN_ESRCH,  XEN_EPERM,  XEN_EFAULT};
   {
     mem::GuestMemory memory;
     (void)memory.AddSlot(0, 0, kRam, ram);
@@ -73,19 +100,8 @@ inline bool RunEvtchnOps(std::span<const uint8_t> input) {
     (void)engine.SetSharedInfoGpa(0x1000);
     for (uint32_t v = 0; v < 2; ++v) (void)engine.SetVcpuInfoGpa(v, 0x1000 + 64 * v);
 
-    auto check = [&](bool condition, const char* what) {
-      if (!condition) {
-        std::fprintf(stderr, "invariant broken: %s\n", what);
-        ok = false;
-      }
-    };
-    auto allowed = [&](const Result<>& r) {
-      if (r) return;
-      const int e = r.error().xen_errno;
-      check(e == XEN_EINVAL || e == XEN_ENOENT || e == XEN_EEXIST || e == XEN_ENOSPC ||
-                e == XEN_ESRCH || e == XEN_EPERM || e == XEN_EFAULT,
-            "unexpected errno");
-    };
+    auto check = [&](bool condition, const char* what) { invariants.Check(condition, what); };
+    auto allowed = [&](const Result<>& r) { invariants.Allowed(r); };
     auto status_of = [&](evtchn::Port port) {
       evtchn_status st{};
       st.dom = DOMID_SELF;
@@ -103,7 +119,7 @@ inline bool RunEvtchnOps(std::span<const uint8_t> input) {
     };
 
     ByteReader in(input);
-    for (int steps = 0; !in.empty() && steps < 512 && ok; ++steps) {
+    for (int steps = 0; !in.empty() && steps < 512 && invariants.ok(); ++steps) {
       switch (in.U8() % 16) {
         case 0: {
           evtchn_alloc_unbound op{.dom = in.Dom(), .remote_dom = in.Dom(), .port = 0};
@@ -193,7 +209,7 @@ inline bool RunEvtchnOps(std::span<const uint8_t> input) {
     }
     engine.RunDeferredWork();
   }
-  return ok;
+  return invariants.ok();
 }
 
 }  // namespace xenkvm::fuzz

@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "kvm/flex_ioctl.h"
@@ -90,15 +91,30 @@ Result<bool> Vm::SignalMsi(uint64_t address, uint32_t data) {
 }
 
 Result<> Vm::SetMsiRoute(uint32_t gsi, uint64_t address, uint32_t data) {
-  FlexArg<kvm_irq_routing_entry> routing(1);
-  kvm_irq_routing_entry& e = routing.entries()[0];
+  MutexLock lock(gsi_routes_->mutex);
+  kvm_irq_routing_entry e{};
   e.gsi = gsi;
   e.type = KVM_IRQ_ROUTING_MSI;
   e.u.msi.address_lo = static_cast<uint32_t>(address);
   e.u.msi.address_hi = static_cast<uint32_t>(address >> 32);
   e.u.msi.data = data;
-  if (::ioctl(fd_.get(), kIoctlSetGsiRouting, routing.data()) < 0)
-    return HostFail(errno, "KVM_SET_GSI_ROUTING");
+  auto& entries = gsi_routes_->entries;
+  const auto old = entries.find(gsi);
+  const std::optional<kvm_irq_routing_entry> previous =
+      old == entries.end() ? std::nullopt : std::optional(old->second);
+  entries[gsi] = e;
+  FlexArg<kvm_irq_routing_entry> routing(static_cast<uint32_t>(entries.size()));
+  size_t i = 0;
+  for (const auto& [unused_gsi, entry] : entries) routing.entries()[i++] = entry;
+  if (::ioctl(fd_.get(), kIoctlSetGsiRouting, routing.data()) < 0) {
+    const int error = errno;
+    // KVM kept its old table: so do we.
+    if (previous)
+      entries[gsi] = *previous;
+    else
+      entries.erase(gsi);
+    return HostFail(error, "KVM_SET_GSI_ROUTING");
+  }
   return {};
 }
 

@@ -6,9 +6,11 @@
 #include <linux/kvm.h>
 
 #include <cstdint>
-#include <span>
+#include <map>
+#include <memory>
 
 #include "abi/result.h"
+#include "abi/sync.h"
 #include "kvm/fd.h"
 #include "kvm/system.h"
 #include "kvm/vcpu.h"
@@ -16,7 +18,8 @@
 namespace xenkvm::kvm {
 
 // Threads: setup calls (memslots, caps, filters) from the VMM's main thread before vCPUs run,
-// or with vCPUs paused; SignalMsi from any thread (the kernel serialises them).
+// or with vCPUs paused; SignalMsi, SetMsiRoute and the irqfd calls from any thread (the kernel
+// serialises them; the routing table has its own lock).
 class Vm {
  public:
   static Result<Vm> Create(const System& system);
@@ -36,21 +39,30 @@ class Vm {
   // A fixed-destination MSI through the in-kernel LAPICs. Returns false if the guest blocked
   // it (e.g. a software-disabled LAPIC), which KVM reports as 0.
   Result<bool> SignalMsi(uint64_t address, uint32_t data);
-  // The VM's GSI routing table becomes the one MSI route `gsi` -> (address, data)
-  // (KVM_SET_GSI_ROUTING; nothing else here uses routing). Any thread; the kernel swaps the
-  // table under RCU, so irqfds firing meanwhile use the old or the new route.
+  // One fixed-MSI route in the VM's GSI routing table, `gsi` -> (address, data), added or
+  // replaced. KVM_SET_GSI_ROUTING replaces the whole table, so the VM keeps it and users of
+  // different GSIs (upcall irqfds, the test device) cannot undo each other's routes. With an
+  // irqfd on a GSI, signalling its eventfd sends that MSI in the kernel.
   Result<> SetMsiRoute(uint32_t gsi, uint64_t address, uint32_t data);
-  // KVM_IRQFD: a write to `eventfd` injects GSI `gsi` in the kernel (no user-space hop).
+  // KVM_IRQFD: a write to `eventfd` raises `gsi` by its route; the VM keeps its own reference.
   Result<> AddIrqfd(int eventfd, uint32_t gsi);
   Result<> RemoveIrqfd(int eventfd, uint32_t gsi);
   Result<Vcpu> CreateVcpu(uint32_t id);
 
  private:
-  Vm(const System& system, Fd fd) : system_(&system), fd_(std::move(fd)) {}
+  // The GSI routing table as KVM has it (KVM_SET_GSI_ROUTING takes the whole of it).
+  struct GsiRoutes {
+    Mutex mutex;  // guards entries and each KVM_SET_GSI_ROUTING made from them
+    std::map<uint32_t, kvm_irq_routing_entry> entries XENKVM_GUARDED_BY(mutex);
+  };
+
+  Vm(const System& system, Fd fd)
+      : system_(&system), fd_(std::move(fd)), gsi_routes_(std::make_unique<GsiRoutes>()) {}
   Result<> EnableCap(uint32_t cap, uint64_t arg0);
 
   const System* system_;
   Fd fd_;
+  std::unique_ptr<GsiRoutes> gsi_routes_;  // behind a pointer: Vm moves, its mutex doesn't
 };
 
 }  // namespace xenkvm::kvm

@@ -30,7 +30,9 @@ namespace xenkvm::vmm {
 class MsiTestDevice {
  public:
   static constexpr uint32_t kRouteId = 0;  // its route in the router
-  static constexpr uint32_t kMsiGsi = 32;  // its KVM MSI route (beyond the IO-APIC's 24 pins)
+  // Its KVM MSI route: past the IO-APIC's 24 pins and the upcall routes (24 + one per vCPU,
+  // up to 64: vmm/upcall_injector.cc).
+  static constexpr uint32_t kMsiGsi = 128;
 
   static Result<std::unique_ptr<MsiTestDevice>> Create(kvm::Vm& vm, evtchn::EventfdRouter& router);
   ~MsiTestDevice();

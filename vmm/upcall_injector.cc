@@ -1,8 +1,12 @@
 // Upcall injection and its retry; see upcall_injector.h and docs/upcalls.md.
 #include "vmm/upcall_injector.h"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
+#include <vector>
 
 #include "trace/histogram.h"
 #include "trace/trace.h"
@@ -13,6 +17,9 @@ namespace xenkvm::vmm {
 
 namespace {
 constexpr uint64_t kMsiAddressBase = 0xfee00000ull;
+// GSIs of the per-vCPU upcall routes: past the 24 a split irqchip leaves to an IOAPIC.
+constexpr uint32_t kUpcallGsiBase = 24;
+uint64_t MsiAddress(uint32_t vcpu) { return kMsiAddressBase | (uint64_t{vcpu} << 12); }
 constexpr auto kRetryPeriod = std::chrono::milliseconds(1);
 }  // namespace
 
@@ -48,6 +55,10 @@ RetryAction DecideRetry(bool msi_dropped, uint8_t upcall_vector, bool upcall_pen
 
 UpcallInjector::UpcallInjector(kvm::Vm& vm, evtchn::Engine& engine, uint32_t vcpus)
     : vm_(vm), engine_(engine), vcpus_(std::make_unique<PerVcpu[]>(vcpus)), count_(vcpus) {
+  {
+    MutexLock lock(routes_mutex_);
+    routes_ = std::make_unique<Route[]>(vcpus);
+  }
   retry_thread_ = std::thread([this] { RetryLoop(); });
 }
 
@@ -88,19 +99,61 @@ void UpcallInjector::Raise(uint32_t vcpu) {
 // A fixed, edge MSI to the vCPU's APIC id; a software-disabled LAPIC drops it (KVM returns 0)
 // and the retry thread tries again until the guest enables it.
 void UpcallInjector::SendMsi(uint32_t vcpu, uint8_t vector) {
-  auto delivered = vm_.SignalMsi(kMsiAddressBase | (uint64_t{vcpu} << 12), vector);
-  const bool dropped = delivered && !*delivered;
+  bool dropped = false;
+  bool via_irqfd = true;
+  const uint64_t one = 1;
+  if (const int fd = vcpus_[vcpu].irqfd.load(std::memory_order_acquire);
+      fd < 0 || ::write(fd, &one, sizeof(one)) != sizeof(one)) {
+    via_irqfd = false;
+    auto delivered = vm_.SignalMsi(MsiAddress(vcpu), vector);
+    dropped = delivered && !*delivered;
+    if (delivered && *delivered && fd < 0 && !irqfd_unavailable_.load(std::memory_order_relaxed))
+      WireIrqfd(vcpu, vector);
+  }
   if (!dropped) {
     if (trace::Stats* stats = trace::ActiveStats(); stats && trace::HypercallStart()) [[unlikely]]
       stats->send_to_upcall.Record(trace::NowNs() - trace::HypercallStart());
   }
   if (trace::Recorder* t = trace::Active()) [[unlikely]]
-    t->Instant("upcall", {"vcpu", vcpu}, {"route", 0, "msi"}, {"dropped", dropped ? 1 : 0});
+    t->Instant("upcall", {"vcpu", vcpu}, {"route", 0, via_irqfd ? "irqfd" : "msi"},
+               {"dropped", dropped ? 1 : 0});
   vcpus_[vcpu].msi_dropped.store(dropped, std::memory_order_release);
   if (dropped) NoteDroppedMsi();
 }
 
+void UpcallInjector::WireIrqfd(uint32_t vcpu, uint8_t vector) {
+  MutexLock lock(routes_mutex_);
+  PerVcpu& v = vcpus_[vcpu];
+  // Another raise wired it first, or the guest moved its vector meanwhile.
+  if (v.irqfd.load(std::memory_order_acquire) >= 0 ||
+      v.upcall_vector.load(std::memory_order_acquire) != vector)
+    return;
+  Route& route = routes_[vcpu];
+  const uint8_t old_vector = route.vector;
+  route.vector = vector;
+  Result<> r = vm_.SetMsiRoute(kUpcallGsiBase + vcpu, MsiAddress(vcpu), vector);
+  if (r && !route.eventfd.valid()) {
+    kvm::Fd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!fd.valid())
+      r = HostFail(errno, "eventfd");
+    else
+      r = vm_.AddIrqfd(fd.get(), kUpcallGsiBase + vcpu);
+    if (r) route.eventfd = std::move(fd);
+  }
+  if (!r) {
+    // Upcalls keep going through KVM_SIGNAL_MSI; say once why.
+    route.vector = old_vector;
+    if (!irqfd_unavailable_.exchange(true))
+      std::fprintf(stderr, "xenkvm: upcalls stay on KVM_SIGNAL_MSI: %s\n",
+                   Describe(r.error()).c_str());
+    return;
+  }
+  v.irqfd.store(route.eventfd.get(), std::memory_order_release);
+}
+
 void UpcallInjector::SetUpcallVector(uint32_t vcpu, uint8_t vector) {
+  // A new vector goes through KVM_SIGNAL_MSI again until the LAPIC has taken it once.
+  vcpus_[vcpu].irqfd.store(-1, std::memory_order_release);
   vcpus_[vcpu].upcall_vector.store(vector, std::memory_order_release);
   if (engine_.UpcallPending(vcpu)) Raise(vcpu);  // Xen re-raises at once if already pending
 }

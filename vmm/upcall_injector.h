@@ -1,6 +1,10 @@
 // Every way an upcall reaches a vCPU (docs/upcalls.md), in one place:
 //  - per-vCPU vector (HVMOP_set_evtchn_upcall_vector): a fixed, edge MSI to the vCPU's APIC
-//    through the in-kernel LAPIC, from any thread; it wakes a halted vCPU by itself;
+//    through the in-kernel LAPIC, from any thread; it wakes a halted vCPU by itself. The first
+//    goes through KVM_SIGNAL_MSI, which says whether the LAPIC took it; once one was taken the
+//    vCPU's vector gets a GSI route and an irqfd, and later upcalls are one eventfd write from
+//    the raising thread (no ioctl). A guest that then software-disables its LAPIC loses its own
+//    upcalls (they stay pending in shared_info), as it would with a device's MSI;
 //  - global callback vector (HVM_PARAM_CALLBACK_IRQ, type vector): an ExtINT that only the
 //    vCPU's own thread may queue (KVM_INTERRUPT), when the guest can take it, else it asks for
 //    an interrupt window; re-raised at each entry while upcall_pending stays set (level-like);
@@ -10,8 +14,10 @@
 // The decisions are pure functions (DecideRaise, DecideEntry, DecideRetry), tested without KVM.
 //
 // Threads: Raise, SetUpcallVector, SetCallbackVector from any thread; BeforeEntry on the
-// vCPU's own thread; the retry thread. Lock: retry_mutex_ guards the retry thread's flags and
-// is a leaf (nothing else is taken under it).
+// vCPU's own thread; the retry thread. Locks, both leaves (nothing else is taken under them):
+// retry_mutex_ guards the retry thread's flags; routes_mutex_ the vCPUs' routes and
+// irqfds (the VM keeps the GSI table itself) (taken once per vCPU and vector, when its first MSI
+// got through).
 #pragma once
 
 #include <linux/kvm.h>
@@ -25,6 +31,7 @@
 
 #include "abi/sync.h"
 #include "evtchn/engine.h"
+#include "kvm/fd.h"
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
 
@@ -104,8 +111,16 @@ class UpcallInjector {
     std::atomic<uint8_t> upcall_vector{0};
     std::atomic<bool> msi_dropped{false};
     std::atomic<uint64_t> raised_ns{0};  // --stats: hypercall start of a raise not yet injected
+    // The eventfd whose write sends the current vector's MSI; -1 until one got through.
+    std::atomic<int> irqfd{-1};
+  };
+  struct Route {
+    kvm::Fd eventfd;     // registered as the vCPU's irqfd once created
+    uint8_t vector = 0;  // the vCPU's GSI routes this vector's MSI; 0 = no route
   };
   void SendMsi(uint32_t vcpu, uint8_t vector);
+  // The vector's MSI got through: route it and give the vCPU an irqfd for it.
+  void WireIrqfd(uint32_t vcpu, uint8_t vector);
   void NoteDroppedMsi();
   void NoteInjected(uint32_t vcpu);  // --stats: a callback ExtINT ends send -> upcall
   void RetryLoop();
@@ -115,6 +130,10 @@ class UpcallInjector {
   std::unique_ptr<PerVcpu[]> vcpus_;
   const uint32_t count_;
   std::atomic<uint8_t> callback_vector_{0};
+
+  Mutex routes_mutex_;
+  std::unique_ptr<Route[]> routes_ XENKVM_GUARDED_BY(routes_mutex_);  // one per vCPU
+  std::atomic<bool> irqfd_unavailable_{false};  // routing or KVM_IRQFD failed: MSIs only
 
   Mutex retry_mutex_;
   std::condition_variable retry_cv_;

@@ -194,24 +194,21 @@ struct CompatLayout<sched_poll_t> {
 };
 
 // register_runstate_memory_area and register_time_memory_area share this shape.
-template <>
-struct CompatLayout<vcpu_register_runstate_memory_area_t> {
+template <class Native>
+struct CompatRegisterArea {
   using Type = abi::CompatVcpuRegisterArea;
-  static vcpu_register_runstate_memory_area_t ToNative(const Type& c) {
-    vcpu_register_runstate_memory_area_t n{};
+  static Native ToNative(const Type& c) {
+    Native n{};
     n.addr.p = c.handle;
     return n;
   }
 };
 template <>
-struct CompatLayout<vcpu_register_time_memory_area_t> {
-  using Type = abi::CompatVcpuRegisterArea;
-  static vcpu_register_time_memory_area_t ToNative(const Type& c) {
-    vcpu_register_time_memory_area_t n{};
-    n.addr.p = c.handle;
-    return n;
-  }
-};
+struct CompatLayout<vcpu_register_runstate_memory_area_t>
+    : CompatRegisterArea<vcpu_register_runstate_memory_area_t> {};
+template <>
+struct CompatLayout<vcpu_register_time_memory_area_t>
+    : CompatRegisterArea<vcpu_register_time_memory_area_t> {};
 
 template <>
 struct CompatLayout<vcpu_runstate_info_t> {

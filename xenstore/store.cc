@@ -409,13 +409,25 @@ Result<> CreateNode(ViewT& view, const Quotas& quotas, const std::string& name,
 
 }  // namespace
 
-Result<> Store::Write(ConnId conn, TxId tx, std::string_view path, std::string_view value) {
+// The frame of a change to one node: under mutex_, the caller's view and `path` made
+// canonical; `change` does the rest; watches fire once the lock is dropped.
+template <class Change>
+Result<> Store::ChangeNode(ConnId conn, TxId tx, std::string_view path, Change&& change) {
   Events events;
   {
     MutexLock lock(mutex_);
     View view = TRY(ViewLocked(conn, tx));
     Connection* c = TRY(ConnLocked(conn));
     const std::string name = TRY(CanonicalLocked(*c, path, false));
+    TRY(change(view, name, events));
+  }
+  Dispatch(events);
+  return {};
+}
+
+Result<> Store::Write(ConnId conn, TxId tx, std::string_view path, std::string_view value) {
+  auto write = [&](View& view, const std::string& name, Events& events) -> Result<> {
+    mutex_.AssertHeld();  // ChangeNode holds it
     auto node = GetChecked(view, name, kWrite);
     if (node) {
       Node updated = **node;
@@ -429,26 +441,22 @@ Result<> Store::Write(ConnId conn, TxId tx, std::string_view path, std::string_v
       return tl::unexpected(node.error());
     }
     FireOrQueueLocked(view, name, false, nullptr, events);
-  }
-  Dispatch(events);
-  return {};
+    return {};
+  };
+  return ChangeNode(conn, tx, path, write);
 }
 
 Result<> Store::Mkdir(ConnId conn, TxId tx, std::string_view path) {
-  Events events;
-  {
-    MutexLock lock(mutex_);
-    View view = TRY(ViewLocked(conn, tx));
-    Connection* c = TRY(ConnLocked(conn));
-    const std::string name = TRY(CanonicalLocked(*c, path, false));
+  auto mkdir = [&](View& view, const std::string& name, Events& events) -> Result<> {
+    mutex_.AssertHeld();  // ChangeNode holds it
     auto node = GetChecked(view, name, kWrite);
     if (node) return {};  // exists: fine
     if (node.error().xen_errno != XEN_ENOENT) return tl::unexpected(node.error());
     TRY((CreateNode<View, Node>(view, quotas_, name, "")));
     FireOrQueueLocked(view, name, false, nullptr, events);
-  }
-  Dispatch(events);
-  return {};
+    return {};
+  };
+  return ChangeNode(conn, tx, path, mkdir);
 }
 
 Result<> Store::RemoveSubtreeLocked(View& view, const std::string& name, Events& events) {
@@ -481,12 +489,8 @@ Result<> Store::RemoveSubtreeLocked(View& view, const std::string& name, Events&
 }
 
 Result<> Store::Rm(ConnId conn, TxId tx, std::string_view path) {
-  Events events;
-  {
-    MutexLock lock(mutex_);
-    View view = TRY(ViewLocked(conn, tx));
-    Connection* c = TRY(ConnLocked(conn));
-    const std::string name = TRY(CanonicalLocked(*c, path, false));
+  auto rm = [&](View& view, const std::string& name, Events& events) -> Result<> {
+    mutex_.AssertHeld();  // ChangeNode holds it
     auto node = GetChecked(view, name, kWrite);
     if (!node) {
       // Removing what doesn't exist is fine if its parent does.
@@ -495,10 +499,9 @@ Result<> Store::Rm(ConnId conn, TxId tx, std::string_view path) {
       return Fail(XEN_ENOENT, "xenstore: no such node");
     }
     if (name == "/") return Fail(XEN_EINVAL, "xenstore: can't remove /");
-    TRY(RemoveSubtreeLocked(view, name, events));
-  }
-  Dispatch(events);
-  return {};
+    return RemoveSubtreeLocked(view, name, events);
+  };
+  return ChangeNode(conn, tx, path, rm);
 }
 
 Result<> Store::SetPerms(ConnId conn, TxId tx, std::string_view path, const Permissions& perms) {

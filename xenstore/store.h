@@ -155,6 +155,9 @@ class Store {
   Result<> RemoveSubtreeLocked(View& view, const std::string& name, Events& events)
       XENKVM_REQUIRES(mutex_);
   static void Dispatch(Events& events);
+  template <class Change>
+  Result<> ChangeNode(ConnId conn, TxId tx, std::string_view path, Change&& change)
+      XENKVM_EXCLUDES(mutex_);
 
   const Quotas quotas_;
   Mutex mutex_;

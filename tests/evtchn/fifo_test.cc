@@ -1,5 +1,5 @@
-// FIFO event channels (evtchn/fifo.h, evtchn/engine_fifo.cc) against Xen's event_fifo.c: every
-// op and error, delivery and priority order, queue moves, hostile guest words, the 2-level ->
+// FIFO event channels (evtchn/fifo.h, evtchn/event_channels_fifo.cc) against Xen's event_fifo.c:
+// every op and error, delivery and priority order, queue moves, hostile guest words, the 2-level ->
 // FIFO switch and back, and link/unlink races with a guest consumer thread.
 #include <gtest/gtest.h>
 
