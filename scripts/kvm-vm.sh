@@ -105,7 +105,7 @@ set -m
   -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,multidevs=remap,id=hostroot \
   </dev/null | sed -u -e 's/\r$//' -e '/^\x1b\[/d' -e '/SeaBIOS\|iPXE\|Booting from ROM\|^$/d') &
 vm_group=$!
-trap 'kill -TERM -- -"$vm_group" 2>/dev/null; rm -rf "$run"' EXIT
+trap 'kill -TERM -- -"$vm_group" 2>/dev/null || true; rm -rf "$run"' EXIT
 trap 'exit 143' TERM INT HUP
 wait "$vm_group" || true
 [ -f "$run/rc" ] || { echo "kvm-vm: the VM ended without a result" >&2; exit 125; }
