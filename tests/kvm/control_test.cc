@@ -138,7 +138,10 @@ std::string HypercallCounts(const std::string& socket) {
 TEST(XenkvmControl, DrivesARunningGuest) {
   if (!xenkvm::kvm::KvmAvailable())
     GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
-  char dir[] = "/tmp/xenkvm-ctl-XXXXXX";
+  // A unix socket needs a local filesystem: in the nested-KVM VM /tmp is the host's over 9p.
+  const bool shm = access("/dev/shm", W_OK) == 0;
+  char dir[64];
+  std::snprintf(dir, sizeof(dir), "%s/xenkvm-ctl-XXXXXX", shm ? "/dev/shm" : "/tmp");
   ASSERT_NE(mkdtemp(dir), nullptr);
   const std::string sock = std::string(dir) + "/vm.sock";
   Vmm vmm({XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "150", "--grace", "60",
