@@ -6,14 +6,18 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <ostream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -220,5 +224,112 @@ TEST(XenkvmControl, DrivesARunningGuest) {
   EXPECT_NE(lstat(sock.c_str(), &st), 0) << "the socket outlived the run";
   rmdir(dir);
 }
+
+// One connection to the control socket, for requests back to back.
+class Connection {
+ public:
+  explicit Connection(const std::string& path) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+    fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      close(fd_);
+      fd_ = -1;
+    }
+  }
+  ~Connection() {
+    if (fd_ >= 0) close(fd_);
+  }
+  bool ok() const { return fd_ >= 0; }
+  // The reply, or null once the VMM is gone.
+  Json Ask(const std::string& command) {
+    const std::string line = Json{{"command", command}}.dump() + "\n";
+    if (send(fd_, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size()))
+      return nullptr;
+    std::string reply;
+    char c;
+    while (read(fd_, &c, 1) == 1) {
+      if (c == '\n') return Json::parse(reply, nullptr, false);
+      reply.push_back(c);
+    }
+    return nullptr;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+struct StormRun {
+  const char* guest;
+  unsigned vcpus;
+};
+void PrintTo(const StormRun& r, std::ostream* os) { *os << r.guest << " on " << r.vcpus; }
+
+class PauseCycles : public ::testing::TestWithParam<StormRun> {};
+
+// Pause and resume back to back for the whole run (boot included): the guest's exact counts
+// (IPIs that must neither coalesce nor get lost; timers, polls and blocks against system
+// time) still come out right and it powers off with PASS.
+TEST_P(PauseCycles, GuestPassesThroughRepeatedPauses) {
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  const StormRun& run = GetParam();
+  const bool shm = access("/dev/shm", W_OK) == 0;
+  char dir[64];
+  std::snprintf(dir, sizeof(dir), "%s/xenkvm-ctl-XXXXXX", shm ? "/dev/shm" : "/tmp");
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string sock = std::string(dir) + "/vm.sock";
+  Vmm vmm({XENKVM_BINARY, "run", "--quiet", "--timeout", "150", "--vcpus",
+           std::to_string(run.vcpus), "--control", sock,
+           std::string(XENKVM_GUESTS_DIR) + "/" + run.guest + ".elf"});
+  struct stat st {};
+  for (int i = 0; i < 1000 && lstat(sock.c_str(), &st) != 0 && !vmm.Exited(); ++i)
+    std::this_thread::sleep_for(10ms);
+  Connection conn(sock);
+  ASSERT_TRUE(conn.ok()) << vmm.output();
+  int cycles = 0;
+  std::vector<double> pause_us, resume_us;  // request round trips, printed (not asserted)
+  for (;;) {
+    auto t0 = std::chrono::steady_clock::now();
+    Json paused = conn.Ask("pause");
+    auto t1 = std::chrono::steady_clock::now();
+    if (!paused.is_object() || paused["ok"] != true) break;  // the guest is ending or gone
+    Json status = conn.Ask("status");
+    if (status.is_object()) {
+      EXPECT_EQ(status["state"], "paused");
+    }
+    auto t2 = std::chrono::steady_clock::now();
+    Json resumed = conn.Ask("resume");
+    auto t3 = std::chrono::steady_clock::now();
+    pause_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    resume_us.push_back(std::chrono::duration<double, std::micro>(t3 - t2).count());
+    ASSERT_TRUE(resumed.is_object());
+    ASSERT_EQ(resumed["ok"], true) << resumed.dump();
+    ++cycles;
+  }
+  const int code = vmm.Wait(150s);
+  const std::string out = vmm.output();
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find(std::string("xenkvm-test: PASS ") + run.guest), std::string::npos) << out;
+  EXPECT_GT(cycles, 0) << "no pause completed during the run";
+  auto median = [](std::vector<double> v) {
+    if (v.empty()) return 0.0;
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  std::printf(
+      "%s: %d pause/resume cycles during the run; median round trip pause %.0f us, "
+      "resume %.0f us\n",
+      run.guest, cycles, median(pause_us), median(resume_us));
+  rmdir(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Guests, PauseCycles,
+                         ::testing::Values(StormRun{"ipi_storm_mixed", 4},
+                                           StormRun{"poll_timer", 1}),
+                         [](const ::testing::TestParamInfo<StormRun>& p) {
+                           return std::string(p.param.guest);
+                         });
 
 }  // namespace
