@@ -77,7 +77,9 @@ Json Dispatcher::Dispatch(const Json& request) {
   // Every field a string; none missing, none unknown ("id" aside).
   std::vector<std::string> args(spec->fields.size());
   std::vector<bool> given(spec->fields.size(), false);
-  for (const auto& [key, value] : request.items()) {
+  for (const auto& item : request.items()) {
+    const std::string& key = item.key();
+    const Json& value = item.value();
     if (key == "command" || key == "id") continue;
     auto field = std::find_if(spec->fields.begin(), spec->fields.end(),
                               [&key](const char* f) { return key == f; });
