@@ -190,8 +190,17 @@ TEST(XenkvmControl, DrivesARunningGuest) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("unknown command"), std::string::npos) << r.output;
   EXPECT_EQ(Ctl(sock, {"xenstore-write", "/only-a-path"}).exit_code, 2);  // usage
-  r = Ctl(sock, {"save", std::string(dir) + "/vm.snap"});
-  EXPECT_EQ(r.exit_code, 1) << r.output;
+  // save: a snapshot file when snapshots are built in, else the one "not supported" reply;
+  // the guest goes on either way.
+  const std::string snap = std::string(dir) + "/vm.snap";
+  r = Ctl(sock, {"save", snap});
+  if (r.exit_code == 0) {
+    EXPECT_EQ(stat(snap.c_str(), &st), 0) << r.output;
+    EXPECT_GT(st.st_size, 0) << r.output;
+  } else {
+    EXPECT_NE(r.output.find("not supported"), std::string::npos) << r.output;
+  }
+  unlink(snap.c_str());
 
   // Pause: every vCPU parked, so no hypercall at all while paused.
   r = Ctl(sock, {"pause"});
