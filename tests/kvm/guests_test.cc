@@ -3,9 +3,11 @@
 // SIGTERM) and the failure names the last stage the guest reported on port 0xe4.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/falloc.h>
 #include <poll.h>
 #include <pty.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -365,6 +367,183 @@ TEST(XenkvmLifecycle, SigtermAsksTheGuestToPowerOff) {
   EXPECT_NE(o.output.find("xenkvm-test: PASS xs_shutdown"), std::string::npos) << o.output;
   EXPECT_NE(o.output.find("xenkvm: xenstore ring: requests "), std::string::npos) << o.output;
 }
+
+// PV disks served to our blkfront guests (guests/blkfront*.c). Each test makes its images here,
+// filled with the pattern the guests check (guests/runtime/blkfront.h blk_pattern), and checks
+// the images afterwards and the --stats disk line against the tally the guest printed.
+uint64_t BlkPattern(uint64_t seed, uint64_t sector, unsigned word) {
+  return (seed << 56) ^ (sector << 8) ^ word ^ 0x5a5a000000000000ull;
+}
+constexpr unsigned kSectorWords = 512 / 8;
+
+class DiskImage {
+ public:
+  // In /dev/shm where there is one (tmpfs punches holes; the nested VM's 9p root cannot).
+  DiskImage(uint64_t sectors, uint64_t seed) {
+    char shm[] = "/dev/shm/xenkvm-disk-XXXXXX", tmp[] = "/tmp/xenkvm-disk-XXXXXX";
+    int fd = mkstemp(shm);
+    path_ = shm;
+    if (fd < 0) {
+      fd = mkstemp(tmp);
+      path_ = tmp;
+    }
+    std::vector<uint64_t> data(sectors * kSectorWords);
+    for (uint64_t s = 0; s < sectors; ++s)
+      for (unsigned w = 0; w < kSectorWords; ++w)
+        data[s * kSectorWords + w] = BlkPattern(seed, s, w);
+    const size_t bytes = data.size() * sizeof(uint64_t);
+    ok_ = fd >= 0 && write(fd, data.data(), bytes) == static_cast<ssize_t>(bytes);
+    if (fd >= 0) close(fd);
+  }
+  ~DiskImage() { unlink(path_.c_str()); }
+  bool ok() const { return ok_; }
+  const std::string& path() const { return path_; }
+  std::vector<uint64_t> Read(uint64_t sector, uint64_t count) const {
+    std::vector<uint64_t> out(count * kSectorWords);
+    std::ifstream in(path_, std::ios::binary);
+    in.seekg(static_cast<std::streamoff>(sector * 512));
+    in.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(out.size() * 8));
+    if (!in) out.clear();
+    return out;
+  }
+  // The first sector in [sector, sector + count) not holding seed's pattern, or -1.
+  int64_t FirstNotPattern(uint64_t seed, uint64_t sector, uint64_t count) const {
+    const auto data = Read(sector, count);
+    if (data.empty()) return static_cast<int64_t>(sector);
+    for (uint64_t s = 0; s < count; ++s)
+      for (unsigned w = 0; w < kSectorWords; ++w)
+        if (data[s * kSectorWords + w] != BlkPattern(seed, sector + s, w))
+          return static_cast<int64_t>(sector + s);
+    return -1;
+  }
+  // Whether its file system punches holes (what the backend asks before offering discard).
+  bool CanPunchHoles() const {
+    const int fd = open(path_.c_str(), O_RDWR | O_CLOEXEC);
+    struct stat st {};
+    const bool ok =
+        fd >= 0 && fstat(fd, &st) == 0 &&
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size, 4096) == 0;
+    if (fd >= 0) close(fd);
+    return ok;
+  }
+  bool IsZero(uint64_t sector, uint64_t count) const {
+    const auto data = Read(sector, count);
+    return !data.empty() &&
+           std::all_of(data.begin(), data.end(), [](uint64_t v) { return v == 0; });
+  }
+
+ private:
+  std::string path_;
+  bool ok_ = false;
+};
+
+// The guest's "blkfront-tally <vdev>: requests R reads .. errors E" and the --stats line
+// "  <vdev> requests reads writes read-bytes written-bytes errors path", as six numbers each.
+std::vector<uint64_t> Numbers(const std::string& text, const std::regex& re) {
+  std::smatch m;
+  std::vector<uint64_t> out;
+  if (!std::regex_search(text, m, re)) return out;
+  for (size_t i = 1; i < m.size(); ++i) out.push_back(std::stoull(m[i]));
+  return out;
+}
+std::vector<uint64_t> GuestTally(const std::string& output, const std::string& vdev) {
+  return Numbers(output, std::regex("blkfront-tally " + vdev +
+                                    ": requests (\\d+) reads (\\d+) writes (\\d+) read-bytes "
+                                    "(\\d+) write-bytes (\\d+) errors (\\d+)"));
+}
+std::vector<uint64_t> StatsLine(const std::string& output, const std::string& vdev) {
+  return Numbers(output,
+                 std::regex("\n  " + vdev + " +(\\d+) +(\\d+) +(\\d+) +(\\d+) +(\\d+) +(\\d+)  /"));
+}
+
+TEST(XenkvmBlkfront, ScenariosOnAWritableAndAReadOnlyDisk) {
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  DiskImage rw(8192, 0xa1), ro(2048, 0xb2);  // 4 MiB and 1 MiB
+  ASSERT_TRUE(rw.ok() && ro.ok());
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "100", "--disk",
+                         rw.path(), "--disk", ro.path() + ",ro", XENKVM_GUESTS_DIR "/blkfront.elf"},
+                        std::chrono::seconds(115));
+  SCOPED_TRACE("guest output:\n" + o.output);
+  EXPECT_EQ(o.exit_code, 0) << "last stage " << LastStage(o.output);
+  const bool discard = rw.CanPunchHoles();
+  std::printf("disk images: %s, %s (discard %s)\n", rw.path().c_str(), ro.path().c_str(),
+              discard ? "offered" : "not offered: no hole punching there");
+  EXPECT_NE(o.output.find("blkfront: PASS discard"), std::string::npos);
+  EXPECT_EQ(o.output.find("blkfront: PASS discard (not offered: EOPNOTSUPP)") == std::string::npos,
+            discard);
+  for (const char* scenario : {"reads", "writes", "flush", "indirect", "reconnect", "multi-queue",
+                               "full ring", "x86_32-abi layout", "read-only"})
+    EXPECT_NE(o.output.find(std::string("blkfront: PASS ") + scenario), std::string::npos)
+        << scenario;
+  EXPECT_NE(o.output.find("xenkvm-test: PASS blkfront"), std::string::npos);
+  for (const char* vdev : {"xvda", "xvdb"}) {
+    const auto tally = GuestTally(o.output, vdev);
+    EXPECT_EQ(tally.size(), 6u) << vdev;
+    EXPECT_EQ(StatsLine(o.output, vdev), tally) << vdev << ": --stats disagrees with the guest";
+  }
+  // What the guest wrote landed where it said, and nowhere else it looked.
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 0, 200), -1);
+  EXPECT_EQ(rw.FirstNotPattern(0xc3, 200, 32), -1);  // write + barrier write
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 232, 1024 - 232), -1);
+  if (discard)
+    EXPECT_TRUE(rw.IsZero(1024, 128)) << "discarded sectors";
+  else
+    EXPECT_EQ(rw.FirstNotPattern(0xa1, 1024, 128), -1) << "a refused discard changed the image";
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 1152, 2048 - 1152), -1);
+  EXPECT_EQ(rw.FirstNotPattern(0xd4, 2048, 256), -1);  // the indirect write
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 2304, 3000 - 2304), -1);
+  EXPECT_EQ(rw.FirstNotPattern(0xe5, 3000, 16), -1);  // written through queue 1
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 3016, 5120 - 3016), -1);
+  EXPECT_EQ(rw.FirstNotPattern(0xf6, 5120, 64), -1);  // written in the x86_32-abi layout
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 5184, 8192 - 5184), -1);
+  EXPECT_EQ(ro.FirstNotPattern(0xb2, 0, 2048), -1) << "the read-only image changed";
+}
+
+TEST(XenkvmBlkfront, HostileFrontendGetsErrorsWhileGoodRequestsWork) {
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  DiskImage disk(2048, 0xa1);
+  ASSERT_TRUE(disk.ok());
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "100", "--disk",
+                         disk.path(), XENKVM_GUESTS_DIR "/blkfront_hostile.elf"},
+                        std::chrono::seconds(115));
+  SCOPED_TRACE("guest output:\n" + o.output);
+  EXPECT_EQ(o.exit_code, 0) << "last stage " << LastStage(o.output);
+  for (const char* scenario :
+       {"bad grant references", "out-of-range sectors", "bad segment counts", "bad sector ranges",
+        "unknown operations", "wild ring indexes", "closing with requests in flight",
+        "requests on a closed device", "bad connection keys"})
+    EXPECT_NE(o.output.find(std::string("blkfront: PASS ") + scenario), std::string::npos)
+        << scenario;
+  EXPECT_NE(o.output.find("xenkvm-test: PASS blkfront_hostile"), std::string::npos);
+  EXPECT_NE(o.output.find("req_prod beyond the ring; ring stopped"), std::string::npos);
+  const auto tally = GuestTally(o.output, "xvda");
+  ASSERT_EQ(tally.size(), 6u);
+  const auto refused =
+      Numbers(o.output, std::regex("blkfront_hostile: (\\d+) bad requests refused"));
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_GE(refused[0], 25u);
+  EXPECT_EQ(tally[5], refused[0]) << "errors answered vs bad requests the guest sent";
+  EXPECT_EQ(StatsLine(o.output, "xvda"), tally) << "--stats disagrees with the guest";
+  EXPECT_EQ(disk.FirstNotPattern(0xa1, 0, 2048), -1) << "a refused request changed the image";
+}
+
+#ifdef XENKVM_BLKFRONT_BENCH_GUEST
+// Not a timed test: checks the PV-disk benchmark guest runs and prints its ratio (ctest -V).
+TEST(XenkvmBench, BlkfrontReadRoundTripRatio) {
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  DiskImage disk(2048, 0xa1);
+  ASSERT_TRUE(disk.ok());
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--timeout", "100", "--disk", disk.path(),
+                         XENKVM_BLKFRONT_BENCH_GUEST},
+                        std::chrono::seconds(115));
+  ASSERT_EQ(o.exit_code, 0) << o.output;
+  EXPECT_NE(o.output.find("read/hypercall = "), std::string::npos) << o.output;
+  std::printf("%s", o.output.c_str());
+}
+#endif
 
 // GRUB's Xen PVH image (Debian grub-xen-bin, installed by scripts/deps.sh): a real 32-bit
 // third-party guest using grant tables, xenstore and the console ring.
