@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <ostream>
@@ -617,6 +618,141 @@ TEST(XenkvmGrub, StockImageTakesTypedCommandsOnAPty) {
   close(master);
   EXPECT_EQ(step, 2) << out;
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+}
+
+// A PV disk for GRUB, made without root: an ext2 image (mke2fs -d) holding /boot/grub/grub.cfg,
+// /hello.txt and an empty environment block. Returns the image path, or "" (with the reason in
+// `why`) when e2fsprogs is missing.
+std::string MakeGrubDisk(const std::string& dir, std::string& why) {
+  std::string mke2fs;
+  for (const char* p : {"/usr/sbin/mke2fs", "/sbin/mke2fs", "/usr/bin/mke2fs"})
+    if (access(p, X_OK) == 0) mke2fs = p;
+  if (mke2fs.empty()) {
+    why = "mke2fs (e2fsprogs, scripts/deps.sh) not installed: skipped";
+    return "";
+  }
+  const std::string root = dir + "/root";
+  for (const std::string& d : {root, root + "/boot", root + "/boot/grub"})
+    if (mkdir(d.c_str(), 0755) != 0) return why = "mkdir " + d, "";
+  std::ofstream(root + "/hello.txt") << "hello from the xenkvm disk\n";
+  // The stock image's embedded config looks for /boot/grub/grub.cfg on every disk and sets
+  // $root to the one holding it. The entry reads a file, writes the environment block through
+  // the disk (BLKIF_OP_WRITE), prints what save_env answered, and halts. The value is put
+  // together at run time so that the image holds it only once GRUB has written it.
+  std::ofstream(root + "/boot/grub/grub.cfg") << "set timeout=0\n"
+                                                 "set default=0\n"
+                                                 "menuentry \"xenkvm-disk-entry\" {\n"
+                                                 "  echo entry-start\n"
+                                                 "  ls\n"
+                                                 "  cat /hello.txt\n"
+                                                 "  set xenkvm_mark=written-by\n"
+                                                 "  set xenkvm_mark=${xenkvm_mark}-grub\n"
+                                                 "  save_env -f ($root)/boot/grub/grubenv "
+                                                 "xenkvm_mark\n"
+                                                 "  echo save_env=$?\n"
+                                                 "  echo entry-done\n"
+                                                 "  halt\n"
+                                                 "}\n";
+  // grubenv: its header line padded with '#' to 1024 bytes (what grub-editenv create writes).
+  std::string env = "# GRUB Environment Block\n";
+  env.resize(1024, '#');
+  std::ofstream(root + "/boot/grub/grubenv") << env;
+  const std::string img = dir + "/disk.img";
+  const std::string mk = mke2fs + " -q -F -t ext2 -d " + root + " " + img + " 8M";
+  if (system(mk.c_str()) != 0) return why = "failed: " + mk, "";
+  return img;
+}
+
+// GRUB's output without its terminal control sequences (a failure message printing them would
+// reset the reader's terminal and hide itself).
+std::string Printable(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\x1b') {
+      if (i + 1 < s.size() && s[i + 1] == '[') {
+        i += 2;
+        while (i < s.size() && !(s[i] >= '@' && s[i] <= '~')) ++i;
+      } else {
+        ++i;
+      }
+    } else if (s[i] == '\n' || (s[i] >= ' ' && s[i] <= '~')) {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The stock GRUB finds grub.cfg on the PV disk by itself, shows the menu, runs the entry: the
+// file's text is read through the ring and save_env's write lands in the image file.
+TEST(XenkvmGrub, StockImageBootsTheMenuFromAPvDisk) {
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  if (access(kGrubStock, R_OK) != 0)
+    GTEST_SKIP() << kGrubStock << " not installed (scripts/deps.sh): skipped";
+  char dir[] = "/tmp/xenkvm-grubdisk-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string why;
+  const std::string img = MakeGrubDisk(dir, why);
+  if (img.empty()) GTEST_SKIP() << why;
+  EXPECT_EQ(ReadFile(img).find("xenkvm_mark=written-by-grub"), std::string::npos);
+  Outcome o = RunXenkvm(
+      {XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "200", "--disk", img, kGrubStock},
+      std::chrono::seconds(220));
+  o.output = Printable(o.output);
+  EXPECT_EQ(o.exit_code, 0) << o.output;
+  EXPECT_NE(o.output.find("Booting `xenkvm-disk-entry'"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("(xen/xvda)"), std::string::npos) << o.output;  // `ls` lists the disk
+  EXPECT_NE(o.output.find("hello from the xenkvm disk"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("save_env=0"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("entry-done"), std::string::npos) << o.output;
+  EXPECT_NE(ReadFile(img).find("xenkvm_mark=written-by-grub"), std::string::npos);
+  // --stats: the disk's line shows reads, the one write and no errors.
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(o.output, m,
+                                std::regex(R"(xvda +(\d+) +(\d+) +(\d+) +(\d+) +(\d+) +(\d+) )")))
+      << o.output;
+  EXPECT_GT(std::stoul(m[2]), 0u);   // reads
+  EXPECT_GE(std::stoul(m[3]), 1u);   // writes
+  EXPECT_EQ(std::stoul(m[6]), 0ul);  // errors
+  EXPECT_EQ(system((std::string("rm -rf ") + dir).c_str()), 0);
+}
+
+// The same disk read-only (`,ro`): GRUB still boots from it, its write is refused (GRUB says
+// "write failed") and the image is byte for byte what it was.
+TEST(XenkvmGrub, StockImageOnAReadOnlyPvDiskCannotWrite) {
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  if (access(kGrubStock, R_OK) != 0)
+    GTEST_SKIP() << kGrubStock << " not installed (scripts/deps.sh): skipped";
+  char dir[] = "/tmp/xenkvm-grubdisk-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string why;
+  const std::string img = MakeGrubDisk(dir, why);
+  if (img.empty()) GTEST_SKIP() << why;
+  const std::string before = ReadFile(img);
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "200", "--disk",
+                         img + ",ro", kGrubStock},
+                        std::chrono::seconds(220));
+  o.output = Printable(o.output);
+  EXPECT_EQ(o.exit_code, 0) << o.output;
+  EXPECT_NE(o.output.find("Booting `xenkvm-disk-entry'"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("hello from the xenkvm disk"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("write failed"), std::string::npos) << o.output;
+  EXPECT_EQ(o.output.find("save_env=0"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("entry-done"), std::string::npos) << o.output;
+  EXPECT_TRUE(ReadFile(img) == before) << "the read-only image changed";
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(o.output, m,
+                                std::regex(R"(xvda +(\d+) +(\d+) +(\d+) +(\d+) +(\d+) +(\d+) )")))
+      << o.output;
+  EXPECT_EQ(std::stoul(m[3]), 0ul);  // no write done
+  EXPECT_GE(std::stoul(m[6]), 1ul);  // the refused one
+  EXPECT_EQ(system((std::string("rm -rf ") + dir).c_str()), 0);
 }
 
 // Hostile image paths and options: one line and an exit code, before KVM is touched.
