@@ -8,14 +8,17 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "cli/console_targets.h"
+#include "cli/control.h"
 #include "cli/image.h"
 #include "cli/options.h"
 #include "cli/signals.h"
+#include "control/server.h"
 #include "trace/histogram.h"
 #include "trace/trace.h"
 #include "vmm/machine.h"
@@ -222,8 +225,23 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
   image->clear();
   image->shrink_to_fit();
 
+  // The control socket serves from before the first vCPU runs until the run ends.
+  xenkvm::cli::MachineControl control_target(m, signals, latency_stats.load());
+  xenkvm::control::Dispatcher dispatcher(control_target);
+  std::unique_ptr<xenkvm::control::Server> control_server;
+  if (!o.control_path.empty()) {
+    auto server = xenkvm::control::Server::Listen(o.control_path, dispatcher);
+    if (!server) {
+      std::fprintf(stderr, "xenkvm: --control %s: %s\n", o.control_path.c_str(),
+                   xenkvm::Describe(server.error()).c_str());
+      return kExitHostError;
+    }
+    control_server = std::move(*server);
+  }
+
   if (o.machine.console.input_fd == STDIN_FILENO) terminal.MakeRaw();
   xenkvm::vmm::MachineEnd end = m.Run();
+  control_server.reset();
   terminal.Restore();
   PrintStatsOnce();
   if (recorder) {
@@ -249,6 +267,8 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
 int main(int argc, char** argv) {
   Command cmd = ParseCommandLine(argc, argv, stdout, stderr);
   if (cmd.kind == Command::Kind::kExit) return cmd.exit_code;
+  if (cmd.kind == Command::Kind::kCtl)
+    return RunCtl(cmd.ctl.socket, cmd.ctl.command, cmd.ctl.args, stdout, stderr);
   // Before any other thread exists: they all inherit the blocked stop signals.
   TerminalGuard terminal;
   SignalWatcher signals(cmd.run.grace_s, &terminal, PrintStatsBeforeForcedEnd);

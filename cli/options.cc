@@ -2,9 +2,11 @@
 #include "cli/options.h"
 
 #include <CLI/CLI.hpp>
+#include <cctype>
 #include <cmath>
 
 #include "cli/console_targets.h"
+#include "control/protocol.h"
 
 namespace xenkvm::cli {
 
@@ -99,7 +101,28 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
                   "PV disk PATH[,ro][,vdev=xvda] (repeatable; vdev defaults to xvda, xvdb, ...)")
       ->allow_extra_args(false)
       ->type_name("SPEC");
+  run->add_option("--control", o.control_path,
+                  "serve JSON requests on a unix socket at PATH (owner-only; docs/control.md; "
+                  "the client is `xenkvm ctl`)")
+      ->type_name("PATH");
   run->add_option("guest", o.guest, "guest image (default: the bundled demo guest)");
+  CLI::App* ctl = app.add_subcommand(
+      "ctl", "Send one request to a running VMM's control socket and print the reply");
+  std::string ctl_help = "Commands:\n";
+  for (const control::CommandSpec& c : control::Commands()) {
+    std::string usage = c.name;
+    for (size_t i = 0; i < c.fields.size(); ++i) {
+      std::string field = c.fields[i];
+      for (char& ch : field) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+      usage += i < c.required ? " " + field : " [" + field + "]";
+    }
+    ctl_help +=
+        "  " + usage + std::string(usage.size() < 26 ? 26 - usage.size() : 1, ' ') + c.help + "\n";
+  }
+  ctl->footer(ctl_help + "Exit code: 0 the reply says ok, 1 it does not (or no VMM), 2 usage.");
+  ctl->add_option("socket", cmd.ctl.socket, "the VMM's control socket (run --control)")->required();
+  ctl->add_option("command", cmd.ctl.command, "the request")->required();
+  ctl->add_option("args", cmd.ctl.args, "the command's arguments");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -107,8 +130,13 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
     cmd.exit_code = 0;
     return cmd;
   } catch (const CLI::ParseError& e) {
-    std::fprintf(err, "xenkvm: %s (see xenkvm run --help)\n", e.what());
+    std::fprintf(err, "xenkvm: %s (see xenkvm %s --help)\n", e.what(),
+                 ctl->parsed() ? "ctl" : "run");
     cmd.exit_code = kExitUsage;
+    return cmd;
+  }
+  if (ctl->parsed()) {
+    cmd.kind = Command::Kind::kCtl;
     return cmd;
   }
   // Each disk may take up to 4 event-channel endpoints of domain 0 (one per queue).

@@ -37,12 +37,21 @@ struct RunOptions {
   std::vector<DiskSpec> disks;        // --disk, in order
   std::string console_io = "stdout";  // cli/console_targets.h
   std::string console = "stdio";
+  std::string control_path;  // --control: serve the control socket there (docs/control.md)
+};
+
+// `xenkvm ctl SOCKET COMMAND [ARGS]`.
+struct CtlOptions {
+  std::string socket;
+  std::string command;
+  std::vector<std::string> args;
 };
 
 struct Command {
-  enum class Kind { kExit, kRun } kind = Kind::kExit;
+  enum class Kind { kExit, kRun, kCtl } kind = Kind::kExit;
   int exit_code = 0;  // for kExit: help printed (0) or a usage error (kExitUsage)
   RunOptions run;
+  CtlOptions ctl;
 };
 
 // Parses argv; help goes to `out`, one error line to `err`.

@@ -23,7 +23,36 @@ sigset_t StopSignals() {
 }
 
 const char* Name(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTERM"; }
+
+// Tags our own queued SIGTERM (RequestShutdown) apart from one sent by a user.
+constexpr int kControlCookie = 0x78656e6b;  // "xenk"
+
+bool FromControl(const siginfo_t& info) {
+  return info.si_code == SI_QUEUE && info.si_pid == ::getpid() &&
+         info.si_value.sival_int == kControlCookie;
+}
+
+// Waits for the next stop signal; 0 when `timeout` (if given) passed first.
+int WaitStop(const timespec* timeout, siginfo_t* info) {
+  const sigset_t set = StopSignals();
+  int got;
+  do {
+    got = timeout ? sigtimedwait(&set, info, timeout) : sigwaitinfo(&set, info);
+  } while (got < 0 && errno == EINTR);
+  return got > 0 ? got : 0;
+}
 }  // namespace
+
+Result<> SignalWatcher::RequestShutdown(const std::string& reason) {
+  {
+    MutexLock lock(reason_mutex_);
+    reason_ = reason;
+  }
+  sigval value{};
+  value.sival_int = kControlCookie;
+  if (::sigqueue(::getpid(), SIGTERM, value) != 0) return HostFail(errno, "sigqueue(SIGTERM)");
+  return {};
+}
 
 void SignalWatcher::ForceExit(int sig) {
   if (on_forced_end_ != nullptr) on_forced_end_();
@@ -60,35 +89,35 @@ SignalWatcher::SignalWatcher(double grace_s, TerminalGuard* terminal, Hook on_fo
 SignalWatcher::~SignalWatcher() = default;
 
 bool SignalWatcher::WaitSignal(double seconds) {
-  const sigset_t set = StopSignals();
   timespec wait{};
   wait.tv_sec = static_cast<time_t>(seconds);
   wait.tv_nsec = static_cast<long>((seconds - std::floor(seconds)) * 1e9);
   siginfo_t info{};
-  int got;
-  do {
-    got = sigtimedwait(&set, &info, &wait);
-  } while (got < 0 && errno == EINTR);
-  return got > 0;
+  return WaitStop(&wait, &info) != 0;
 }
 
 void SignalWatcher::Loop() {
-  const sigset_t set = StopSignals();
+  siginfo_t info{};
   int sig = 0;
-  while (sigwait(&set, &sig) != 0) {
+  while ((sig = WaitStop(nullptr, &info)) == 0) {
   }
   signal_.store(sig, std::memory_order_release);
   vmm::Machine* machine = machine_.load(std::memory_order_acquire);
   if (machine == nullptr) ForceExit(sig);  // still loading: nothing to stop cleanly
-  const std::string ended = std::string("ended by ") + Name(sig);
-  if (auto r = machine->RequestShutdown("poweroff"); r) {
-    std::fprintf(stderr,
-                 "xenkvm: %s: asked the guest to power off (control/shutdown); again to stop\n",
-                 Name(sig));
+  const char* who = FromControl(info) ? "control shutdown" : Name(sig);
+  std::string reason = "poweroff";
+  if (FromControl(info)) {
+    MutexLock lock(reason_mutex_);
+    reason = reason_;
+  }
+  const std::string ended = std::string("ended by ") + who;
+  if (auto r = machine->RequestShutdown(reason); r) {
+    std::fprintf(stderr, "xenkvm: %s: asked the guest to %s (control/shutdown); again to stop\n",
+                 who, reason == "reboot" ? "reboot" : "power off");
     if (!WaitSignal(grace_s_))
       std::fprintf(stderr, "xenkvm: the guest did not power off within %g s\n", grace_s_);
   } else {
-    std::fprintf(stderr, "xenkvm: %s: stopping the guest (%s)\n", Name(sig), r.error().message);
+    std::fprintf(stderr, "xenkvm: %s: stopping the guest (%s)\n", who, r.error().message);
   }
   machine->Stop(vmm::MachineEnd{.reason = vmm::EndReason::kSignal, .message = ended});
   // The run normally ends within milliseconds and main exits; if not, force it.

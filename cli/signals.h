@@ -4,13 +4,18 @@
 // signal or the grace period passing stops the Machine with EndReason::kSignal (console
 // flushed, --stats printed, terminal restored); if even that doesn't end the run within
 // kStopSeconds, the end is forced (_exit with 128 + signal, after the forced-end hook).
+// The control socket's `shutdown` takes the same path (RequestShutdown: a SIGTERM queued to
+// ourselves, tagged so the messages name it).
 #pragma once
 
 #include <termios.h>
 
 #include <atomic>
+#include <string>
 #include <thread>
 
+#include "abi/result.h"
+#include "abi/sync.h"
 #include "vmm/machine.h"
 
 namespace xenkvm::cli {
@@ -43,6 +48,9 @@ class SignalWatcher {
   void Attach(vmm::Machine* machine) { machine_.store(machine, std::memory_order_release); }
   // The signal that ended the run, or 0.
   int signal() const { return signal_.load(std::memory_order_acquire); }
+  // Any thread: what SIGTERM does, with control/shutdown = `reason` ("poweroff", "reboot").
+  // A second request (or signal) while the first waits stops at once.
+  Result<> RequestShutdown(const std::string& reason);
 
  private:
   void Loop();
@@ -54,6 +62,8 @@ class SignalWatcher {
   const Hook on_forced_end_;
   std::atomic<vmm::Machine*> machine_{nullptr};
   std::atomic<int> signal_{0};
+  Mutex reason_mutex_;
+  std::string reason_ XENKVM_GUARDED_BY(reason_mutex_) = "poweroff";  // the next control one
   std::thread thread_;
 };
 

@@ -72,6 +72,8 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 hostroot /host
 for d in proc sys dev; do mount --bind /$d /host/$d; done
 mkdir -p /dev/pts  # devtmpfs has no pts/: ptys (tests drive the console through one) need it
 mount -t devpts -o ptmxmode=0666 devpts /host/dev/pts 2>/dev/null && ln -sf pts/ptmx /dev/ptmx
+# A local filesystem for unix sockets (9p can't hold them): the control socket tests use it.
+mkdir -p /dev/shm && mount -t tmpfs -o mode=1777 shm /host/dev/shm
 job=$(sed -n 's/.*xenkvm_job=\([^ ]*\).*/\1/p' /proc/cmdline)
 [ -c /dev/kvm ] || echo "kvm-vm: kvm-amd did not load: no /dev/kvm in the VM"
 chroot /host /bin/sh "$job/job.sh"

@@ -191,6 +191,53 @@ Result<> Machine::RequestShutdown(std::string_view reason) {
   return store_.Write(dom0_, 0, path, reason);
 }
 
+Result<> Machine::Pause() {
+  MutexLock lock(pause_mutex_);
+  if (Stopping()) return Fail(XEN_ESRCH, "the guest is ending");
+  if (pause_count_ >= kMaxPauseCount) return Fail(XEN_EOVERFLOW, "paused too many times");
+  if (pause_count_ > 0) {
+    ++pause_count_;
+    return {};
+  }
+  // Timers first: an expiry in flight is delivered before the vCPUs park, none after.
+  timers_->Pause();
+  for (auto& r : runners_) r->RequestPause();
+  const auto deadline = std::chrono::steady_clock::now() + kPauseTimeout;
+  for (auto& r : runners_) {
+    if (!r->WaitParked(deadline)) {
+      for (auto& undo : runners_) undo->ResumeParked();
+      timers_->Resume();
+      return Fail(XEN_ETIMEDOUT, Stopping() ? "the guest is ending" : "a vCPU did not stop");
+    }
+  }
+  pause_count_ = 1;
+  return {};
+}
+
+Result<> Machine::Resume() {
+  MutexLock lock(pause_mutex_);
+  if (pause_count_ == 0) return Fail(XEN_EINVAL, "not paused");
+  if (--pause_count_ > 0) return {};
+  for (auto& r : runners_) r->ResumeParked();
+  timers_->Resume();
+  return {};
+}
+
+uint32_t Machine::PauseCount() {
+  MutexLock lock(pause_mutex_);
+  return pause_count_;
+}
+
+Result<> Machine::ForEachParkedVcpu(const std::function<Result<>(uint32_t, kvm::Vcpu&)>& work) {
+  MutexLock lock(pause_mutex_);
+  if (pause_count_ == 0) return Fail(XEN_EINVAL, "not paused");
+  for (auto& r : runners_) {
+    const uint32_t id = r->id();
+    TRY(r->RunParked([&work, id](kvm::Vcpu& vcpu) { return work(id, vcpu); }));
+  }
+  return {};
+}
+
 // stdin (or the configured fd) into the ring. poll() with a timeout so the end is noticed;
 // input the ring can't take yet waits here (never dropped) while the guest drains it.
 void Machine::InputLoop() {

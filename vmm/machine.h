@@ -8,13 +8,16 @@
 // feeds the PV console ring. Locks: end_mutex_ guards the end state; console_mutex_ serialises
 // the output streams (taken under the console ring's lock, whose sink writes). Neither is held
 // while taking another of ours; per-vCPU state and its lock live in VcpuRunner, the retry
-// thread's in UpcallInjector, the rings' in backends/.
+// thread's in UpcallInjector, the rings' in backends/. pause_mutex_ serialises Pause/Resume and
+// is taken before the runners' and the timers' locks.
 #pragma once
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -109,6 +112,25 @@ class Machine final : public xen::Platform, public VcpuHost {
   // The VMM's own (dom0) xenstore client, for backends wired on top of the Machine.
   xenstore::Store& store() { return store_; }
   xenstore::ConnId store_dom0() const { return dom0_; }
+  const MachineConfig& config() const { return config_; }
+
+  // ---- pause (docs/control.md): any thread but a vCPU's ----
+  // Counted like Xen's domain pause: each Pause needs its Resume. The first one parks every
+  // vCPU thread out of KVM_RUN (its last exit completed in KVM) and freezes the timers; it
+  // fails, leaving nothing paused, if a vCPU does not park within kPauseTimeout or the run is
+  // ending. Event sources (backends, routes) go on: what they raise waits in guest memory and
+  // the LAPICs. Guest time goes on too (system time and the TSC), as in Xen.
+  static constexpr auto kPauseTimeout = std::chrono::seconds(10);
+  static constexpr uint32_t kMaxPauseCount = 255;  // as Xen's controller pause count
+  Result<> Pause();
+  Result<> Resume();  // XEN_EINVAL when not paused
+  uint32_t PauseCount();
+  // While paused: `work` on each vCPU's own thread (kvm::Vcpu calls belong there), in vCPU
+  // order; stops at the first failure.
+  Result<> ForEachParkedVcpu(const std::function<Result<>(uint32_t, kvm::Vcpu&)>& work);
+  // Console input (the control socket's send-key): queued for the ring's input side; returns
+  // how many bytes were taken (fewer when the guest is not reading its console).
+  size_t ConsoleInput(std::span<const char> bytes) { return console_ring_->Input(bytes); }
 
   // ---- xen::Platform ----
   uint32_t VcpuCount() const override { return config_.vcpus; }
@@ -201,6 +223,10 @@ class Machine final : public xen::Platform, public VcpuHost {
   std::vector<std::unique_ptr<VcpuRunner>> runners_;
   std::vector<std::unique_ptr<backends::Vbd>> disks_;  // after engine_/domain_: they use them
   BootEntry boot_;
+
+  // Pause state (Pause/Resume): taken before the runners' and the timers' locks.
+  Mutex pause_mutex_;
+  uint32_t pause_count_ XENKVM_GUARDED_BY(pause_mutex_) = 0;
 
   std::atomic<bool> stopping_{false};
   std::atomic<uint32_t> last_stage_{0};

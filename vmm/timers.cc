@@ -33,6 +33,20 @@ void Timers::Set(uint32_t vcpu, uint64_t deadline_ns, uint64_t period_ns) {
   cv_.notify_all();
 }
 
+void Timers::Pause() {
+  MutexLock lock(mutex_);
+  paused_ = true;
+  while (firing_) cv_.wait(lock.native());  // expiries already taken are delivered first
+}
+
+void Timers::Resume() {
+  {
+    MutexLock lock(mutex_);
+    paused_ = false;
+  }
+  cv_.notify_all();
+}
+
 uint64_t Timers::Expiries() {
   MutexLock lock(mutex_);
   return expiries_;
@@ -43,6 +57,10 @@ void Timers::Loop() {
   MutexLock lock(mutex_);
   std::vector<uint32_t> due;
   while (!stop_) {
+    if (paused_) {
+      cv_.wait(lock.native());
+      continue;
+    }
     const uint64_t now = now_();
     uint64_t earliest = UINT64_MAX;
     due.clear();
@@ -58,6 +76,7 @@ void Timers::Loop() {
     }
     if (!due.empty()) {
       expiries_ += due.size();
+      firing_ = true;
       lock.native().unlock();
       for (uint32_t v : due) {
         if (trace::Recorder* t = trace::Active()) [[unlikely]]
@@ -65,6 +84,8 @@ void Timers::Loop() {
         expire_(v);
       }
       lock.native().lock();
+      firing_ = false;
+      cv_.notify_all();
       continue;
     }
     if (earliest == UINT64_MAX) {

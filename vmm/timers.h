@@ -22,7 +22,7 @@ inline std::chrono::nanoseconds WaitSlice(uint64_t ns) {
 }
 
 // Threads: Set() from any thread; the callback runs on the timer thread without mutex_ held.
-// Lock: mutex_ guards deadlines_, periods_ and stop_.
+// Lock: mutex_ guards deadlines_, periods_, paused_ and stop_.
 class Timers {
  public:
   using Clock = std::function<uint64_t()>;  // current system time, ns
@@ -34,6 +34,11 @@ class Timers {
   void Set(uint32_t vcpu, uint64_t deadline_ns, uint64_t period_ns);
   // How many times the callback has run (for tests and --stats).
   uint64_t Expiries();
+  // Machine pause: no timer fires until Resume (Pause returns once callbacks in progress are
+  // done). Deadlines are absolute system time, which goes
+  // on meanwhile (as Xen's does for a paused domain): one that passed fires at Resume.
+  void Pause();
+  void Resume();
 
  private:
   void Loop();
@@ -45,6 +50,8 @@ class Timers {
   std::vector<uint64_t> periods_ XENKVM_GUARDED_BY(mutex_);
   uint64_t expiries_ XENKVM_GUARDED_BY(mutex_) = 0;
   bool stop_ XENKVM_GUARDED_BY(mutex_) = false;
+  bool paused_ XENKVM_GUARDED_BY(mutex_) = false;
+  bool firing_ XENKVM_GUARDED_BY(mutex_) = false;  // callbacks running (mutex_ released)
   std::thread thread_;
 };
 

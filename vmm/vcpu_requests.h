@@ -12,6 +12,7 @@ enum VcpuRequest : uint32_t {
   kRequestSyncEvents = 1u << 0,      // Engine::SyncVcpu (deferred event work for this vCPU)
   kRequestFixLvt0 = 1u << 1,         // set LVT0 = ExtINT (the global callback vector needs it)
   kRequestCallbackUpcall = 1u << 2,  // re-check upcall_pending and queue the callback ExtINT
+  kRequestPause = 1u << 3,           // park before the next KVM_RUN (Machine::Pause)
 };
 
 class VcpuRequests {

@@ -1,6 +1,7 @@
 // vCPU thread and exit decoding; see vcpu_runner.h.
 #include "vmm/vcpu_runner.h"
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -17,6 +18,7 @@ namespace xenkvm::vmm {
 
 namespace {
 constexpr uint32_t kMsrIa32Tsc = 0x10;
+constexpr auto kParkPollSlice = std::chrono::milliseconds(100);
 
 // Slice names for the trace (xen/include/public/xen.h numbering); others read "hypercall".
 const char* HypercallName(uint32_t nr) {
@@ -61,6 +63,10 @@ VcpuRunner::VcpuRunner(VcpuHost& host, UpcallInjector& injector, kvm::Vcpu vcpu)
 VcpuRunner::~VcpuRunner() { Join(); }
 
 void VcpuRunner::StartThread() {
+  {
+    MutexLock lock(wake_mutex_);
+    started_ = true;
+  }
   thread_ = std::thread([this] { ThreadMain(); });
 }
 
@@ -107,7 +113,12 @@ void VcpuRunner::Sleep(uint64_t seq, uint64_t deadline_ns) {
     }
   } traced{t, start, deadline_ns != 0};
   MutexLock lock(wake_mutex_);
-  while (wake_seq_ == seq && !host_.Stopping()) {
+  while (!host_.Stopping()) {
+    if (pause_requested_) {
+      ParkLocked(lock);  // the deadline is system time: a timeout passed meanwhile ends it next
+      continue;
+    }
+    if (wake_seq_ != seq) break;
     if (deadline_ns == 0) {
       wake_cv_.wait(lock.native());
     } else {
@@ -151,8 +162,93 @@ void VcpuRunner::Down() {
 
 bool VcpuRunner::WaitUntilUp() {
   MutexLock lock(wake_mutex_);
-  while (state_.load() != VcpuState::kUp && !host_.Stopping()) wake_cv_.wait(lock.native());
+  while ((state_.load() != VcpuState::kUp || pause_requested_) && !host_.Stopping()) {
+    if (pause_requested_) {
+      ParkLocked(lock);
+    } else {
+      wake_cv_.wait(lock.native());
+    }
+  }
   return !host_.Stopping();
+}
+
+// ---------------------------------------------------------------- pause
+
+void VcpuRunner::RequestPause() {
+  {
+    MutexLock lock(wake_mutex_);
+    pause_requested_ = true;
+  }
+  wake_cv_.notify_all();  // a sleeper parks where it is (no wake_seq_ change: no early return)
+  requests_.Make(kRequestPause);
+  vcpu_.Kick();
+}
+
+bool VcpuRunner::WaitParked(std::chrono::steady_clock::time_point deadline) {
+  MutexLock lock(wake_mutex_);
+  for (;;) {
+    if (parked_ || exited_ || !started_) return true;
+    if (host_.Stopping()) return false;
+    // Bounded slices: Stop() wakes wake_cv_, but a missed notify costs at most one slice.
+    const auto slice = std::min(deadline, std::chrono::steady_clock::now() + kParkPollSlice);
+    if (wake_cv_.wait_until(lock.native(), slice) == std::cv_status::timeout &&
+        std::chrono::steady_clock::now() >= deadline)
+      return parked_ || exited_;
+  }
+}
+
+Result<> VcpuRunner::RunParked(const std::function<Result<>(kvm::Vcpu&)>& work) {
+  MutexLock lock(wake_mutex_);
+  if (!parked_) return Fail(XEN_EAGAIN, "vCPU not parked");
+  parked_work_ = &work;
+  parked_result_.reset();
+  wake_cv_.notify_all();
+  while (!parked_result_ && parked_) wake_cv_.wait(lock.native());
+  parked_work_ = nullptr;
+  if (!parked_result_) return Fail(XEN_EAGAIN, "vCPU left its park (the run is ending)");
+  Result<> result = std::move(*parked_result_);
+  parked_result_.reset();
+  return result;
+}
+
+void VcpuRunner::ResumeParked() {
+  {
+    MutexLock lock(wake_mutex_);
+    pause_requested_ = false;
+  }
+  wake_cv_.notify_all();
+}
+
+void VcpuRunner::ParkLocked(MutexLock& lock) {
+  parked_ = true;
+  wake_cv_.notify_all();
+  while (pause_requested_ && !host_.Stopping()) {
+    if (parked_work_ != nullptr && !parked_result_) {
+      const auto* work = parked_work_;
+      lock.native().unlock();
+      Result<> result = (*work)(vcpu_);
+      lock.native().lock();
+      parked_result_ = std::move(result);
+      wake_cv_.notify_all();
+      continue;
+    }
+    wake_cv_.wait(lock.native());
+  }
+  parked_ = false;
+  wake_cv_.notify_all();  // a RunParked caller waiting on us sees the park end
+}
+
+void VcpuRunner::FlushExit() {
+  vcpu_.Kick();  // sets immediate_exit (the signal to ourselves is a no-op)
+  if (auto r = vcpu_.Run(); !r) StopWithError("completing the last exit before a pause", r.error());
+}
+
+void VcpuRunner::NoteExited() {
+  {
+    MutexLock lock(wake_mutex_);
+    exited_ = true;
+  }
+  wake_cv_.notify_all();
 }
 
 void VcpuRunner::RefreshClock() {
@@ -201,11 +297,13 @@ void VcpuRunner::StopWithError(const char* what, const Error& error) {
 // ---------------------------------------------------------------- the loop (own thread)
 
 void VcpuRunner::ThreadMain() {
-  struct Finished {  // tell the host this thread is gone, however it leaves
-    VcpuHost& host;
-    uint32_t id;
-    ~Finished() { host.VcpuThreadFinished(id); }
-  } finished{host_, id_};
+  struct Finished {  // tell the host (and a pause) this thread is gone, however it leaves
+    VcpuRunner& runner;
+    ~Finished() {
+      runner.NoteExited();
+      runner.host_.VcpuThreadFinished(runner.id_);
+    }
+  } finished{*this};
   thread_id_.store(std::this_thread::get_id(), std::memory_order_release);
   if (trace::Recorder* t = trace::Active()) t->NameThread("vCPU " + std::to_string(id_));
   vcpu_.BindToCurrentThread();
@@ -245,6 +343,14 @@ void VcpuRunner::ThreadMain() {
     vcpu_.ClearImmediateExit();
     // Requests made after this point kick (immediate_exit), so none waits a whole guest run.
     const uint32_t requests = requests_.TakeAll();
+    if (requests & kRequestPause) {
+      FlushExit();
+      MutexLock lock(wake_mutex_);
+      if (pause_requested_) ParkLocked(lock);
+      if (host_.Stopping()) break;
+      // The other requests taken with this one are still done below; a pause requested again
+      // after the resume kicked (immediate_exit), so it is seen at the next iteration.
+    }
     if (requests & kRequestSyncEvents) host_.SyncEvents(id_);
     injector_.BeforeEntry(id_, vcpu_, requests);
     if (auto r = vcpu_.Run(); !r) return StopWithError("guest entry", r.error());

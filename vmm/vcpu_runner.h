@@ -7,14 +7,23 @@
 // kick-and-wake (Request). The lifecycle is `state_`; VCPUOP_initialise's context waits in
 // context_ for the thread to apply it.
 //
-// Threads: ThreadMain on the owned thread; the sink methods, Request, Initialise/Up/Down and
-// Wake/Kick from any thread. Lock: wake_mutex_ guards the sleep sequence and the pending
-// context, and orders lifecycle changes against WaitUntilUp; it is a leaf.
+// Pause (docs/control.md): RequestPause makes the thread park at the next point where it is out
+// of KVM_RUN with the guest's state complete: before entering (after flushing the last exit
+// into KVM), inside SCHEDOP_block/poll's wait (the hypercall not yet done: its `out` is
+// re-run if the state is saved and restored), or waiting for VCPUOP_up. Parked, it runs work
+// handed to it (RunParked: kvm::Vcpu calls belong on the owning thread) until ResumeParked.
+//
+// Threads: ThreadMain on the owned thread; the sink methods, Request, Initialise/Up/Down,
+// Wake/Kick and the pause methods from any thread. Lock: wake_mutex_ guards the sleep
+// sequence, the pending context and the pause state, and orders lifecycle changes against
+// WaitUntilUp; it is a leaf (parked work runs without it).
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <thread>
 
@@ -67,9 +76,23 @@ class VcpuRunner final : public evtchn::VcpuSink, public UpcallInjector::Target 
   // Own thread: the paging state of the last exit (sync regs).
   PagingState Paging() const;
 
+  // ---- pause (any thread but this vCPU's) ----
+  void RequestPause();
+  // Whether the thread is parked (or gone) by `deadline`; false also when the run is ending.
+  bool WaitParked(std::chrono::steady_clock::time_point deadline);
+  // Runs `work` on the parked thread and returns its result (XEN_EAGAIN: not parked).
+  Result<> RunParked(const std::function<Result<>(kvm::Vcpu&)>& work);
+  void ResumeParked();
+
  private:
   void ThreadMain();
   bool WaitUntilUp();  // false: stopping
+  // Parks while a pause is requested, running handed work. The caller holds wake_mutex_.
+  void ParkLocked(MutexLock& lock) XENKVM_REQUIRES(wake_mutex_);
+  // Before parking at the loop top: KVM_RUN with immediate_exit set completes the last exit
+  // (skips the trapped `out`, loads dirty sync regs) without entering the guest (api.rst).
+  void FlushExit();
+  void NoteExited();
   Result<> ApplyBootState();
   Result<> ApplyContext(const vcpu_hvm_context& context);
   void StopWithError(const char* what, const Error& error);
@@ -98,6 +121,13 @@ class VcpuRunner final : public evtchn::VcpuSink, public UpcallInjector::Target 
   std::condition_variable wake_cv_;
   uint64_t wake_seq_ XENKVM_GUARDED_BY(wake_mutex_) = 0;
   std::optional<vcpu_hvm_context> context_ XENKVM_GUARDED_BY(wake_mutex_);  // applied on next entry
+  bool pause_requested_ XENKVM_GUARDED_BY(wake_mutex_) = false;
+  bool parked_ XENKVM_GUARDED_BY(wake_mutex_) = false;
+  bool exited_ XENKVM_GUARDED_BY(wake_mutex_) = false;  // ThreadMain returned (or never ran)
+  bool started_ XENKVM_GUARDED_BY(wake_mutex_) = false;
+  // RunParked's hand-over: the work, then its result once done.
+  const std::function<Result<>(kvm::Vcpu&)>* parked_work_ XENKVM_GUARDED_BY(wake_mutex_) = nullptr;
+  std::optional<Result<>> parked_result_ XENKVM_GUARDED_BY(wake_mutex_);
 };
 
 }  // namespace xenkvm::vmm

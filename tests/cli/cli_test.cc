@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/control.h"
 #include "cli/image.h"
 #include "cli/options.h"
 #include "cli/signals.h"
@@ -164,6 +165,51 @@ TEST(Signals, SigtermWhileLoadingExits143) {
         std::exit(0);
       },
       ::testing::ExitedWithCode(kExitSignalBase + SIGTERM), "");
+}
+
+// The control shutdown takes the SIGTERM path (the same exit before a Machine exists).
+TEST(Signals, ControlShutdownWhileLoadingExits143) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        TerminalGuard terminal;
+        SignalWatcher watcher(5, &terminal);
+        if (!watcher.RequestShutdown("reboot")) std::exit(1);
+        sleep(30);
+        std::exit(0);
+      },
+      ::testing::ExitedWithCode(kExitSignalBase + SIGTERM), "");
+}
+
+TEST(Cli, RunWithControlAndCtl) {
+  Parsed p = Parse({"run", "--control", "/tmp/vm.sock", "guest.elf"});
+  ASSERT_EQ(p.cmd.kind, Command::Kind::kRun) << p.err;
+  EXPECT_EQ(p.cmd.run.control_path, "/tmp/vm.sock");
+  p = Parse({"ctl", "/tmp/vm.sock", "xenstore-write", "/a", "b"});
+  ASSERT_EQ(p.cmd.kind, Command::Kind::kCtl) << p.err;
+  EXPECT_EQ(p.cmd.ctl.socket, "/tmp/vm.sock");
+  EXPECT_EQ(p.cmd.ctl.command, "xenstore-write");
+  EXPECT_EQ(p.cmd.ctl.args, (std::vector<std::string>{"/a", "b"}));
+  p = Parse({"ctl", "/tmp/vm.sock", "send-key", "--", "-x"});
+  ASSERT_EQ(p.cmd.kind, Command::Kind::kCtl) << p.err;
+  EXPECT_EQ(p.cmd.ctl.args, (std::vector<std::string>{"-x"}));
+  p = Parse({"ctl", "/tmp/vm.sock"});  // no command
+  EXPECT_EQ(p.cmd.kind, Command::Kind::kExit);
+  EXPECT_EQ(p.cmd.exit_code, kExitUsage);
+  EXPECT_NE(p.err.find("ctl --help"), std::string::npos) << p.err;
+  p = Parse({"ctl", "--help"});
+  EXPECT_EQ(p.cmd.exit_code, 0);
+  EXPECT_NE(p.out.find("xenstore-write PATH VALUE"), std::string::npos) << p.out;
+}
+
+// The client against no VMM: one error line, exit 1; wrong ARGS: exit 2 before connecting.
+TEST(Ctl, NoVmmAndUsageErrors) {
+  FILE* out = std::tmpfile();
+  FILE* err = std::tmpfile();
+  EXPECT_EQ(RunCtl("/nonexistent/vm.sock", "status", {}, out, err), kExitHostError);
+  EXPECT_EQ(RunCtl("/nonexistent/vm.sock", "xenstore-read", {}, out, err), kExitUsage);
+  std::fclose(out);
+  std::fclose(err);
 }
 
 }  // namespace

@@ -82,6 +82,44 @@ TEST(Timers, HugePeriodFiresOnceNotContinuously) {
   EXPECT_EQ(timers.Expiries(), 1u);
 }
 
+// Machine pause: a paused timer does not fire even when its deadline passed; it fires at
+// Resume. A fake clock makes "passed" exact.
+TEST(Timers, PausedTimersFireOnlyAfterResume) {
+  std::atomic<uint64_t> now{0};
+  std::atomic<int> fired{0};
+  Timers timers(
+      1, [&] { return now.load(); }, [&](uint32_t) { fired++; });
+  timers.Pause();
+  timers.Set(0, 1'000'000, 0);
+  now = 5'000'000;  // past the deadline
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(fired, 0);
+  timers.Resume();
+  EXPECT_TRUE(WaitFor([&] { return fired == 1; }, std::chrono::seconds(5)));
+  EXPECT_EQ(timers.Expiries(), 1u);
+}
+
+// Pause returns only once an expiry callback already running has finished.
+TEST(Timers, PauseWaitsForARunningCallback) {
+  std::atomic<bool> in_callback{false}, release{false}, paused{false};
+  Timers timers(1, MonotonicNs, [&](uint32_t) {
+    in_callback = true;
+    while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  timers.Set(0, 1, 0);
+  ASSERT_TRUE(WaitFor([&] { return in_callback.load(); }, std::chrono::seconds(5)));
+  std::thread pauser([&] {
+    timers.Pause();
+    paused = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  EXPECT_FALSE(paused);
+  release = true;
+  pauser.join();
+  EXPECT_TRUE(paused);
+  timers.Resume();
+}
+
 TEST(TerminalFilter, DropsEscapesAndControlsKeepsTextAndUtf8) {
   TerminalFilter filter;
   std::string out;
