@@ -230,7 +230,8 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
   signals.Attach(&m);
   if (o.restore) {
     if (auto r = m.Restore(o.guest); !r) {
-      std::fprintf(stderr, "xenkvm: %s: %s\n", o.guest.c_str(), xenkvm::Describe(r.error()).c_str());
+      std::fprintf(stderr, "xenkvm: %s: %s\n", o.guest.c_str(),
+                   xenkvm::Describe(r.error()).c_str());
       return r.error().kind == xenkvm::ErrorKind::kHost ? kExitHostError : kExitUsage;
     }
   } else if (auto r = m.LoadGuest(*image); !r) {

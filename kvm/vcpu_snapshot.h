@@ -18,9 +18,13 @@ namespace xenkvm::kvm {
 struct VcpuSnapshot {
   kvm_regs regs{};
   kvm_sregs sregs{};
-  // KVM_GET_XSAVE's legacy 4 KiB area (struct kvm_xsave, whose flexible tail stays empty):
-  // every feature this VMM's guests may enable.
-  std::array<uint32_t, sizeof(kvm_xsave) / 4> xsave{};
+  // The XSAVE area as KVM_GET_XSAVE2 gives it (struct kvm_xsave and its tail: as large as
+  // the host's features need, at least the legacy 4 KiB of KVM_GET_XSAVE).
+  // Empty where this KVM gives no XSAVE area (seen: EINVAL from both ioctls in a nested VM);
+  // then fpu (x87/SSE, KVM_GET_FPU) and no XCRs carry the FPU state.
+  std::vector<uint32_t> xsave;
+  kvm_fpu fpu{};
+  bool has_xcrs = false;
   kvm_xcrs xcrs{};
   kvm_lapic_state lapic{};
   kvm_vcpu_events events{};  // pending exceptions, interrupts, NMIs, SMIs

@@ -207,7 +207,7 @@ class Machine final : public xen::Platform, public VcpuHost {
   Result<> ResumeRestored();
   struct Restored {  // what only the vCPU threads can load, and what waits for them
     std::vector<kvm::VcpuSnapshot> vcpus;
-    std::vector<uint8_t> lifecycle;                       // VcpuState per vCPU
+    std::vector<uint8_t> lifecycle;                     // VcpuState per vCPU
     std::vector<std::pair<uint64_t, uint64_t>> timers;  // (deadline, period) per vCPU
     uint32_t tsc_khz = 0;
   };

@@ -225,8 +225,8 @@ Result<> Machine::Restore(const std::string& path) {
     uint64_t offset = 12 + run_bytes.size();
     uint8_t* dest = static_cast<uint8_t*>(ram_);
     for (const PageRun& r : runs) {
-      TRY(reader.ReadPart(ram, offset,
-                          std::as_writable_bytes(std::span(dest + r.first * kPage, r.pages * kPage))));
+      TRY(reader.ReadPart(
+          ram, offset, std::as_writable_bytes(std::span(dest + r.first * kPage, r.pages * kPage))));
       offset += r.pages * kPage;
     }
   }
