@@ -62,6 +62,16 @@ struct CompatGnttabSetupTable {  // xen/grant_table.h struct gnttab_setup_table
 struct CompatPlatformParameters {  // xen/version.h xen_platform_parameters_t
   uint32_t virt_start;
 };
+struct CompatPhysdevMapPirq {  // xen/physdev.h struct physdev_map_pirq
+  uint16_t domid;
+  int32_t type;
+  int32_t index;
+  int32_t pirq;
+  int32_t bus;
+  int32_t devfn;
+  int32_t entry_nr;
+  uint64_t table_base;  // 4-byte aligned on i386: the only field that moves
+};
 #pragma pack(pop)
 
 static_assert(sizeof(CompatAddToPhysmap) == 16 && offsetof(CompatAddToPhysmap, idx) == 8 &&
@@ -83,18 +93,22 @@ static_assert(sizeof(CompatGnttabSetupTable) == 16 &&
               offsetof(CompatGnttabSetupTable, status) == 8 &&
               offsetof(CompatGnttabSetupTable, frame_list) == 12);
 static_assert(sizeof(CompatPlatformParameters) == 4);
+static_assert(sizeof(CompatPhysdevMapPirq) == 36 && offsetof(CompatPhysdevMapPirq, type) == 4 &&
+              offsetof(CompatPhysdevMapPirq, table_base) == 28);
 
 // The native layouts the same headers give on x86_64, so a change in libxen-dev shows here.
 static_assert(sizeof(xen_add_to_physmap) == 24 && sizeof(xen_memory_map) == 16 &&
               sizeof(xen_foreign_memory_map) == 24 && sizeof(xen_memory_reservation) == 32 &&
               sizeof(sched_poll) == 24 && sizeof(vcpu_runstate_info) == 48 &&
               sizeof(vcpu_set_singleshot_timer) == 16 && sizeof(gnttab_setup_table) == 24 &&
-              sizeof(xen_platform_parameters_t) == 8);
+              sizeof(xen_platform_parameters_t) == 8 && sizeof(physdev_map_pirq) == 40);
 // Structs a compat guest passes unchanged (only 16/32-bit fields, or 64-bit ones already at
 // 8-byte offsets with no trailing padding): the same sizes on i386.
 static_assert(sizeof(xen_hvm_param) == 16 && sizeof(vcpu_register_vcpu_info) == 16 &&
               sizeof(xen_feature_info) == 8 && sizeof(grant_entry_v1_t) == 8 &&
               sizeof(gnttab_query_size) == 16 && sizeof(vcpu_set_periodic_timer) == 8 &&
-              sizeof(vcpu_time_info) == 32);
+              sizeof(vcpu_time_info) == 32 && sizeof(physdev_unmap_pirq) == 8 &&
+              sizeof(physdev_eoi) == 4 && sizeof(physdev_irq_status_query) == 8 &&
+              sizeof(physdev_get_free_pirq) == 8);
 
 }  // namespace xenkvm::abi

@@ -23,4 +23,21 @@
  * XENKVM_ECHO_ENDPOINT) connects; each send on the local port is answered by raising it. */
 #define XENKVM_ECHO_ENDPOINT 1u
 
+/* `xenkvm run --test-device`: an MSI-capable test device, one MMIO page (reserved in the memory
+ * map) of 64-bit little-endian registers. The guest programs an MSI address/data pair; vector 0
+ * is Xen's PIRQ form (PIRQ in address bits 19:12 and 63:40), delivered as an event through
+ * eventfd -> route -> PIRQ -> port; any other vector is an ordinary MSI through a KVM irqfd.
+ * FIRE n: the host thread signals n interrupts back to back; FIRE_PACED n: one at a time, each
+ * after the guest's ACK, timing signal -> ACK (printed by the VMM at exit). SEQ counts signals
+ * so far: a handler that reads SEQ == n after its last event has lost none. */
+#define XENKVM_TEST_DEVICE_GPA 0xfe800000ull
+#define XENKVM_TEST_DEVICE_MSI_ADDR 0x00u    /* rw: MSI address */
+#define XENKVM_TEST_DEVICE_MSI_DATA 0x08u    /* rw: MSI data (bits 7:0 = vector) */
+#define XENKVM_TEST_DEVICE_FIRE 0x10u        /* w: signal n interrupts */
+#define XENKVM_TEST_DEVICE_FIRE_PACED 0x18u  /* w: signal n interrupts, each after an ACK */
+#define XENKVM_TEST_DEVICE_ACK 0x20u         /* w: the guest handled one (paced mode) */
+#define XENKVM_TEST_DEVICE_SEQ 0x28u         /* r: interrupts signalled so far */
+#define XENKVM_TEST_DEVICE_CLEAR_TIMES 0x30u /* w: forget the paced timings so far */
+#define XENKVM_TEST_DEVICE_MAX_FIRE 1000000u /* a larger n is cut to this */
+
 #endif

@@ -6,64 +6,17 @@
 #include <atomic>
 #include <cstdlib>
 
+#include "bench/engine_fixture.h"
 #include "evtchn/engine.h"
 
 namespace xenkvm::evtchn {
 namespace {
 
-using L = abi::Layout64;
-using Word = L::Word;
-constexpr uint64_t kSharedInfoGpa = 0x1000;
-
-struct NullSink : VcpuSink {
-  uint64_t injects = 0;
-  void InjectUpcall() override { ++injects; }
-  void RequestSync() override {}
-  void WakePoller() override {}
-};
-
-struct Setup {
-  Setup() : page(static_cast<uint8_t*>(std::aligned_alloc(4096, 0x10000))) {
-    std::fill(page, page + 0x10000, uint8_t{0});
-    (void)memory.AddSlot(0, 0, 0x10000, page);
-    engine = std::make_unique<Engine>(memory, Engine::Options{.domid = 1, .start_worker = true});
-    (void)engine->AddVcpu(0, &sink);
-    (void)engine->SetSharedInfoGpa(kSharedInfoGpa);
-    (void)engine->SetVcpuInfoGpa(0, kSharedInfoGpa);
-    evtchn_bind_ipi op{.vcpu = 0, .port = 0};
-    (void)engine->BindIpi(op);
-    port = op.port;
-  }
-  ~Setup() {
-    engine.reset();
-    std::free(page);
-  }
-  uint8_t* shinfo() { return page + kSharedInfoGpa; }
-  std::atomic_ref<Word> Pending() {
-    return std::atomic_ref<Word>(*reinterpret_cast<Word*>(shinfo() + L::kEvtchnPending));
-  }
-  std::atomic_ref<Word> Mask() {
-    return std::atomic_ref<Word>(*reinterpret_cast<Word*>(shinfo() + L::kEvtchnMask));
-  }
-  std::atomic_ref<Word> Sel() {
-    return std::atomic_ref<Word>(*reinterpret_cast<Word*>(shinfo() + L::kPendingSel));
-  }
-  std::atomic_ref<uint8_t> Upcall() {
-    return std::atomic_ref<uint8_t>(shinfo()[L::kUpcallPending]);
-  }
-  // What the guest does between two new events: acknowledge and consume.
-  void Consume() {
-    Upcall().store(0, std::memory_order_relaxed);
-    Sel().store(0, std::memory_order_relaxed);
-    Pending().store(0, std::memory_order_relaxed);
-  }
-
-  uint8_t* page;
-  mem::GuestMemory memory;
-  NullSink sink;
-  std::unique_ptr<Engine> engine;
-  Port port = 0;
-};
+using bench::kSharedInfoGpa;
+using bench::L;
+using bench::NullSink;
+using bench::Word;
+using Setup = bench::EngineFixture;
 
 // The raw chain: pending -> mask -> selector -> upcall_pending -> "inject".
 inline void RawDeliver(Setup& s) {
@@ -74,8 +27,7 @@ inline void RawDeliver(Setup& s) {
   if (s.Upcall().exchange(1, std::memory_order_acq_rel) == 0) s.sink.InjectUpcall();
 }
 
-// Setup lives on the heap, as a VMM's engine, memory map and sinks do: stack placement would
-// make every run's timing depend on where ASLR put the stack.
+// Setup lives on the heap (bench/engine_fixture.h says why).
 void BM_Raw_New(benchmark::State& state) {
   auto holder = std::make_unique<Setup>();
   Setup& s = *holder;

@@ -1,6 +1,7 @@
 // Route delivery (EventfdRouter, the KVM_IRQ_ROUTING_XEN_EVTCHN analogue) against a direct
 // Engine::RaisePort on the same port: RaiseRoute (route lookup + raise, the router thread's work
-// per signal) and the whole eventfd path (write, epoll wake-up, read, raise). Each BM_Raw_<Case>
+// per signal) for a port route and a PIRQ route, and the whole eventfd path (write, epoll
+// wake-up, read, raise). Each BM_Raw_<Case>
 // is the direct call, the baseline of the other entry with that case (bench/ratios.py).
 #include <benchmark/benchmark.h>
 #include <sys/eventfd.h>
@@ -9,56 +10,33 @@
 #include <cstdlib>
 #include <thread>
 
+#include "bench/engine_fixture.h"
 #include "evtchn/engine.h"
 #include "evtchn/eventfd_router.h"
+#include "evtchn/pirq_table.h"
 
 namespace xenkvm::evtchn {
 namespace {
 
-using L = abi::Layout64;
-constexpr uint64_t kSharedInfoGpa = 0x1000;
-
-struct NullSink : VcpuSink {
-  std::atomic<uint64_t> injects{0};
-  void InjectUpcall() override { injects.fetch_add(1, std::memory_order_relaxed); }
-  void RequestSync() override {}
-  void WakePoller() override {}
-};
-
-// Heap-allocated, as a VMM's engine is (see evtchn_bench.cc).
-struct Setup {
-  Setup() : page(static_cast<uint8_t*>(std::aligned_alloc(4096, 0x10000))) {
-    std::fill(page, page + 0x10000, uint8_t{0});
-    (void)memory.AddSlot(0, 0, 0x10000, page);
-    engine = std::make_unique<Engine>(memory, Engine::Options{.domid = 1, .start_worker = true});
-    (void)engine->AddVcpu(0, &sink);
-    (void)engine->SetSharedInfoGpa(kSharedInfoGpa);
-    (void)engine->SetVcpuInfoGpa(0, kSharedInfoGpa);
-    evtchn_bind_ipi op{.vcpu = 0, .port = 0};
-    (void)engine->BindIpi(op);
-    port = op.port;
-    router = std::make_unique<EventfdRouter>(*engine);
+// The shared engine plus a router: route 1 -> the engine's port; route 2 -> PIRQ kPirq, which
+// the guest bound to a second port (a device MSI with vector 0).
+struct Setup : bench::EngineFixture {
+  static constexpr uint32_t kPirq = 100;
+  Setup() {
+    pirqs = std::make_unique<PirqTable>(*engine, 1);
+    router = std::make_unique<EventfdRouter>(*engine, pirqs.get());
     (void)router->SetRoute(1,
                            {.is_pirq = false, .pirq = 0, .port = port, .vcpu = 0, .priority = 7});
+    evtchn_bind_pirq bind{.pirq = kPirq, .flags = 0, .port = 0};
+    (void)pirqs->Bind(bind);
+    pirq_port = bind.port;
+    (void)router->SetRoute(2,
+                           {.is_pirq = true, .pirq = kPirq, .port = 0, .vcpu = 0, .priority = 7});
   }
-  ~Setup() {
-    router.reset();
-    engine.reset();
-    std::free(page);
-  }
-  // What the guest does between two events: acknowledge and consume.
-  void Consume() {
-    uint8_t* s = page + kSharedInfoGpa;
-    std::atomic_ref<uint8_t>(s[L::kUpcallPending]).store(0, std::memory_order_relaxed);
-    std::atomic_ref<L::Word>(*reinterpret_cast<L::Word*>(s + L::kPendingSel)).store(0);
-    std::atomic_ref<L::Word>(*reinterpret_cast<L::Word*>(s + L::kEvtchnPending)).store(0);
-  }
-  uint8_t* page;
-  mem::GuestMemory memory;
-  NullSink sink;
-  std::unique_ptr<Engine> engine;
+  ~Setup() { router.reset(); }  // before the engine goes
+  std::unique_ptr<PirqTable> pirqs;
   std::unique_ptr<EventfdRouter> router;
-  Port port = 0;
+  Port pirq_port = 0;
 };
 
 void DirectLoop(benchmark::State& state) {
@@ -74,6 +52,16 @@ void BM_Route_RaiseRoute(benchmark::State& state) {
   auto s = std::make_unique<Setup>();
   for (auto _ : state) {
     s->router->RaiseRoute(1);
+    s->Consume();
+  }
+  if (s->sink.injects.load() != uint64_t(state.iterations())) state.SkipWithError("lost events");
+}
+// A PIRQ route: route lookup, the PIRQ table (an MSI PIRQ), the PIRQ's port.
+void BM_Raw_RaisePirqRoute(benchmark::State& state) { DirectLoop(state); }
+void BM_Route_RaisePirqRoute(benchmark::State& state) {
+  auto s = std::make_unique<Setup>();
+  for (auto _ : state) {
+    s->router->RaiseRoute(2);
     s->Consume();
   }
   if (s->sink.injects.load() != uint64_t(state.iterations())) state.SkipWithError("lost events");
@@ -100,6 +88,8 @@ void BM_Route_Eventfd(benchmark::State& state) {
 
 BENCHMARK(BM_Raw_RaiseRoute);
 BENCHMARK(BM_Route_RaiseRoute);
+BENCHMARK(BM_Raw_RaisePirqRoute);
+BENCHMARK(BM_Route_RaisePirqRoute);
 BENCHMARK(BM_Raw_Eventfd)->UseRealTime();
 BENCHMARK(BM_Route_Eventfd)->UseRealTime();
 

@@ -19,6 +19,7 @@
 #include "evtchn/msi.h"
 #include "evtchn/pirq_table.h"
 #include "mem/guest_memory.h"
+#include "xen/hypercall_args.h"
 
 namespace {
 
@@ -93,43 +94,80 @@ struct xenkvm_handle {
     return {};
   }
 
+  // One hypercall's argument access: the caller's vCPU and layout (xen/hypercall_args.h's
+  // CompatLayout gives the i386 twin of each struct).
+  struct Args {
+    uint32_t vcpu;
+    bool compat;
+  };
+  template <class T>
+  Result<T> Read(Args a, uint64_t gva) {
+    using L = xenkvm::xen::CompatLayout<T>;
+    if (!a.compat) {
+      T value;
+      TRY(Guest(a.vcpu, gva, &value, sizeof(value), false));
+      return value;
+    }
+    typename L::Type value;
+    TRY(Guest(a.vcpu, gva, &value, sizeof(value), false));
+    return L::ToNative(value);
+  }
+  template <class T>
+  Result<> Write(Args a, uint64_t gva, const T& value) {
+    using L = xenkvm::xen::CompatLayout<T>;
+    if (!a.compat) {
+      T out = value;
+      return Guest(a.vcpu, gva, &out, sizeof(out), true);
+    }
+    typename L::Type out = L::FromNative(value);
+    return Guest(a.vcpu, gva, &out, sizeof(out), true);
+  }
   template <class T, class Op>
-  Result<> InOut(uint32_t vcpu, uint64_t arg, bool write_back, Op&& op) {
-    T value;
-    TRY(Guest(vcpu, arg, &value, sizeof(value), false));
+  Result<> InOut(Args a, uint64_t arg, bool write_back, Op&& op) {
+    T value = TRY(Read<T>(a, arg));
     TRY(op(value));
-    if (write_back) TRY(Guest(vcpu, arg, &value, sizeof(value), true));
+    if (write_back) TRY(Write(a, arg, value));
     return {};
   }
 
-  // Returns false (not handled) for PHYSDEVOPs that are the host's business.
-  bool PhysdevOp(uint32_t vcpu, uint64_t cmd, uint64_t arg, Result<>& result) {
+  // Xen's is_hvm_pv_evtchn_domain: events come through a vector (the domain's, or the one of
+  // the vCPU whose Xen id is 0).
+  bool VectorCallback() {
+    if (upcall_vector.load() != 0) return true;
+    xenkvm::MutexLock lock(attrs_mutex);
+    for (uint32_t i = 0; i < attrs.size(); ++i)
+      if (attrs[i].xen_id == 0) return sinks[i].own_vector.load() != 0;
+    return false;
+  }
+
+  // PHYSDEVOPs of an HVM domU, as Xen's hvm_physdev_op: the PIRQ ones, -ENOSYS for the rest.
+  Result<> PhysdevOp(Args a, uint64_t cmd, uint64_t arg) {
     auto& p = *pirqs;
     switch (cmd) {
-      case PHYSDEVOP_map_pirq:
-        result = InOut<physdev_map_pirq_t>(vcpu, arg, true, [&](auto& op) { return p.Map(op); });
-        return true;
+      case PHYSDEVOP_map_pirq: {
+        auto op = TRY(Read<physdev_map_pirq_t>(a, arg));
+        if (op.type == MAP_PIRQ_TYPE_MULTI_MSI && op.table_base != 0)
+          return xenkvm::Fail(XEN_EINVAL, "map_pirq: multi-MSI table_base");
+        Result<> mapped = p.Map(op, VectorCallback());
+        TRY(Write(a, arg, op));  // Xen copies the struct back whatever the result
+        return mapped;
+      }
       case PHYSDEVOP_unmap_pirq:
-        result =
-            InOut<physdev_unmap_pirq_t>(vcpu, arg, false, [&](auto& op) { return p.Unmap(op); });
-        return true;
+        return InOut<physdev_unmap_pirq_t>(a, arg, false, [&](auto& op) { return p.Unmap(op); });
       case PHYSDEVOP_eoi:
-        result = InOut<physdev_eoi_t>(vcpu, arg, false, [&](auto& op) { return p.Eoi(op); });
-        return true;
+        return InOut<physdev_eoi_t>(a, arg, false, [&](auto& op) { return p.Eoi(op); });
       case PHYSDEVOP_irq_status_query:
-        result = InOut<physdev_irq_status_query_t>(vcpu, arg, true,
-                                                   [&](auto& op) { return p.IrqStatusQuery(op); });
-        return true;
+        return InOut<physdev_irq_status_query_t>(a, arg, true,
+                                                 [&](auto& op) { return p.IrqStatusQuery(op); });
       case PHYSDEVOP_get_free_pirq:
-        result = InOut<physdev_get_free_pirq_t>(vcpu, arg, true,
-                                                [&](auto& op) { return p.GetFreePirq(op); });
-        return true;
+        return InOut<physdev_get_free_pirq_t>(a, arg, true,
+                                              [&](auto& op) { return p.GetFreePirq(op); });
       default:
-        return false;
+        return xenkvm::Fail(XEN_ENOSYS, "physdev_op cmd");
     }
   }
 
-  Result<> EventChannelOp(uint32_t vcpu, uint64_t cmd, uint64_t arg) {
+  Result<> EventChannelOp(Args vcpu, uint64_t cmd, uint64_t arg) {
     auto& e = *engine;
     switch (cmd) {
       case EVTCHNOP_alloc_unbound:
@@ -196,7 +234,7 @@ XENKVM_API int xenkvm_create(const xenkvm_config* config, xenkvm_t** out) {
       xk->attrs.push_back({.xen_id = i});
     }
   }
-  xk->pirqs = std::make_unique<xenkvm::evtchn::PirqTable>(*xk->engine);
+  xk->pirqs = std::make_unique<xenkvm::evtchn::PirqTable>(*xk->engine, options.domid);
   xk->router = std::make_unique<xenkvm::evtchn::EventfdRouter>(*xk->engine, xk->pirqs.get());
   *out = xk.release();
   return 0;
@@ -348,13 +386,20 @@ XENKVM_API int xenkvm_handle_hypercall(xenkvm_t* xk, uint32_t vcpu, xenkvm_hyper
   if (xk == nullptr || call == nullptr || handled == nullptr || vcpu >= xk->config.n_vcpus)
     return -XEN_EINVAL;
   *handled = 0;
-  Result<> r;
-  if (call->nr == __HYPERVISOR_event_channel_op)
-    r = xk->EventChannelOp(vcpu, call->args[0], call->args[1]);
-  else if (call->nr != __HYPERVISOR_physdev_op ||
-           !xk->PhysdevOp(vcpu, call->args[0], call->args[1], r))
-    return 0;
+  if (call->nr != __HYPERVISOR_event_channel_op && call->nr != __HYPERVISOR_physdev_op) return 0;
   *handled = 1;
+  // Xen: no hypercalls from guest user mode.
+  if (call->cpl != 0) {
+    call->ret = -XEN_EPERM;
+    return 0;
+  }
+  // A 32-bit caller's registers are 32 bits wide: whatever the host left above is not its.
+  const bool compat = call->compat != 0;
+  const uint64_t cmd = compat ? uint32_t(call->args[0]) : call->args[0];
+  const uint64_t arg = compat ? uint32_t(call->args[1]) : call->args[1];
+  const xenkvm_handle::Args args{vcpu, compat};
+  Result<> r = call->nr == __HYPERVISOR_event_channel_op ? xk->EventChannelOp(args, cmd, arg)
+                                                         : xk->PhysdevOp(args, cmd, arg);
   call->ret = r ? 0 : Errno(r.error());
   return 0;
 }

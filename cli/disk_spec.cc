@@ -30,7 +30,9 @@ Result<DiskSpec> ParseDiskSpec(std::string_view spec, size_t index) {
     disk.vdev = std::string("xvd") + char('a' + index);
   }
   auto devid = blkif::VdevNumber(disk.vdev);
-  if (!devid) return UsageFail("--disk: vdev must be xvd<letters>[<partition>] or a number");
+  if (!devid)
+    return UsageFail(
+        "--disk: vdev must be xvd<letters>, hd<a-d>, sd<a-p> [<partition>] or a number");
   disk.devid = *devid;
   return disk;
 }

@@ -116,6 +116,8 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
                   "serve JSON requests on a unix socket at PATH (owner-only; docs/control.md; "
                   "the client is `xenkvm ctl`)")
       ->type_name("PATH");
+  run->add_flag("--test-device", o.machine.test_device,
+                "add the MSI test device (MMIO page at 0xfe800000; docs/library.md)");
   run->add_option("guest", o.guest, "guest image (default: the bundled demo guest)");
   CLI::App* ctl = app.add_subcommand(
       "ctl", "Send one request to a running VMM's control socket and print the reply");

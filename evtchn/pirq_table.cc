@@ -15,40 +15,38 @@ int PirqTable::GetFree(int type) {
   return -XEN_ENOSPC;
 }
 
-Result<> PirqTable::Map(physdev_map_pirq& op) {
-  // Only a guest mapping for itself reaches the HVM path; naming a domain (even its own id)
-  // needs privilege over it.
-  if (op.domid != DOMID_SELF) return Fail(XEN_EPERM, "map_pirq: not DOMID_SELF");
-  int emuirq;
-  switch (op.type) {
-    case MAP_PIRQ_TYPE_GSI:
-      emuirq = op.index;
-      break;
-    case MAP_PIRQ_TYPE_MSI:
-    case MAP_PIRQ_TYPE_MSI_SEG:
-      if (op.index != -1) return Fail(XEN_EINVAL, "map_pirq: MSI index must be -1");
-      emuirq = kMsiEmu;
-      break;
-    default:
-      return Fail(XEN_EINVAL, "map_pirq: type");
-  }
+Result<> PirqTable::CheckDomid(uint16_t domid) const {
+  if (domid == DOMID_SELF || domid == domid_) return {};
+  // rcu_lock_domain_by_any_id: dom0 exists (the VMM) and XSM refuses a domU acting on it.
+  if (domid == 0) return Fail(XEN_EPERM, "physdev: not privileged over dom0");
+  return Fail(XEN_ESRCH, "physdev: no such domain");
+}
+
+Result<> PirqTable::Map(physdev_map_pirq& op, bool vector_callback) {
+  // do_physdev_op normalises the type before anything else.
+  if (op.type == MAP_PIRQ_TYPE_MSI_SEG) op.type = MAP_PIRQ_TYPE_MSI;
+  TRY(CheckDomid(op.domid));
+  // "Only makes sense for vector-based callback" (physdev_map_pirq).
+  if (!vector_callback) return Fail(XEN_EINVAL, "map_pirq: no vector callback");
+  // physdev_hvm_map_pirq knows GSIs only ("map type not supported yet").
+  if (op.type != MAP_PIRQ_TYPE_GSI) return Fail(XEN_EINVAL, "map_pirq: not a GSI");
+  if (op.index < 0 || op.index >= kNrGsis) return Fail(XEN_EINVAL, "map_pirq: GSI out of range");
+  const int gsi = op.index;
   MutexLock lock(mutex_);
   if (op.pirq < 0) op.pirq = GetFree(op.type);  // -ENOSPC then fails the range check, as in Xen
   // map_domain_emuirq_pirq's checks.
-  if (op.pirq < 0 || op.pirq >= kNrPirqs || emuirq == kUnbound || emuirq >= kNrGsis)
-    return Fail(XEN_EINVAL, "map_pirq: pirq or index out of range");
+  if (op.pirq < 0 || op.pirq >= kNrPirqs) return Fail(XEN_EINVAL, "map_pirq: pirq out of range");
   Entry& e = entries_[op.pirq];
   const int old = e.emuirq.load();
-  if (old != kUnbound && old != emuirq) return {};  // Xen warns and leaves the mapping alone
-  if (emuirq >= 0)                                  // one PIRQ per GSI
-    for (int i = 0; i < kNrPirqs; ++i)
-      if (i != op.pirq && entries_[i].emuirq.load() == emuirq) return {};
-  e.emuirq.store(emuirq);
+  if (old != kUnbound && old != gsi) return {};  // Xen warns and leaves the mapping alone
+  for (int i = 0; i < kNrPirqs; ++i)             // one PIRQ per GSI
+    if (i != op.pirq && entries_[i].emuirq.load() == gsi) return {};
+  e.emuirq.store(gsi);
   return {};
 }
 
 Result<> PirqTable::Unmap(const physdev_unmap_pirq& op) {
-  if (op.domid != DOMID_SELF) return Fail(XEN_EPERM, "unmap_pirq: not DOMID_SELF");
+  TRY(CheckDomid(op.domid));
   // Xen answers 0 for a PIRQ that is not mapped (or out of range) when the guest names itself.
   if (op.pirq < 0 || op.pirq >= kNrPirqs) return {};
   // Only the emulated mapping goes (a get_free_pirq allocation stays, as in Xen); a port bound
@@ -87,14 +85,16 @@ Result<> PirqTable::GetFreePirq(physdev_get_free_pirq& op) {
 
 Result<> PirqTable::Bind(evtchn_bind_pirq& op) {
   TRY(engine_.BindPirq(op));
-  // A raise that found no port left `pending` set; whoever clears it delivers.
+  // A raise that found no port left `pending` set; whoever clears it delivers. The fence pairs
+  // with RaiseMsi's: the port before the mark here, the mark before the port there.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (op.pirq < uint32_t(kNrPirqs) && entries_[op.pirq].pending.exchange(false))
     engine_.RaisePirq(op.pirq);
   return {};
 }
 
 bool PirqTable::RaiseMsi(uint32_t pirq) {
-  if (pirq >= uint32_t(kNrPirqs)) return false;
+  if (pirq == 0 || pirq >= uint32_t(kNrPirqs)) return false;  // hvm_inject_msi: PIRQ 0 -ERANGE
   Entry& e = entries_[pirq];
   int emuirq = e.emuirq.load(std::memory_order_acquire);
   if (emuirq == kUnbound) {
@@ -104,9 +104,12 @@ bool PirqTable::RaiseMsi(uint32_t pirq) {
     emuirq = e.emuirq.load();
   }
   if (emuirq != kMsiEmu) return false;
-  // Mark first, then try: a bind that runs between the two finds the mark and delivers; a raise
-  // that reached a port takes its own mark back. At worst one extra pending-bit set.
+  if (engine_.RaisePirq(pirq)) return true;  // bound: the common case, no extra atomics
+  // No port: keep it for the bind. A bind that finished between the failed raise and the mark
+  // did not see the mark, so raise again after marking; whoever clears the mark delivers, at
+  // worst one extra (coalesced) pending-bit set.
   e.pending.store(true);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // the mark before the port lookup
   if (!engine_.RaisePirq(pirq)) return false;
   e.pending.exchange(false);
   return true;

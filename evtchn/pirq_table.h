@@ -1,8 +1,10 @@
-// A guest's PIRQ space as Xen keeps it for an HVM domain (xen/arch/x86/physdev.c, irq.c):
-// PHYSDEVOP_map_pirq / unmap_pirq / eoi / irq_status_query / get_free_pirq with Xen's answers,
-// and raising a PIRQ from a device (an MSI with vector 0, msi.h). A PIRQ raised while no port
-// is bound to it is kept and delivered when the guest binds one (EVTCHNOP_bind_pirq through
-// Bind() here).
+// A guest's PIRQ space as Xen keeps it for an HVM domain with PIRQs (X86_EMU_USE_PIRQ;
+// xen/arch/x86/physdev.c, irq.c, hvm/irq.c): PHYSDEVOP_map_pirq / unmap_pirq / eoi /
+// irq_status_query / get_free_pirq with Xen's answers, and raising a PIRQ from a device (an MSI
+// with vector 0, msi.h, Xen's hvm_inject_msi). A PIRQ raised while no port is bound to it is
+// kept and delivered when the guest binds one (EVTCHNOP_bind_pirq through Bind() here); Xen
+// drops such a raise (send_guest_pirq finds no port), libxenkvm keeps it so that a device may
+// fire before the guest's bind without losing its first interrupt.
 //
 // Threads: any. Locks: mutex_ guards the mapping table; it is taken before the engine's table
 // lock and never on the raise path, which uses only per-PIRQ atomics and the engine's
@@ -25,11 +27,16 @@ class PirqTable {
   static constexpr int kNrPirqs = 1024;  // the engine's PIRQ limit (Xen: d->nr_pirqs)
   static constexpr int kNrGsis = 48;     // GSIs of the emulated IO-APIC (Xen: nr_irqs_gsi)
 
-  explicit PirqTable(Engine& engine) : engine_(engine) {}
+  // `domid`: the guest's own domain id (DOMID_SELF and it name the guest).
+  PirqTable(Engine& engine, uint16_t domid) : engine_(engine), domid_(domid) {}
 
-  // PHYSDEVOP_map_pirq by the guest for itself (domid DOMID_SELF): GSI or MSI (index -1; the
-  // PIRQ is chosen when pirq < 0). Writes the PIRQ back into op.pirq.
-  Result<> Map(physdev_map_pirq& op);
+  // PHYSDEVOP_map_pirq by the guest for itself. As Xen's physdev_hvm_map_pirq: only with a
+  // vector callback (`vector_callback`: HVM_PARAM_CALLBACK_IRQ type vector, or vCPU0 has an
+  // upcall vector; else -EINVAL), only GSIs (index < 48; the PIRQ is chosen when pirq < 0), an
+  // MSI type is -EINVAL (a guest gets an MSI PIRQ with get_free_pirq and raises it with an MSI
+  // whose vector is 0). Another existing domain (dom0) -EPERM, an unknown one -ESRCH. Xen copies
+  // the struct back whatever the result: op is updated (pirq, type MSI_SEG -> MSI) either way.
+  Result<> Map(physdev_map_pirq& op, bool vector_callback);
   Result<> Unmap(const physdev_unmap_pirq& op);
   Result<> Eoi(const physdev_eoi& op);
   Result<> IrqStatusQuery(physdev_irq_status_query& op);
@@ -58,7 +65,11 @@ class PirqTable {
   bool IsFree(const Entry& e) const { return !e.allocated.load() && e.emuirq.load() == kUnbound; }
   int GetFree(int type) XENKVM_REQUIRES(mutex_);
 
+  // The domain a PHYSDEVOP names: 0 the guest itself; else Xen's -EPERM or -ESRCH.
+  Result<> CheckDomid(uint16_t domid) const;
+
   Engine& engine_;
+  const uint16_t domid_;
   Mutex mutex_;  // serialises map/unmap/allocate (the atomics below are read without it)
   std::array<Entry, kNrPirqs> entries_;
 };

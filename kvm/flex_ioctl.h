@@ -19,6 +19,7 @@ inline constexpr unsigned long kIoctlGetSupportedCpuid =
 inline constexpr unsigned long kIoctlSetCpuid2 = _IOC(_IOC_WRITE, KVMIO, 0x90, 8);
 inline constexpr unsigned long kIoctlGetMsrs = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x88, 8);
 inline constexpr unsigned long kIoctlSetMsrs = _IOC(_IOC_WRITE, KVMIO, 0x89, 8);
+inline constexpr unsigned long kIoctlSetGsiRouting = _IOC(_IOC_WRITE, KVMIO, 0x6a, 8);
 
 // {u32 count; u32 pad_or_flags; Entry entries[count]} with the kernel's C layout.
 template <class Entry>

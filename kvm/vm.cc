@@ -8,6 +8,8 @@
 #include <cstring>
 #include <vector>
 
+#include "kvm/flex_ioctl.h"
+
 namespace xenkvm::kvm {
 
 Result<Vm> Vm::Create(const System& system) {
@@ -85,6 +87,36 @@ Result<bool> Vm::SignalMsi(uint64_t address, uint32_t data) {
   int r = ::ioctl(fd_.get(), KVM_SIGNAL_MSI, &msi);
   if (r < 0) return HostFail(errno, "KVM_SIGNAL_MSI");
   return r > 0;
+}
+
+Result<> Vm::SetMsiRoute(uint32_t gsi, uint64_t address, uint32_t data) {
+  FlexArg<kvm_irq_routing_entry> routing(1);
+  kvm_irq_routing_entry& e = routing.entries()[0];
+  e.gsi = gsi;
+  e.type = KVM_IRQ_ROUTING_MSI;
+  e.u.msi.address_lo = static_cast<uint32_t>(address);
+  e.u.msi.address_hi = static_cast<uint32_t>(address >> 32);
+  e.u.msi.data = data;
+  if (::ioctl(fd_.get(), kIoctlSetGsiRouting, routing.data()) < 0)
+    return HostFail(errno, "KVM_SET_GSI_ROUTING");
+  return {};
+}
+
+Result<> Vm::AddIrqfd(int eventfd, uint32_t gsi) {
+  kvm_irqfd irqfd{};
+  irqfd.fd = static_cast<uint32_t>(eventfd);
+  irqfd.gsi = gsi;
+  if (::ioctl(fd_.get(), KVM_IRQFD, &irqfd) < 0) return HostFail(errno, "KVM_IRQFD");
+  return {};
+}
+
+Result<> Vm::RemoveIrqfd(int eventfd, uint32_t gsi) {
+  kvm_irqfd irqfd{};
+  irqfd.fd = static_cast<uint32_t>(eventfd);
+  irqfd.gsi = gsi;
+  irqfd.flags = KVM_IRQFD_FLAG_DEASSIGN;
+  if (::ioctl(fd_.get(), KVM_IRQFD, &irqfd) < 0) return HostFail(errno, "KVM_IRQFD deassign");
+  return {};
 }
 
 Result<Vcpu> Vm::CreateVcpu(uint32_t id) {

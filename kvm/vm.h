@@ -36,6 +36,13 @@ class Vm {
   // A fixed-destination MSI through the in-kernel LAPICs. Returns false if the guest blocked
   // it (e.g. a software-disabled LAPIC), which KVM reports as 0.
   Result<bool> SignalMsi(uint64_t address, uint32_t data);
+  // The VM's GSI routing table becomes the one MSI route `gsi` -> (address, data)
+  // (KVM_SET_GSI_ROUTING; nothing else here uses routing). Any thread; the kernel swaps the
+  // table under RCU, so irqfds firing meanwhile use the old or the new route.
+  Result<> SetMsiRoute(uint32_t gsi, uint64_t address, uint32_t data);
+  // KVM_IRQFD: a write to `eventfd` injects GSI `gsi` in the kernel (no user-space hop).
+  Result<> AddIrqfd(int eventfd, uint32_t gsi);
+  Result<> RemoveIrqfd(int eventfd, uint32_t gsi);
   Result<Vcpu> CreateVcpu(uint32_t id);
 
  private:

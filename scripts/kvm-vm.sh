@@ -72,8 +72,9 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 hostroot /host
 for d in proc sys dev; do mount --bind /$d /host/$d; done
 mkdir -p /dev/pts  # devtmpfs has no pts/: ptys (tests drive the console through one) need it
 mount -t devpts -o ptmxmode=0666 devpts /host/dev/pts 2>/dev/null && ln -sf pts/ptmx /dev/ptmx
-# A local filesystem for unix sockets (9p can't hold them): the control socket tests use it.
-mkdir -p /dev/shm && mount -t tmpfs -o mode=1777 shm /host/dev/shm
+# A tmpfs /dev/shm as on any Linux: unix sockets (the control socket tests) and disk images
+# that punch holes (blkif discard) need a local filesystem; 9p can hold neither.
+mkdir -p /dev/shm && mount -t tmpfs -o size=256m,mode=1777 tmpfs /host/dev/shm 2>/dev/null
 job=$(sed -n 's/.*xenkvm_job=\([^ ]*\).*/\1/p' /proc/cmdline)
 [ -c /dev/kvm ] || echo "kvm-vm: kvm-amd did not load: no /dev/kvm in the VM"
 chroot /host /bin/sh "$job/job.sh"
@@ -95,11 +96,18 @@ chmod +x "$run/initrd/init"
 mem=${XENKVM_VM_MEM:-4096}
 cpus=${XENKVM_VM_CPUS:-$(nproc)}
 echo "kvm-vm: no usable /dev/kvm here: running in a nested-KVM VM (QEMU TCG, $cpus vCPUs, $mem MiB)" >&2
-# A hard limit on the whole VM run (XENKVM_VM_TIMEOUT seconds), so nothing can hang CI.
-timeout -s KILL "${XENKVM_VM_TIMEOUT:-2400}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
+# A hard limit on the whole VM run (XENKVM_VM_TIMEOUT seconds), so nothing can hang CI. The VM
+# runs in its own process group, stopped with this script: a killed caller (a test timeout, ^C)
+# must not leave an orphaned QEMU eating the machine's cores.
+set -m
+(timeout -s KILL "${XENKVM_VM_TIMEOUT:-2400}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
   -nographic -no-reboot -kernel "$kernel" -initrd "$run/initrd.gz" \
   -append "console=ttyS0 quiet loglevel=0 panic=-1 xenkvm_job=$run" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,multidevs=remap,id=hostroot \
-  </dev/null | sed -u -e 's/\r$//' -e '/^\x1b\[/d' -e '/SeaBIOS\|iPXE\|Booting from ROM\|^$/d'
+  </dev/null | sed -u -e 's/\r$//' -e '/^\x1b\[/d' -e '/SeaBIOS\|iPXE\|Booting from ROM\|^$/d') &
+vm_group=$!
+trap 'kill -TERM -- -"$vm_group" 2>/dev/null; rm -rf "$run"' EXIT
+trap 'exit 143' TERM INT HUP
+wait "$vm_group" || true
 [ -f "$run/rc" ] || { echo "kvm-vm: the VM ended without a result" >&2; exit 125; }
 exit "$(cat "$run/rc")"

@@ -62,7 +62,9 @@ Machine::~Machine() {
   if (input_thread_.joinable()) input_thread_.join();  // polls stopping_
   if (injector_) injector_->StopRetries();
   timers_.reset();
-  disks_.clear();  // their I/O threads map grants (domain_) and raise ports (engine_)
+  disks_.clear();        // their I/O threads map grants (domain_) and raise ports (engine_)
+  test_device_.reset();  // its thread signals through router_, which raises through domain_
+  router_.reset();
   echo_.reset();
   domain_.reset();
   engine_.reset();
@@ -117,6 +119,9 @@ Result<> Machine::Setup() {
   // them: in no memory map entry.
   memory_map_ = {{0, ram_size_, XEN_HVM_MEMMAP_TYPE_RAM},
                  {0xfee00000, 0x1000, XEN_HVM_MEMMAP_TYPE_RESERVED}};
+  if (config_.test_device)
+    memory_map_.insert(memory_map_.begin() + 1,
+                       {XENKVM_TEST_DEVICE_GPA, 0x1000, XEN_HVM_MEMMAP_TYPE_RESERVED});
 
   engine_ = std::make_unique<evtchn::Engine>(memory_, evtchn::Engine::Options{});
   domain_ = std::make_unique<xen::Domain>(
@@ -139,6 +144,10 @@ Result<> Machine::Setup() {
   timers_ = std::make_unique<Timers>(
       config_.vcpus, [this] { return clock_.NowNs(); },
       [this](uint32_t vcpu) { engine_->RaiseVirq(VIRQ_TIMER, vcpu); });
+  if (config_.test_device) {
+    router_ = std::make_unique<evtchn::EventfdRouter>(*engine_, &domain_->pirqs());
+    test_device_ = TRY(MsiTestDevice::Create(*vm_, *router_));
+  }
   // PV disks: each announced in xenstore as libxl does, connected when its frontend asks.
   for (backends::VbdConfig disk : config_.disks) {
     disk.domid = domain_->domid();
@@ -296,7 +305,14 @@ MachineEnd Machine::Run() {
       return end;
     }
   }
+  if (test_device_) std::fputs(test_device_->Summary().c_str(), stderr);
   return end;
+}
+
+bool Machine::Mmio(uint64_t gpa, std::span<uint8_t> data, bool is_write) {
+  if (!test_device_ || !MsiTestDevice::Contains(gpa)) return false;
+  test_device_->Access(gpa, data, is_write);
+  return true;
 }
 
 MachineEnd GuestShutdownEnd(uint32_t xen_reason) {

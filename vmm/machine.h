@@ -31,6 +31,7 @@
 #include "backends/vbd.h"
 #include "backends/xenstore_ring.h"
 #include "evtchn/engine.h"
+#include "evtchn/eventfd_router.h"
 #include "kvm/system.h"
 #include "kvm/vcpu_snapshot.h"
 #include "kvm/vm.h"
@@ -38,6 +39,7 @@
 #include "vmm/echo_backend.h"
 #include "vmm/guest_clock.h"
 #include "vmm/machine_end.h"
+#include "vmm/msi_test_device.h"
 #include "vmm/terminal_filter.h"
 #include "vmm/timers.h"
 #include "vmm/vcpu_host.h"
@@ -77,6 +79,7 @@ struct MachineConfig {
   ConsoleConfig console;
   ResourceLimits limits;
   std::vector<backends::VbdConfig> disks;  // PV disks (--disk), in order
+  bool test_device = false;                // --test-device: the MSI test device (abi/platform.h)
 };
 
 // --stats: one PV disk's counters.
@@ -188,6 +191,7 @@ class Machine final : public xen::Platform, public VcpuHost {
   void SyncEvents(uint32_t vcpu) override { engine_->SyncVcpu(vcpu); }
   void NoteStage(uint32_t vcpu, uint32_t stage) override;
   void DebugconWrite(uint8_t byte) override;
+  bool Mmio(uint64_t gpa, std::span<uint8_t> data, bool is_write) override;
   Result<std::vector<kvm_cpuid_entry2>> Cpuid(uint32_t vcpu) override;
   BootEntry Boot() const override { return boot_; }
   void CalibrateClock(uint64_t guest_tsc, uint32_t tsc_khz) override {
@@ -247,6 +251,9 @@ class Machine final : public xen::Platform, public VcpuHost {
   std::unique_ptr<UpcallInjector> injector_;
   std::vector<std::unique_ptr<VcpuRunner>> runners_;
   std::vector<std::unique_ptr<backends::Vbd>> disks_;  // after engine_/domain_: they use them
+  // --test-device: its eventfd routes (raising through domain_'s PIRQs) and the device.
+  std::unique_ptr<evtchn::EventfdRouter> router_;
+  std::unique_ptr<MsiTestDevice> test_device_;
   BootEntry boot_;
 
   // Pause state (Pause/Resume): taken before the runners' and the timers' locks.

@@ -46,6 +46,10 @@ class VcpuHost {
   virtual void SyncEvents(uint32_t vcpu) = 0;  // Engine::SyncVcpu
   virtual void NoteStage(uint32_t vcpu, uint32_t stage) = 0;
   virtual void DebugconWrite(uint8_t byte) = 0;
+  // An MMIO exit (no RAM at gpa): true if a device took it, a read's bytes filled in.
+  virtual bool Mmio(uint64_t /*gpa*/, std::span<uint8_t> /*data*/, bool /*is_write*/) {
+    return false;
+  }
   virtual Result<std::vector<kvm_cpuid_entry2>> Cpuid(uint32_t vcpu) = 0;
   virtual BootEntry Boot() const = 0;
   // Pair the boot vCPU's TSC with the host clock (pvclock calibration).

@@ -392,7 +392,11 @@ void VcpuRunner::HandleExit() {
       run->msr.error = run->msr.index == XENKVM_HYPERCALL_PAGE_MSR ? 0 : 1;
       return;
     case KVM_EXIT_MMIO: {
-      // Nothing of ours lives outside RAM; reads see all-ones like an empty bus.
+      const size_t len = std::min<size_t>(run->mmio.len, sizeof(run->mmio.data));
+      if (host_.Mmio(run->mmio.phys_addr, std::span<uint8_t>(run->mmio.data, len),
+                     run->mmio.is_write))
+        return;
+      // No device there; reads see all-ones like an empty bus.
       if (!run->mmio.is_write) std::memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
       static std::atomic<bool> logged{false};
       if (!logged.exchange(true)) {

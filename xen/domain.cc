@@ -21,6 +21,7 @@ Domain::Domain(Platform& platform, mem::GuestMemory& memory, evtchn::Engine& eng
       grants_(
           memory,
           [this](uint64_t gfn) { return reservation_.InRam(gfn, 1) && !reservation_.IsHole(gfn); }),
+      pirqs_(engine, options.domid),
       reservation_(platform.RamPages()),
       console_io_max_bytes_(options.console_io_max_bytes),
       log_limiter_(options.log_per_second, options.log_burst) {
@@ -71,6 +72,8 @@ long Domain::Hypercall(const HypercallCall& c) {
         return EventChannelOp(c, c.args[0], c.args[1]);
       case __HYPERVISOR_hvm_op:
         return HvmOp(c);
+      case __HYPERVISOR_physdev_op:
+        return PhysdevOp(c);
       case __HYPERVISOR_vm_assist:
         return VmAssist(c);
       case __HYPERVISOR_sysctl:

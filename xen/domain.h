@@ -22,6 +22,7 @@
 #include "abi/sync.h"
 #include "abi/xen.h"
 #include "evtchn/engine.h"
+#include "evtchn/pirq_table.h"
 #include "mem/guest_memory.h"
 #include "snapshot/codec.h"
 #include "xen/grants.h"
@@ -95,6 +96,8 @@ class Domain {
 
   // ---- grants, for the VMM's backends (any thread) ----
   GrantTable& grants() { return grants_; }
+  // ---- PIRQs, for the VMM's devices: raise with RaiseMsi (any thread, never blocks) ----
+  evtchn::PirqTable& pirqs() { return pirqs_; }
 
   // ---- runstate (VCPUOP_register_runstate_memory_area, get_runstate_info) ----
   // The VMM reports a vCPU's scheduling transitions, on that vCPU's thread (a registered area
@@ -133,6 +136,8 @@ class Domain {
   Ret GrantTableOp(const HypercallCall& c);
   Ret Sysctl(const HypercallCall& c);
   Ret Domctl(const HypercallCall& c);
+  Ret PhysdevOp(const HypercallCall& c);
+  bool VectorCallbackLocked() const XENKVM_REQUIRES(mutex_);
 
   Ret AddToPhysmap(const HypercallCall& c, uint64_t arg);
   Ret MapGrantFrame(uint64_t idx, uint64_t gfn);
@@ -190,12 +195,14 @@ class Domain {
   std::array<uint64_t, HVM_NR_PARAMS> params_ XENKVM_GUARDED_BY(mutex_){};
   bool shinfo_compat_ XENKVM_GUARDED_BY(mutex_) = false;         // Xen's has_32bit_shinfo
   bool runstate_update_flag_ XENKVM_GUARDED_BY(mutex_) = false;  // VMASST_TYPE_runstate_update_flag
+  bool vcpu0_upcall_vector_ XENKVM_GUARDED_BY(mutex_) = false;   // HVMOP_set_evtchn_upcall_vector
   // XENMEM_set_memory_map: the guest's own map, reported by XENMEM_memory_map from then on.
   std::vector<MemoryMapEntry> memory_map_ XENKVM_GUARDED_BY(mutex_);
   bool memory_map_set_ XENKVM_GUARDED_BY(mutex_) = false;
   std::vector<uint64_t> special_gfns_ XENKVM_GUARDED_BY(mutex_);  // host pages mapped outside RAM
   std::vector<Runstate> runstates_ XENKVM_GUARDED_BY(mutex_);     // per vCPU
   GrantTable grants_;
+  evtchn::PirqTable pirqs_;  // its own lock, taken after mutex_ is released
   Reservation reservation_;  // mutations guarded by mutex_
   const uint32_t console_io_max_bytes_;
   RateLimiter log_limiter_;

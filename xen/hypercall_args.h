@@ -102,6 +102,10 @@ XENKVM_SAME_LAYOUT(evtchn_reset_t);
 XENKVM_SAME_LAYOUT(evtchn_init_control_t);
 XENKVM_SAME_LAYOUT(evtchn_expand_array_t);
 XENKVM_SAME_LAYOUT(evtchn_set_priority_t);
+XENKVM_SAME_LAYOUT(physdev_unmap_pirq_t);
+XENKVM_SAME_LAYOUT(physdev_eoi_t);
+XENKVM_SAME_LAYOUT(physdev_irq_status_query_t);
+XENKVM_SAME_LAYOUT(physdev_get_free_pirq_t);
 static_assert(sizeof(evtchn_init_control_t) == 24 && sizeof(evtchn_expand_array_t) == 8);
 
 template <>
@@ -115,6 +119,26 @@ struct CompatLayout<xen_add_to_physmap_t> {
     n.idx = c.idx;
     n.gpfn = c.gpfn;
     return n;
+  }
+};
+
+template <>
+struct CompatLayout<physdev_map_pirq_t> {
+  using Type = abi::CompatPhysdevMapPirq;
+  static physdev_map_pirq_t ToNative(const Type& c) {
+    physdev_map_pirq_t n{};
+    n.domid = c.domid;
+    n.type = c.type;
+    n.index = c.index;
+    n.pirq = c.pirq;
+    n.bus = c.bus;
+    n.devfn = c.devfn;
+    n.entry_nr = c.entry_nr;
+    n.table_base = c.table_base;
+    return n;
+  }
+  static Type FromNative(const physdev_map_pirq_t& n) {
+    return Type{n.domid, n.type, n.index, n.pirq, n.bus, n.devfn, n.entry_nr, n.table_base};
   }
 };
 

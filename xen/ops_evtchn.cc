@@ -36,7 +36,8 @@ Domain::Ret Domain::EventChannelOp(const HypercallCall& c, uint64_t cmd, uint64_
     case EVTCHNOP_bind_ipi:
       return InOut<evtchn_bind_ipi_t>(guest, arg, [&](auto& op) { return e.BindIpi(op); });
     case EVTCHNOP_bind_pirq:
-      return InOut<evtchn_bind_pirq_t>(guest, arg, [&](auto& op) { return e.BindPirq(op); });
+      // Through the PIRQ table: a PIRQ a device raised before the bind is delivered now.
+      return InOut<evtchn_bind_pirq_t>(guest, arg, [&](auto& op) { return pirqs_.Bind(op); });
     case EVTCHNOP_status:
       return InOut<evtchn_status_t>(guest, arg, [&](auto& op) { return e.Status(op); });
     case EVTCHNOP_close:

@@ -204,6 +204,10 @@ Domain::Ret Domain::HvmOp(const HypercallCall& c) {
         upcall_vectors_[op.vcpu] = op.vector;
       }
       platform_.SetUpcallVector(op.vcpu, op.vector);
+      if (op.vcpu == 0) {
+        MutexLock lock(mutex_);
+        vcpu0_upcall_vector_ = true;
+      }
       return 0;
     }
     case HVMOP_get_time: {

@@ -13,9 +13,10 @@ Result<std::unique_ptr<BlkifBackend>> BlkifBackend::Open(const DiskOptions& opti
   f.physical_sector_size = backend->disk_.physical_block_size;
   f.read_only = options.read_only;
   f.removable = options.removable;
-  // Punching holes is what discard means for an image file; block devices keep it off until
+  // Punching holes is what discard means for an image file (offered only where the file system
+  // can: a discard that always fails would be worse than none); block devices keep it off until
   // we query their discard support.
-  f.discard = !backend->disk_.block_device && !options.read_only;
+  f.discard = backend->disk_.punch_hole;
   f.max_queues = std::max(options.max_queues, 1u);
   f.max_indirect_segments = std::min(options.max_indirect_segments, kMaxIndirectSegments);
   return backend;

@@ -31,6 +31,7 @@ struct Disk {
   uint64_t size_bytes = 0;  // whole 512-byte sectors only are exposed
   bool block_device = false;
   bool read_only = false;
+  bool punch_hole = false;  // a writable image file whose file system can punch holes (discard)
   uint32_t physical_block_size = 512;
 
   // Errors: XEN_ENOENT (cannot open), XEN_EINVAL (not a regular file or block device).

@@ -92,10 +92,14 @@ void port_untrack(evtchn_port_t port) {
 }
 
 /* The Xen 2-level scan: clear upcall_pending, take the selector, handle pending & ~mask. */
+void (*volatile upcall_hook)(unsigned vcpu);
+
 void evtchn_upcall(int eoi) {
   unsigned cpu = this_vcpu();
   shared_info_t* s = shinfo;
   upcall_count[cpu]++;
+  void (*hook)(unsigned) = upcall_hook;
+  if (hook) hook(cpu);
   if (s && __atomic_load_n(&fifo_active, __ATOMIC_ACQUIRE)) {
     /* FIFO: upcall_pending still says "look"; the queues say what. */
     vcpu_info_t* vi = vcpu_info_of(cpu);

@@ -305,6 +305,10 @@ bool fifo_is_linked(evtchn_port_t port);
 void fifo_reset_state(void); /* after EVTCHNOP_reset: back to the 2-level scan */
 void fifo_upcall(unsigned cpu);
 
+/* If set, called first in every upcall (before the event scan), e.g. to time an ordinary MSI
+ * that arrives on the upcall vector. */
+extern void (*volatile upcall_hook)(unsigned vcpu);
+
 /* Called from the upcall stubs in entry.S. */
 void evtchn_upcall(int eoi);
 

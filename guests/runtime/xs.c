@@ -125,6 +125,12 @@ const char* xs_write(uint32_t tx, const char* path, const char* value) {
   return result(xs_request(XS_WRITE, tx, msg, (uint32_t)(p + v), reply, sizeof(reply)), reply);
 }
 
+const char* xs_rm(uint32_t tx, const char* path) {
+  char reply[64];
+  return result(xs_request(XS_RM, tx, path, (uint32_t)strlen(path) + 1, reply, sizeof(reply)),
+                reply);
+}
+
 const char* xs_watch(const char* path, const char* token) {
   char msg[256], reply[64];
   size_t p = strlen(path) + 1, t = strlen(token) + 1;

@@ -23,6 +23,7 @@ uint32_t xs_request(uint32_t type, uint32_t tx, const void* payload, uint32_t le
 /* Helpers: 0 or the xsd_errors name in err (e.g. "EAGAIN"). */
 const char* xs_read(uint32_t tx, const char* path, char* out, uint32_t size);
 const char* xs_write(uint32_t tx, const char* path, const char* value);
+const char* xs_rm(uint32_t tx, const char* path);
 const char* xs_watch(const char* path, const char* token);
 const char* xs_tx_start(uint32_t* tx);
 const char* xs_tx_end(uint32_t tx, bool commit);

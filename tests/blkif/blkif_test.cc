@@ -3,6 +3,7 @@
 // quiesce. Real io_uring on a temporary image file.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -347,6 +348,26 @@ TEST_F(BlkifTest, TwoQueuesInParallel) {
   }
   for (uint32_t n = 0; n < 60; ++n) ASSERT_EQ(Data(n)[17], Expected(uint64_t(n) * 4096 + 17));
   EXPECT_EQ(backend_->Stats().reads, 60u);
+}
+
+// Discard is offered only where the image's file system punches holes; asking it (one past
+// the end) changes neither the size nor the data. Read-only images never offer it.
+TEST(BlkifDisk, HolePunchingProbeLeavesTheImageAlone) {
+  ImageFile image;
+  auto rw = Disk::Open(image.path(), /*read_only=*/false);
+  ASSERT_TRUE(rw);
+  struct stat st {};
+  ASSERT_EQ(stat(image.path().c_str(), &st), 0);
+  EXPECT_EQ(uint64_t(st.st_size), kImageBytes);
+  const auto tail = image.Read(kImageBytes - kPageSize, kPageSize);
+  for (size_t i = 0; i < tail.size(); ++i)
+    ASSERT_EQ(tail[i], Expected(kImageBytes - kPageSize + i)) << i;
+  auto ro = Disk::Open(image.path(), /*read_only=*/true);
+  ASSERT_TRUE(ro);
+  EXPECT_FALSE(ro->punch_hole);
+  auto backend = BlkifBackend::Open(DiskOptions{.path = image.path()});
+  ASSERT_TRUE(backend);
+  EXPECT_EQ((*backend)->features().discard, rw->punch_hole);
 }
 
 TEST_F(BlkifTest, ReadOnlyDiskRefusesWritesFlushAndDiscard) {

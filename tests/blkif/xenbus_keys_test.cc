@@ -95,7 +95,7 @@ TEST(XenbusKeys, RefusesWhatWasNotAdvertisedOrIsMalformed) {
   EXPECT_FALSE(ParseFrontendKeys(Reader({{"ring-ref", "8"}}), f));
 }
 
-// docs/misc/vbd-interface.txt's numbering.
+// docs/misc/vbd-interface.txt's numbering (libxl__device_disk_dev_number).
 TEST(Vdev, Numbers) {
   EXPECT_EQ(*VdevNumber("xvda"), 51712u);
   EXPECT_EQ(*VdevNumber("xvdb"), 51728u);
@@ -105,8 +105,16 @@ TEST(Vdev, Numbers) {
   EXPECT_EQ(*VdevNumber("xvda16"), (1u << 28) | 16u);        // partition past 15
   EXPECT_EQ(*VdevNumber("xvdaa"), (1u << 28) | (26u << 8));  // bijective base 26
   EXPECT_EQ(*VdevNumber("51712"), 51712u);
-  for (const char* bad : {"", "xvd", "sda", "xvdA", "xvda-1", "xvda01", "xvda256", "xvdzzzzz",
-                          "99999999999", "2147483648", "xvda1x", " xvda"}) {
+  // The emulated-disk names (libxl's numbering): Mini-OS's blkfront opens hda = 768.
+  EXPECT_EQ(*VdevNumber("hda"), 768u);
+  EXPECT_EQ(*VdevNumber("hdb"), (3u << 8) | (1u << 6));
+  EXPECT_EQ(*VdevNumber("hdc"), 22u << 8);
+  EXPECT_EQ(*VdevNumber("hdd63"), (22u << 8) | (1u << 6) | 63u);
+  EXPECT_EQ(*VdevNumber("sda"), 2048u);
+  EXPECT_EQ(*VdevNumber("sdp15"), (8u << 8) | (15u << 4) | 15u);
+  for (const char* bad :
+       {"", "xvd", "sd", "hd", "hde", "hda64", "hdaa", "sdq", "sda16", "xvdA", "xvda-1", "xvda01",
+        "xvda256", "xvdzzzzz", "99999999999", "2147483648", "xvda1x", " xvda"}) {
     auto r = VdevNumber(bad);
     ASSERT_FALSE(r) << bad;
     EXPECT_EQ(r.error().xen_errno, XEN_EINVAL) << bad;

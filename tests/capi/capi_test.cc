@@ -86,7 +86,8 @@ struct Guest {
   template <class T>
   int64_t EvtchnOp(uint32_t vcpu, uint64_t cmd, T& op, uint64_t nr = kEventChannelOp) {
     std::memcpy(ram + kArgGpa, &op, sizeof(op));
-    xenkvm_hypercall call{.nr = nr, .args = {cmd, kArgGpa + kGvaOffset}, .ret = 1};
+    xenkvm_hypercall call{
+        .nr = nr, .args = {cmd, kArgGpa + kGvaOffset}, .ret = 1, .compat = 0, .cpl = 0};
     int handled = 0;
     EXPECT_EQ(xenkvm_handle_hypercall(xk, vcpu, &call, &handled), 0);
     EXPECT_EQ(handled, 1);
@@ -289,13 +290,16 @@ TEST(CApi, HypercallErrors) {
   EXPECT_EQ(g.EvtchnOp(0, EVTCHNOP_send, send), -XEN_EFAULT);  // translator refused
   g.unmapped_gva = false;
 
-  xenkvm_hypercall outside{
-      .nr = kEventChannelOp, .args = {EVTCHNOP_send, kGvaOffset + 64 * kPage}, .ret = 0};
+  xenkvm_hypercall outside{.nr = kEventChannelOp,
+                           .args = {EVTCHNOP_send, kGvaOffset + 64 * kPage},
+                           .ret = 0,
+                           .compat = 0,
+                           .cpl = 0};
   int handled = 0;
   ASSERT_EQ(xenkvm_handle_hypercall(g.xk, 0, &outside, &handled), 0);
   EXPECT_EQ(outside.ret, -XEN_EFAULT);  // GPA outside every region
 
-  xenkvm_hypercall sched{.nr = kSchedOp, .args = {}, .ret = 7};
+  xenkvm_hypercall sched{.nr = kSchedOp, .args = {}, .ret = 7, .compat = 0, .cpl = 0};
   ASSERT_EQ(xenkvm_handle_hypercall(g.xk, 0, &sched, &handled), 0);
   EXPECT_EQ(handled, 0);  // left to the host
   EXPECT_EQ(sched.ret, 7);
@@ -437,24 +441,27 @@ TEST(CApi, MsiToPirqDecoding) {
 
 TEST(CApi, PhysdevMapPirqErrorsAsXen) {
   Guest g;
+  ASSERT_EQ(xenkvm_add_region(g.xk, 0, 0, sizeof(g.ram), g.ram), 0);
+  auto op = g.MapArgs(MAP_PIRQ_TYPE_GSI, 20, -1);
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, op), -XEN_EINVAL);  // no vector callback yet
+  ASSERT_EQ(xenkvm_remove_region(g.xk, 0), 0);
   g.Setup();
-  auto op = g.MapArgs(MAP_PIRQ_TYPE_MSI, -1, -1);
-  op.domid = 3;  // its own id, not DOMID_SELF: needs privilege
+  op.domid = 0;  // dom0: not ours to map
   EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, op), -XEN_EPERM);
+  op.domid = 9;  // no such domain
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, op), -XEN_ESRCH);
   op = g.MapArgs(7, -1, -1);
   EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, op), -XEN_EINVAL);  // unknown type
-  op = g.MapArgs(MAP_PIRQ_TYPE_MSI, 0, -1);
-  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, op), -XEN_EINVAL);  // MSI index must be -1
+  op = g.MapArgs(MAP_PIRQ_TYPE_MSI, -1, -1);
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, op), -XEN_EINVAL);  // HVM: GSIs only
   op = g.MapArgs(MAP_PIRQ_TYPE_GSI, 48, -1);
   EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, op), -XEN_EINVAL);  // beyond the GSIs
-  op = g.MapArgs(MAP_PIRQ_TYPE_MSI, -1, 1024);
+  op = g.MapArgs(MAP_PIRQ_TYPE_GSI, 20, 1024);
   EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, op), -XEN_EINVAL);  // beyond nr_pirqs
 
-  // Xen's choices: an MSI takes the highest free PIRQ, a GSI the lowest non-ISA one.
-  op = g.MapArgs(MAP_PIRQ_TYPE_MSI, -1, -1);
-  ASSERT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, op), 0);
-  EXPECT_EQ(op.pirq, 1023);
+  // Xen's choice for a GSI: the lowest non-ISA PIRQ; the guest's own id names it too.
   op = g.MapArgs(MAP_PIRQ_TYPE_GSI, 20, -1);
+  op.domid = 3;
   ASSERT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, op), 0);
   EXPECT_EQ(op.pirq, 16);
   // A second PIRQ for GSI 20 leaves the first mapping (Xen answers 0 and changes nothing).
@@ -468,6 +475,9 @@ TEST(CApi, PhysdevMapPirqErrorsAsXen) {
   q.irq = 1024;
   EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_irq_status_query, q), -XEN_EINVAL);
 
+  physdev_get_free_pirq msi{.type = MAP_PIRQ_TYPE_MSI, .pirq = 0};
+  ASSERT_EQ(g.PhysdevOp(PHYSDEVOP_get_free_pirq, msi), 0);
+  EXPECT_EQ(msi.pirq, 1023u);
   physdev_eoi eoi{.irq = 1023};
   EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_eoi, eoi), 0);
   eoi.irq = 500;
@@ -480,8 +490,12 @@ TEST(CApi, PhysdevMapPirqErrorsAsXen) {
   q.irq = 16;
   EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_irq_status_query, q), -XEN_EINVAL);
   EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_unmap_pirq, unmap), 0);  // Xen: unmapped is fine for SELF
-  unmap.domid = 3;
+  unmap.domid = 0;
   EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_unmap_pirq, unmap), -XEN_EPERM);
+  unmap.domid = 9;
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_unmap_pirq, unmap), -XEN_ESRCH);
+  physdev_apic apic{};
+  EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_apic_read, apic), -XEN_ENOSYS);  // the hardware domain's
 }
 
 TEST(CApi, GetFreePirqAllocatesUntilNoSpace) {
@@ -503,18 +517,21 @@ TEST(CApi, GetFreePirqAllocatesUntilNoSpace) {
   while ((rc = g.PhysdevOp(PHYSDEVOP_get_free_pirq, op)) == 0) ++handed_out;
   EXPECT_EQ(handed_out, 31 + 975);
   EXPECT_EQ(rc, -XEN_ENOSPC);
-  // With none free, map_pirq's own choice fails the range check: -EINVAL, as in Xen.
-  auto map = g.MapArgs(MAP_PIRQ_TYPE_MSI, -1, -1);
+  // With none free, map_pirq's own choice fails the range check: -EINVAL, as in Xen, and
+  // the struct goes back with the error as the PIRQ.
+  auto map = g.MapArgs(MAP_PIRQ_TYPE_GSI, 20, -1);
   EXPECT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, map), -XEN_EINVAL);
+  EXPECT_EQ(map.pirq, -XEN_ENOSPC);
 }
 
 // A device's PIRQ MSI before the guest binds the PIRQ is kept; the bind delivers it.
 TEST(CApi, PirqRaisedBeforeBindIsDeliveredAtBind) {
   Guest g;
   g.Setup();
-  auto map = g.MapArgs(MAP_PIRQ_TYPE_MSI, -1, -1);
-  ASSERT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, map), 0);
-  const uint32_t pirq = uint32_t(map.pirq);
+  // Linux's way to an MSI PIRQ: get_free_pirq, then the device's MSI (vector 0) maps it.
+  physdev_get_free_pirq map{.type = MAP_PIRQ_TYPE_MSI, .pirq = 0};
+  ASSERT_EQ(g.PhysdevOp(PHYSDEVOP_get_free_pirq, map), 0);
+  const uint32_t pirq = map.pirq;
   EXPECT_EQ(xenkvm_msi_send(g.xk, PirqMsiAddress(pirq), 0), 0);  // kept
   EXPECT_EQ(g.upcalls[0].load(), 0);
   evtchn_bind_pirq bind{.pirq = pirq, .flags = 0, .port = 0};
@@ -533,8 +550,8 @@ TEST(CApi, PirqRaisedBeforeBindIsDeliveredAtBind) {
 TEST(CApi, PirqRouteFromAnEventfd) {
   Guest g;
   g.Setup();
-  auto map = g.MapArgs(MAP_PIRQ_TYPE_MSI, -1, -1);
-  ASSERT_EQ(g.PhysdevOp(PHYSDEVOP_map_pirq, map), 0);
+  physdev_get_free_pirq map{.type = MAP_PIRQ_TYPE_MSI, .pirq = 0};
+  ASSERT_EQ(g.PhysdevOp(PHYSDEVOP_get_free_pirq, map), 0);
   xenkvm_route r{
       .type = XENKVM_ROUTE_PIRQ, .port = 0, .vcpu = 0, .priority = 7, .pirq = uint32_t(map.pirq)};
   ASSERT_EQ(xenkvm_route_set(g.xk, 9, &r), 0);
@@ -558,3 +575,60 @@ TEST(CApi, PirqRouteFromAnEventfd) {
 }
 
 }  // namespace
+
+// A 32-bit guest's hypercall: registers are 32 bits (the host's upper halves are ignored) and
+// structs are in the i386 layout (physdev_map_pirq is 36 bytes there: table_base at 28).
+TEST(CApi, CompatCallersUseTheI386Layout) {
+#pragma pack(push, 4)
+  struct I386MapPirq {
+    uint16_t domid;
+    int32_t type, index, pirq, bus, devfn, entry_nr;
+    uint64_t table_base;
+  };
+#pragma pack(pop)
+  static_assert(sizeof(I386MapPirq) == 36);
+  Guest g;
+  g.Setup();
+  const I386MapPirq in{DOMID_SELF, MAP_PIRQ_TYPE_GSI, 20, -1, 0, 0, 0, 0};
+  std::memcpy(g.ram + kArgGpa, &in, sizeof(in));
+  const uint32_t sentinel = 0xa5a5a5a5;
+  std::memcpy(g.ram + kArgGpa + sizeof(in), &sentinel, sizeof(sentinel));
+  const uint64_t garbage = 0xdead'beef'0000'0000;
+  xenkvm_hypercall call{.nr = kPhysdevOp,
+                        .args = {garbage | PHYSDEVOP_map_pirq, garbage | (kArgGpa + kGvaOffset)},
+                        .ret = 1,
+                        .compat = 1,
+                        .cpl = 0};
+  int handled = 0;
+  ASSERT_EQ(xenkvm_handle_hypercall(g.xk, 0, &call, &handled), 0);
+  EXPECT_EQ(handled, 1);
+  ASSERT_EQ(call.ret, 0);
+  I386MapPirq out{};
+  std::memcpy(&out, g.ram + kArgGpa, sizeof(out));
+  EXPECT_EQ(out.pirq, 16);
+  uint32_t after = 0;
+  std::memcpy(&after, g.ram + kArgGpa + sizeof(in), sizeof(after));
+  EXPECT_EQ(after, sentinel);  // 36 bytes written back, not the native 40
+
+  // The same registers from a 64-bit caller: the upper halves count (no such command/address).
+  call.compat = 0;
+  ASSERT_EQ(xenkvm_handle_hypercall(g.xk, 0, &call, &handled), 0);
+  EXPECT_EQ(call.ret, -XEN_ENOSYS);
+  // Event channel structs have one layout: a compat bind_ipi works as a native one.
+  evtchn_bind_ipi ipi{.vcpu = 1, .port = 0};
+  std::memcpy(g.ram + kArgGpa, &ipi, sizeof(ipi));
+  xenkvm_hypercall bind{.nr = kEventChannelOp,
+                        .args = {EVTCHNOP_bind_ipi, garbage | (kArgGpa + kGvaOffset)},
+                        .ret = 1,
+                        .compat = 1,
+                        .cpl = 0};
+  ASSERT_EQ(xenkvm_handle_hypercall(g.xk, 1, &bind, &handled), 0);
+  ASSERT_EQ(bind.ret, 0);
+  std::memcpy(&ipi, g.ram + kArgGpa, sizeof(ipi));
+  EXPECT_NE(ipi.port, 0u);
+  // From guest user mode: -EPERM, whatever the call (Xen's rule for HVM guests).
+  bind.cpl = 3;
+  ASSERT_EQ(xenkvm_handle_hypercall(g.xk, 1, &bind, &handled), 0);
+  EXPECT_EQ(handled, 1);
+  EXPECT_EQ(bind.ret, -XEN_EPERM);
+}

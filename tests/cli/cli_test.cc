@@ -60,13 +60,18 @@ TEST(Cli, Disks) {
   EXPECT_EQ(d[2].vdev, "xvdq");
   EXPECT_FALSE(d[2].read_only);
   EXPECT_EQ(p.cmd.run.guest, "g.elf");
+  // Mini-OS's blkfront opens hda.
+  Parsed hda = Parse({"run", "--disk", "m.img,vdev=hda", "mini-os"});
+  ASSERT_EQ(hda.cmd.kind, Command::Kind::kRun) << hda.err;
+  EXPECT_EQ(hda.cmd.run.disks[0].devid, 768u);
 }
 
 TEST(Cli, BadDisksAreOneErrorLine) {
   for (std::vector<const char*> args :
        {std::vector<const char*>{"run", "--disk", ",ro"},
         {"run", "--disk", "a.img,rx"},
-        {"run", "--disk", "a.img,vdev=sda"},
+        {"run", "--disk", "a.img,vdev=sdq"},
+        {"run", "--disk", "a.img,vdev=hde"},
         {"run", "--disk", "a.img,vdev="},
         {"run", "--disk", "a.img", "--disk", "b.img,vdev=xvda"},
         {"run", "--disk"},

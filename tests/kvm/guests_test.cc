@@ -3,9 +3,11 @@
 // SIGTERM) and the failure names the last stage the guest reported on port 0xe4.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/falloc.h>
 #include <poll.h>
 #include <pty.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,6 +15,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <ostream>
@@ -264,6 +267,28 @@ TEST(XenkvmBench, HypercallAndIpiRatios) {
 }
 #endif
 
+// The MSI test device (--test-device) with a guest that maps a PIRQ for it, binds it, takes
+// paced and burst events, rebinds it to vCPU1 and closes it (guests/pirq_device.c). The VMM's
+// signal -> handler figures for the PIRQ route and a plain irqfd MSI are shown (ctest -V).
+TEST(XenkvmTestDevice, PirqEventsFromTheDevice) {
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  const std::string elf = std::string(XENKVM_GUESTS_DIR) + "/pirq_device.elf";
+  Outcome o = RunXenkvm(
+      {XENKVM_BINARY, "run", "--test-device", "--vcpus", "2", "--timeout", "90", "--stats", elf},
+      std::chrono::seconds(110));
+  SCOPED_TRACE("guest output:\n" + o.output);
+  ASSERT_NE(o.exit_code, -1) << "hung (last stage " << LastStage(o.output) << ")";
+  EXPECT_EQ(o.exit_code, 0) << "last stage " << LastStage(o.output);
+  EXPECT_NE(o.output.find("xenkvm-test: PASS pirq_device"), std::string::npos);
+  EXPECT_NE(o.output.find("test-device PIRQ route: 200 paced interrupts"), std::string::npos);
+  EXPECT_NE(o.output.find("test-device irqfd MSI: 200 paced interrupts"), std::string::npos);
+  std::regex lines("xenkvm: test-device [^\n]*\n|pirq_device: [^\n]*\n");
+  for (auto it = std::sregex_iterator(o.output.begin(), o.output.end(), lines);
+       it != std::sregex_iterator(); ++it)
+    std::printf("%s", it->str().c_str());
+}
+
 TEST(XenkvmCli, BundledDemoWithStats) {
   if (!xenkvm::kvm::KvmAvailable())
     GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
@@ -366,6 +391,183 @@ TEST(XenkvmLifecycle, SigtermAsksTheGuestToPowerOff) {
   EXPECT_NE(o.output.find("xenkvm: xenstore ring: requests "), std::string::npos) << o.output;
 }
 
+// PV disks served to our blkfront guests (guests/blkfront*.c). Each test makes its images here,
+// filled with the pattern the guests check (guests/runtime/blkfront.h blk_pattern), and checks
+// the images afterwards and the --stats disk line against the tally the guest printed.
+uint64_t BlkPattern(uint64_t seed, uint64_t sector, unsigned word) {
+  return (seed << 56) ^ (sector << 8) ^ word ^ 0x5a5a000000000000ull;
+}
+constexpr unsigned kSectorWords = 512 / 8;
+
+class DiskImage {
+ public:
+  // In /dev/shm where there is one (tmpfs punches holes; the nested VM's 9p root cannot).
+  DiskImage(uint64_t sectors, uint64_t seed) {
+    char shm[] = "/dev/shm/xenkvm-disk-XXXXXX", tmp[] = "/tmp/xenkvm-disk-XXXXXX";
+    int fd = mkstemp(shm);
+    path_ = shm;
+    if (fd < 0) {
+      fd = mkstemp(tmp);
+      path_ = tmp;
+    }
+    std::vector<uint64_t> data(sectors * kSectorWords);
+    for (uint64_t s = 0; s < sectors; ++s)
+      for (unsigned w = 0; w < kSectorWords; ++w)
+        data[s * kSectorWords + w] = BlkPattern(seed, s, w);
+    const size_t bytes = data.size() * sizeof(uint64_t);
+    ok_ = fd >= 0 && write(fd, data.data(), bytes) == static_cast<ssize_t>(bytes);
+    if (fd >= 0) close(fd);
+  }
+  ~DiskImage() { unlink(path_.c_str()); }
+  bool ok() const { return ok_; }
+  const std::string& path() const { return path_; }
+  std::vector<uint64_t> Read(uint64_t sector, uint64_t count) const {
+    std::vector<uint64_t> out(count * kSectorWords);
+    std::ifstream in(path_, std::ios::binary);
+    in.seekg(static_cast<std::streamoff>(sector * 512));
+    in.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(out.size() * 8));
+    if (!in) out.clear();
+    return out;
+  }
+  // The first sector in [sector, sector + count) not holding seed's pattern, or -1.
+  int64_t FirstNotPattern(uint64_t seed, uint64_t sector, uint64_t count) const {
+    const auto data = Read(sector, count);
+    if (data.empty()) return static_cast<int64_t>(sector);
+    for (uint64_t s = 0; s < count; ++s)
+      for (unsigned w = 0; w < kSectorWords; ++w)
+        if (data[s * kSectorWords + w] != BlkPattern(seed, sector + s, w))
+          return static_cast<int64_t>(sector + s);
+    return -1;
+  }
+  // Whether its file system punches holes (what the backend asks before offering discard).
+  bool CanPunchHoles() const {
+    const int fd = open(path_.c_str(), O_RDWR | O_CLOEXEC);
+    struct stat st {};
+    const bool ok =
+        fd >= 0 && fstat(fd, &st) == 0 &&
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size, 4096) == 0;
+    if (fd >= 0) close(fd);
+    return ok;
+  }
+  bool IsZero(uint64_t sector, uint64_t count) const {
+    const auto data = Read(sector, count);
+    return !data.empty() &&
+           std::all_of(data.begin(), data.end(), [](uint64_t v) { return v == 0; });
+  }
+
+ private:
+  std::string path_;
+  bool ok_ = false;
+};
+
+// The guest's "blkfront-tally <vdev>: requests R reads .. errors E" and the --stats line
+// "  <vdev> requests reads writes read-bytes written-bytes errors path", as six numbers each.
+std::vector<uint64_t> Numbers(const std::string& text, const std::regex& re) {
+  std::smatch m;
+  std::vector<uint64_t> out;
+  if (!std::regex_search(text, m, re)) return out;
+  for (size_t i = 1; i < m.size(); ++i) out.push_back(std::stoull(m[i]));
+  return out;
+}
+std::vector<uint64_t> GuestTally(const std::string& output, const std::string& vdev) {
+  return Numbers(output, std::regex("blkfront-tally " + vdev +
+                                    ": requests (\\d+) reads (\\d+) writes (\\d+) read-bytes "
+                                    "(\\d+) write-bytes (\\d+) errors (\\d+)"));
+}
+std::vector<uint64_t> StatsLine(const std::string& output, const std::string& vdev) {
+  return Numbers(output,
+                 std::regex("\n  " + vdev + " +(\\d+) +(\\d+) +(\\d+) +(\\d+) +(\\d+) +(\\d+)  /"));
+}
+
+TEST(XenkvmBlkfront, ScenariosOnAWritableAndAReadOnlyDisk) {
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  DiskImage rw(8192, 0xa1), ro(2048, 0xb2);  // 4 MiB and 1 MiB
+  ASSERT_TRUE(rw.ok() && ro.ok());
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "100", "--disk",
+                         rw.path(), "--disk", ro.path() + ",ro", XENKVM_GUESTS_DIR "/blkfront.elf"},
+                        std::chrono::seconds(115));
+  SCOPED_TRACE("guest output:\n" + o.output);
+  EXPECT_EQ(o.exit_code, 0) << "last stage " << LastStage(o.output);
+  const bool discard = rw.CanPunchHoles();
+  std::printf("disk images: %s, %s (discard %s)\n", rw.path().c_str(), ro.path().c_str(),
+              discard ? "offered" : "not offered: no hole punching there");
+  EXPECT_NE(o.output.find("blkfront: PASS discard"), std::string::npos);
+  EXPECT_EQ(o.output.find("blkfront: PASS discard (not offered: EOPNOTSUPP)") == std::string::npos,
+            discard);
+  for (const char* scenario : {"reads", "writes", "flush", "indirect", "reconnect", "multi-queue",
+                               "full ring", "x86_32-abi layout", "read-only"})
+    EXPECT_NE(o.output.find(std::string("blkfront: PASS ") + scenario), std::string::npos)
+        << scenario;
+  EXPECT_NE(o.output.find("xenkvm-test: PASS blkfront"), std::string::npos);
+  for (const char* vdev : {"xvda", "xvdb"}) {
+    const auto tally = GuestTally(o.output, vdev);
+    EXPECT_EQ(tally.size(), 6u) << vdev;
+    EXPECT_EQ(StatsLine(o.output, vdev), tally) << vdev << ": --stats disagrees with the guest";
+  }
+  // What the guest wrote landed where it said, and nowhere else it looked.
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 0, 200), -1);
+  EXPECT_EQ(rw.FirstNotPattern(0xc3, 200, 32), -1);  // write + barrier write
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 232, 1024 - 232), -1);
+  if (discard)
+    EXPECT_TRUE(rw.IsZero(1024, 128)) << "discarded sectors";
+  else
+    EXPECT_EQ(rw.FirstNotPattern(0xa1, 1024, 128), -1) << "a refused discard changed the image";
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 1152, 2048 - 1152), -1);
+  EXPECT_EQ(rw.FirstNotPattern(0xd4, 2048, 256), -1);  // the indirect write
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 2304, 3000 - 2304), -1);
+  EXPECT_EQ(rw.FirstNotPattern(0xe5, 3000, 16), -1);  // written through queue 1
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 3016, 5120 - 3016), -1);
+  EXPECT_EQ(rw.FirstNotPattern(0xf6, 5120, 64), -1);  // written in the x86_32-abi layout
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 5184, 8192 - 5184), -1);
+  EXPECT_EQ(ro.FirstNotPattern(0xb2, 0, 2048), -1) << "the read-only image changed";
+}
+
+TEST(XenkvmBlkfront, HostileFrontendGetsErrorsWhileGoodRequestsWork) {
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  DiskImage disk(2048, 0xa1);
+  ASSERT_TRUE(disk.ok());
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "100", "--disk",
+                         disk.path(), XENKVM_GUESTS_DIR "/blkfront_hostile.elf"},
+                        std::chrono::seconds(115));
+  SCOPED_TRACE("guest output:\n" + o.output);
+  EXPECT_EQ(o.exit_code, 0) << "last stage " << LastStage(o.output);
+  for (const char* scenario :
+       {"bad grant references", "out-of-range sectors", "bad segment counts", "bad sector ranges",
+        "unknown operations", "wild ring indexes", "closing with requests in flight",
+        "requests on a closed device", "bad connection keys"})
+    EXPECT_NE(o.output.find(std::string("blkfront: PASS ") + scenario), std::string::npos)
+        << scenario;
+  EXPECT_NE(o.output.find("xenkvm-test: PASS blkfront_hostile"), std::string::npos);
+  EXPECT_NE(o.output.find("req_prod beyond the ring; ring stopped"), std::string::npos);
+  const auto tally = GuestTally(o.output, "xvda");
+  ASSERT_EQ(tally.size(), 6u);
+  const auto refused =
+      Numbers(o.output, std::regex("blkfront_hostile: (\\d+) bad requests refused"));
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_GE(refused[0], 25u);
+  EXPECT_EQ(tally[5], refused[0]) << "errors answered vs bad requests the guest sent";
+  EXPECT_EQ(StatsLine(o.output, "xvda"), tally) << "--stats disagrees with the guest";
+  EXPECT_EQ(disk.FirstNotPattern(0xa1, 0, 2048), -1) << "a refused request changed the image";
+}
+
+#ifdef XENKVM_BLKFRONT_BENCH_GUEST
+// Not a timed test: checks the PV-disk benchmark guest runs and prints its ratio (ctest -V).
+TEST(XenkvmBench, BlkfrontReadRoundTripRatio) {
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  DiskImage disk(2048, 0xa1);
+  ASSERT_TRUE(disk.ok());
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--timeout", "100", "--disk", disk.path(),
+                         XENKVM_BLKFRONT_BENCH_GUEST},
+                        std::chrono::seconds(115));
+  ASSERT_EQ(o.exit_code, 0) << o.output;
+  EXPECT_NE(o.output.find("read/hypercall = "), std::string::npos) << o.output;
+  std::printf("%s", o.output.c_str());
+}
+#endif
+
 // GRUB's Xen PVH image (Debian grub-xen-bin, installed by scripts/deps.sh): a real 32-bit
 // third-party guest using grant tables, xenstore and the console ring.
 constexpr char kGrubDir[] = "/usr/lib/grub/i386-xen_pvh";
@@ -438,6 +640,141 @@ TEST(XenkvmGrub, StockImageTakesTypedCommandsOnAPty) {
   close(master);
   EXPECT_EQ(step, 2) << out;
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+}
+
+// A PV disk for GRUB, made without root: an ext2 image (mke2fs -d) holding /boot/grub/grub.cfg,
+// /hello.txt and an empty environment block. Returns the image path, or "" (with the reason in
+// `why`) when e2fsprogs is missing.
+std::string MakeGrubDisk(const std::string& dir, std::string& why) {
+  std::string mke2fs;
+  for (const char* p : {"/usr/sbin/mke2fs", "/sbin/mke2fs", "/usr/bin/mke2fs"})
+    if (access(p, X_OK) == 0) mke2fs = p;
+  if (mke2fs.empty()) {
+    why = "mke2fs (e2fsprogs, scripts/deps.sh) not installed: skipped";
+    return "";
+  }
+  const std::string root = dir + "/root";
+  for (const std::string& d : {root, root + "/boot", root + "/boot/grub"})
+    if (mkdir(d.c_str(), 0755) != 0) return why = "mkdir " + d, "";
+  std::ofstream(root + "/hello.txt") << "hello from the xenkvm disk\n";
+  // The stock image's embedded config looks for /boot/grub/grub.cfg on every disk and sets
+  // $root to the one holding it. The entry reads a file, writes the environment block through
+  // the disk (BLKIF_OP_WRITE), prints what save_env answered, and halts. The value is put
+  // together at run time so that the image holds it only once GRUB has written it.
+  std::ofstream(root + "/boot/grub/grub.cfg") << "set timeout=0\n"
+                                                 "set default=0\n"
+                                                 "menuentry \"xenkvm-disk-entry\" {\n"
+                                                 "  echo entry-start\n"
+                                                 "  ls\n"
+                                                 "  cat /hello.txt\n"
+                                                 "  set xenkvm_mark=written-by\n"
+                                                 "  set xenkvm_mark=${xenkvm_mark}-grub\n"
+                                                 "  save_env -f ($root)/boot/grub/grubenv "
+                                                 "xenkvm_mark\n"
+                                                 "  echo save_env=$?\n"
+                                                 "  echo entry-done\n"
+                                                 "  halt\n"
+                                                 "}\n";
+  // grubenv: its header line padded with '#' to 1024 bytes (what grub-editenv create writes).
+  std::string env = "# GRUB Environment Block\n";
+  env.resize(1024, '#');
+  std::ofstream(root + "/boot/grub/grubenv") << env;
+  const std::string img = dir + "/disk.img";
+  const std::string mk = mke2fs + " -q -F -t ext2 -d " + root + " " + img + " 8M";
+  if (system(mk.c_str()) != 0) return why = "failed: " + mk, "";
+  return img;
+}
+
+// GRUB's output without its terminal control sequences (a failure message printing them would
+// reset the reader's terminal and hide itself).
+std::string Printable(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\x1b') {
+      if (i + 1 < s.size() && s[i + 1] == '[') {
+        i += 2;
+        while (i < s.size() && !(s[i] >= '@' && s[i] <= '~')) ++i;
+      } else {
+        ++i;
+      }
+    } else if (s[i] == '\n' || (s[i] >= ' ' && s[i] <= '~')) {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The stock GRUB finds grub.cfg on the PV disk by itself, shows the menu, runs the entry: the
+// file's text is read through the ring and save_env's write lands in the image file.
+TEST(XenkvmGrub, StockImageBootsTheMenuFromAPvDisk) {
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  if (access(kGrubStock, R_OK) != 0)
+    GTEST_SKIP() << kGrubStock << " not installed (scripts/deps.sh): skipped";
+  char dir[] = "/tmp/xenkvm-grubdisk-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string why;
+  const std::string img = MakeGrubDisk(dir, why);
+  if (img.empty()) GTEST_SKIP() << why;
+  EXPECT_EQ(ReadFile(img).find("xenkvm_mark=written-by-grub"), std::string::npos);
+  Outcome o = RunXenkvm(
+      {XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "200", "--disk", img, kGrubStock},
+      std::chrono::seconds(220));
+  o.output = Printable(o.output);
+  EXPECT_EQ(o.exit_code, 0) << o.output;
+  EXPECT_NE(o.output.find("Booting `xenkvm-disk-entry'"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("(xen/xvda)"), std::string::npos) << o.output;  // `ls` lists the disk
+  EXPECT_NE(o.output.find("hello from the xenkvm disk"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("save_env=0"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("entry-done"), std::string::npos) << o.output;
+  EXPECT_NE(ReadFile(img).find("xenkvm_mark=written-by-grub"), std::string::npos);
+  // --stats: the disk's line shows reads, the one write and no errors.
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(o.output, m,
+                                std::regex(R"(xvda +(\d+) +(\d+) +(\d+) +(\d+) +(\d+) +(\d+) )")))
+      << o.output;
+  EXPECT_GT(std::stoul(m[2]), 0u);   // reads
+  EXPECT_GE(std::stoul(m[3]), 1u);   // writes
+  EXPECT_EQ(std::stoul(m[6]), 0ul);  // errors
+  EXPECT_EQ(system((std::string("rm -rf ") + dir).c_str()), 0);
+}
+
+// The same disk read-only (`,ro`): GRUB still boots from it, its write is refused (GRUB says
+// "write failed") and the image is byte for byte what it was.
+TEST(XenkvmGrub, StockImageOnAReadOnlyPvDiskCannotWrite) {
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  if (access(kGrubStock, R_OK) != 0)
+    GTEST_SKIP() << kGrubStock << " not installed (scripts/deps.sh): skipped";
+  char dir[] = "/tmp/xenkvm-grubdisk-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string why;
+  const std::string img = MakeGrubDisk(dir, why);
+  if (img.empty()) GTEST_SKIP() << why;
+  const std::string before = ReadFile(img);
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "200", "--disk",
+                         img + ",ro", kGrubStock},
+                        std::chrono::seconds(220));
+  o.output = Printable(o.output);
+  EXPECT_EQ(o.exit_code, 0) << o.output;
+  EXPECT_NE(o.output.find("Booting `xenkvm-disk-entry'"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("hello from the xenkvm disk"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("write failed"), std::string::npos) << o.output;
+  EXPECT_EQ(o.output.find("save_env=0"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("entry-done"), std::string::npos) << o.output;
+  EXPECT_TRUE(ReadFile(img) == before) << "the read-only image changed";
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(o.output, m,
+                                std::regex(R"(xvda +(\d+) +(\d+) +(\d+) +(\d+) +(\d+) +(\d+) )")))
+      << o.output;
+  EXPECT_EQ(std::stoul(m[3]), 0ul);  // no write done
+  EXPECT_GE(std::stoul(m[6]), 1ul);  // the refused one
+  EXPECT_EQ(system((std::string("rm -rf ") + dir).c_str()), 0);
 }
 
 // Hostile image paths and options: one line and an exit code, before KVM is touched.

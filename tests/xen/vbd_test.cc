@@ -181,6 +181,42 @@ TEST_F(VbdTest, ConnectReadWriteCloseReconnect) {
   EXPECT_EQ(DataPage(), std::vector<uint8_t>(512, 0xa5));
 }
 
+// GRUB's own hand-off (grub-core/disk/xen/xendisk.c, grub_xendisk_fini, before it boots the
+// OS): Connected straight to Closed (no Closing), wait for the backend's Closed, empty
+// ring-ref and event-channel, end the grants, close the port, then Initialising for the OS.
+TEST_F(VbdTest, GrubHandOffThenTheOsConnects) {
+  MakeVbd();
+  evtchn::Port port = ConnectFrontend();
+  ASSERT_EQ(Back("state"), "4");
+  EXPECT_EQ(Do(port, BLKIF_OP_READ, 7, kDataRef), BLKIF_RSP_OKAY);
+  Front("state", "6");
+  EXPECT_EQ(Back("state"), "6");
+  EXPECT_FALSE(vbd_->xenbus().connected());
+  EXPECT_EQ(Status(port).status, uint32_t(EVTCHNSTAT_unbound));  // dom0's end is gone
+  EXPECT_TRUE(domain_->grants().MappedGfns().empty());           // nothing pinned for the free
+  Front("ring-ref", "");
+  Front("event-channel", "");
+  Grant(kRingRef, 0, 0);
+  Grant(kDataRef, 0, 0);
+  ASSERT_TRUE(engine_->Close(evtchn_close{.port = port}));
+  Front("state", "1");
+  EXPECT_EQ(Back("state"), "2");
+  // The OS's blkfront, with its own grants and port.
+  Grant(kRingRef, GTF_permit_access, kRingGfn);
+  Grant(kDataRef, GTF_permit_access, kDataGfn);
+  port = ConnectFrontend();
+  ASSERT_EQ(Back("state"), "4");
+  EXPECT_EQ(Do(port, BLKIF_OP_READ, 7, kDataRef), BLKIF_RSP_OKAY);
+  EXPECT_EQ(DataPage(), FileSector(7));
+  // Mini-OS's shutdown_blkfront: Closing, Closed, then Initialising, waiting each time.
+  Front("state", "5");
+  EXPECT_EQ(Back("state"), "5");
+  Front("state", "6");
+  EXPECT_EQ(Back("state"), "6");
+  Front("state", "1");
+  EXPECT_EQ(Back("state"), "2");
+}
+
 TEST_F(VbdTest, ReadOnlyDiskRefusesWrites) {
   MakeVbd(/*read_only=*/true);
   EXPECT_EQ(Back("mode"), "r");

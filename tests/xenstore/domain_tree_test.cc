@@ -28,6 +28,10 @@ class DomainTreeTest : public ::testing::Test {
     auto r = store_.Write(guest_, 0, path, "x");
     return r ? 0 : r.error().xen_errno;
   }
+  int RmErrno(const std::string& path) {
+    auto r = store_.Rm(guest_, 0, path);
+    return r ? 0 : r.error().xen_errno;
+  }
   Store store_;
   ConnId dom0_, guest_;
 };
@@ -88,6 +92,25 @@ TEST_F(DomainTreeTest, DevicesHaveGuestOwnedFrontendAndReadableBackend) {
   EXPECT_EQ(WriteErrno("device/vbd/51712/ring-ref"), 0);
   EXPECT_EQ(WriteErrno("/local/domain/0/backend/vbd/3/51712/state"), XEN_EACCES);
   EXPECT_EQ(*store_.Directory(guest_, 0, "device/vbd"), std::vector<std::string>{"51712"});
+}
+
+// Mini-OS's xenbus test writes, reads and removes device/vif/0/flibble. libxl makes `device`
+// dom0's (guest read-only) unless xend_suspend_evtchn_compat, so without a vif xenstored
+// answers as the nearest existing ancestor allows (errno_from_parents): a read ENOENT, a write
+// or rm EACCES. With the vif's frontend directory (guest-owned) all three work, and removing an
+// absent node whose parent exists succeeds (do_rm).
+TEST_F(DomainTreeTest, MiniOsFlibbleTestAsXenstoredAnswersIt) {
+  EXPECT_EQ(ReadErrno("device/vif/0/flibble"), XEN_ENOENT);
+  EXPECT_EQ(WriteErrno("device/vif/0/flibble"), XEN_EACCES);
+  EXPECT_EQ(RmErrno("device/vif/0/flibble"), XEN_EACCES);
+  EXPECT_FALSE(store_.Read(dom0_, 0, "/local/domain/3/device/vif"));  // nothing was created
+  ASSERT_TRUE(AddDevice(store_, dom0_, 3,
+                        DeviceEntries{.kind = "vif", .devid = 0, .frontend = {}, .backend = {}}));
+  EXPECT_EQ(WriteErrno("device/vif/0/flibble"), 0);
+  EXPECT_EQ(*store_.Read(guest_, 0, "device/vif/0/flibble"), "x");
+  EXPECT_EQ(RmErrno("device/vif/0/flibble"), 0);
+  EXPECT_EQ(ReadErrno("device/vif/0/flibble"), XEN_ENOENT);
+  EXPECT_EQ(RmErrno("device/vif/0/flibble"), 0);  // already gone, parent exists: fine
 }
 
 }  // namespace

@@ -108,16 +108,23 @@ XENKVM_API int xenkvm_vcpu_upcall_pending(xenkvm_t* xk, uint32_t vcpu);
 XENKVM_API int xenkvm_evtchn_send(xenkvm_t* xk, uint32_t port);
 
 /* ---- hypercalls ---- */
-/* The guest's registers at a hypercall exit (64-bit ABI: rax = number, rdi, rsi, rdx, r10, r8
- * = arguments). On return *handled says whether the library implemented it; if so `ret` is
- * the value for the guest's rax. Implemented: __HYPERVISOR_event_channel_op (32; every EVTCHNOP
- * the engine has) and __HYPERVISOR_physdev_op (33: PHYSDEVOP_map_pirq, unmap_pirq, eoi,
- * irq_status_query, get_free_pirq with Xen's answers for an HVM guest). Others (SCHEDOP, VCPUOP,
- * other PHYSDEVOPs) are left to the host: *handled = 0. */
+/* The guest's registers at a hypercall exit, in the shape of KVM's kvm_xen_exit.u.hcall: rax =
+ * number; arguments rdi, rsi, rdx, r10, r8 from a 64-bit caller, ebx, ecx, edx, esi, edi from a
+ * 32-bit one (`compat` = 1: the vCPU was not in 64-bit mode; argument structs are then read
+ * and written in the i386 layout and pointers are 32 bits, as Xen's compat layer does). `cpl`
+ * is the caller's privilege level: Xen refuses hypercalls from user mode (-XEN_EPERM). On
+ * return *handled says whether the library implemented it; if so `ret` is the value for the
+ * guest's rax (a 32-bit caller takes its low 32 bits). Implemented: __HYPERVISOR_event_channel_op
+ * (32; every EVTCHNOP the engine has) and __HYPERVISOR_physdev_op (33: PHYSDEVOP_map_pirq,
+ * unmap_pirq, eoi, irq_status_query, get_free_pirq with Xen's answers for an HVM guest; the
+ * other PHYSDEVOPs are -XEN_ENOSYS as for an HVM domU). Others (SCHEDOP, VCPUOP, ...) are
+ * left to the host: *handled = 0. */
 struct xenkvm_hypercall {
   uint64_t nr;
   uint64_t args[6];
   int64_t ret;
+  uint32_t compat; /* 1: 32-bit caller */
+  uint32_t cpl;    /* caller's CPL (0 = kernel) */
 };
 XENKVM_API int xenkvm_handle_hypercall(xenkvm_t* xk, uint32_t vcpu, struct xenkvm_hypercall* call,
                                        int* handled);
