@@ -100,10 +100,7 @@ Result<size_t> MachineControl::SendKeys(const std::string& text) {
   return machine_.ConsoleInput(text);
 }
 
-Result<> MachineControl::Save(const std::string& file) {
-  (void)file;
-  return Fail(XEN_EOPNOTSUPP, "save: not supported yet");
-}
+Result<> MachineControl::Save(const std::string& file) { return machine_.Save(file); }
 
 int RunCtl(const std::string& socket, const std::string& command,
            const std::vector<std::string>& args, FILE* out, FILE* err) {

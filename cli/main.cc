@@ -148,7 +148,16 @@ int ExitCode(EndReason reason, int signal) {
 }
 
 int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
-  if (o.guest.empty()) {
+  if (o.restore) {
+    auto shape = xenkvm::vmm::Machine::ReadSnapshotShape(o.guest);
+    if (!shape) {
+      std::fprintf(stderr, "xenkvm: %s: %s\n", o.guest.c_str(),
+                   xenkvm::Describe(shape.error()).c_str());
+      return kExitUsage;
+    }
+    o.machine.vcpus = shape->vcpus;
+    o.machine.memory_mib = shape->memory_mib;
+  } else if (o.guest.empty()) {
     // The demo shows event channels across vCPUs (guests/ declares it for 4): give it four.
     o.guest = DemoGuestPath();
     if (!o.vcpus_given) o.machine.vcpus = 4;
@@ -191,7 +200,8 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
     xenkvm::trace::SetActive(recorder);
   }
 
-  auto image = ReadImage(o.guest, o.max_image_mib << 20);
+  auto image = o.restore ? xenkvm::Result<std::vector<uint8_t>>(std::vector<uint8_t>{})
+                         : ReadImage(o.guest, o.max_image_mib << 20);
   if (!image) {
     std::fprintf(stderr, "xenkvm: %s: %s\n", o.guest.c_str(), image.error().message);
     return kExitHostError;
@@ -218,7 +228,13 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
   xenkvm::vmm::Machine& m = **machine;
   watched.store(&m, std::memory_order_release);
   signals.Attach(&m);
-  if (auto r = m.LoadGuest(*image); !r) {
+  if (o.restore) {
+    if (auto r = m.Restore(o.guest); !r) {
+      std::fprintf(stderr, "xenkvm: %s: %s\n", o.guest.c_str(),
+                   xenkvm::Describe(r.error()).c_str());
+      return r.error().kind == xenkvm::ErrorKind::kHost ? kExitHostError : kExitUsage;
+    }
+  } else if (auto r = m.LoadGuest(*image); !r) {
     std::fprintf(stderr, "xenkvm: cannot load %s: %s\n", o.guest.c_str(), r.error().message);
     return kExitHostError;
   }

@@ -31,11 +31,22 @@ CLI::Validator Seconds(double min) {
 
 const char kExitCodes[] =
     "Exit codes: 0 poweroff, 3 crash, 4 reboot, 5 triple fault, 6 emulation error, 7 suspend,\n"
-    "124 timeout, 128+N ended by signal N (130 SIGINT, 143 SIGTERM), 1 host error, 2 usage.";
+    "124 timeout, 128+N ended by signal N (130 SIGINT, 143 SIGTERM), 1 host error, 2 usage.\n"
+    "`xenkvm restore SNAPSHOT [run's options]` resumes a guest saved with `xenkvm ctl SOCKET save\n"
+    "FILE` (docs/snapshots.md).";
 }  // namespace
 
 Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err) {
   Command cmd;
+  // `restore FILE [options]` is `run` with a snapshot in the guest's place: the same host-side
+  // options (console, disks, control socket, limits), parsed by the same code.
+  std::vector<const char*> args(argv, argv + argc);
+  if (argc >= 2 && std::string_view(argv[1]) == "restore") {
+    args[1] = "run";
+    cmd.run.restore = true;
+  }
+  argc = int(args.size());
+  argv = args.data();
   RunOptions& o = cmd.run;
   vmm::ResourceLimits& limits = o.machine.limits;
   CLI::App app{"xenkvm: Xen event channels and the Xen HVM/PVH platform on plain KVM", "xenkvm"};

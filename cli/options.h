@@ -38,6 +38,9 @@ struct RunOptions {
   std::string console_io = "stdout";  // cli/console_targets.h
   std::string console = "stdio";
   std::string control_path;  // --control: serve the control socket there (docs/control.md)
+  // `xenkvm restore FILE [run's options]`: `guest` is a snapshot file to resume
+  // (docs/snapshots.md); --vcpus and --memory come from it.
+  bool restore = false;
 };
 
 // `xenkvm ctl SOCKET COMMAND [ARGS]`.

@@ -157,4 +157,23 @@ void Delivery::TraceDeliver(trace::Recorder* t, Port port, const char* path, Rai
   t->Instant("deliver", {"port", port}, {"path", 0, path}, {"outcome", 0, OutcomeName(outcome)});
 }
 
+std::vector<Port> Delivery::DeferredPorts() const {
+  std::vector<Port> ports;
+  for (uint32_t w = 0; w < kDeferredWords; ++w) {
+    uint64_t bits = deferred_[w].load(std::memory_order_acquire);
+    while (bits) {
+      ports.push_back(w * 64 + uint32_t(std::countr_zero(bits)));
+      bits &= bits - 1;
+    }
+  }
+  return ports;
+}
+
+void Delivery::RestoreDeferred(std::span<const Port> ports) {
+  for (auto& word : deferred_) word.store(0, std::memory_order_relaxed);
+  for (Port port : ports)
+    deferred_[port / 64].fetch_or(uint64_t(1) << (port % 64), std::memory_order_release);
+  if (!ports.empty()) KickWorker();
+}
+
 }  // namespace xenkvm::evtchn

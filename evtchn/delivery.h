@@ -63,6 +63,7 @@ class Delivery {
   Fifo& fifo_state() { return fifo_; }
   const Fifo& fifo_state() const { return fifo_; }
   mem::CachedMapping& shared_info() { return shared_info_; }
+  uint64_t shared_info_gpa() const { return shared_info_.gpa(); }
   PortCounterShards& counters() { return counters_; }
   const PortCounterShards& counters() const { return counters_; }
 
@@ -150,6 +151,11 @@ class Delivery {
   void ClearClosed(std::span<const Port> ports);
   // Whether the vCPU's evtchn_upcall_pending is set (or owed, while vcpu_info is unmapped).
   bool UpcallPending(VcpuState& vcpu);
+
+  // ---- snapshots (engine_snapshot.cc; no event source runs) ----
+  std::vector<Port> DeferredPorts() const;
+  // The deferred work becomes exactly `ports`, handed to the worker.
+  void RestoreDeferred(std::span<const Port> ports);
   uint8_t* MapSharedInfo() {  // LayoutGuard held; may block on the cache's update mutex
     uint8_t* host = shared_info_.Get(memory_);
     return host ? host : shared_info_.Refresh(memory_).value_or(nullptr);

@@ -92,6 +92,9 @@ bool Engine::UpcallPending(uint32_t id) { return impl_->channels.UpcallPending(i
 // ---- deferred work and counters ----
 void Engine::RunDeferredWork() { impl_->channels.delivery().RunDeferredWork(); }
 
+void Engine::Save(snapshot::Encoder& out) const { impl_->channels.Save(out); }
+Result<> Engine::Restore(snapshot::Decoder& in) { return impl_->channels.Restore(in); }
+
 PortCounters Engine::Counters(Port port) const {
   if (!impl_->channels.ports().Find(port)) return {};
   return impl_->channels.delivery().counters().Get(port);

@@ -27,6 +27,7 @@
 #include "evtchn/sink.h"
 #include "mem/guest_memory.h"
 #include "mem/page_cache.h"
+#include "snapshot/codec.h"
 
 namespace xenkvm::evtchn {
 
@@ -131,6 +132,19 @@ class Engine {
   // Deliver ports whose fast path found shared_info unmapped, and sync vCPU shadows.
   // Run by the worker thread, or by tests when start_worker is false.
   void RunDeferredWork();
+
+  // ---- snapshots (docs/snapshots.md) ----
+  // The whole engine as plain values: mode and ABI, shared_info and each vcpu_info's place,
+  // shadow selectors, every open port with its binding, backend endpoints' ports, deferred
+  // ports, FIFO state and counters. The bits in guest memory (pending, masks, event words) are
+  // saved with guest RAM. The VMM has stopped every event source.
+  void Save(snapshot::Encoder& out) const;
+  // Replaces the port table with a saved one. For an engine whose vCPUs are added, whose
+  // guest memory holds every page the snapshot names and whose backends registered the same
+  // endpoints, in the same order (ports the VMM connected beforehand are replaced), before
+  // any event source runs. The input is hostile: it is checked whole (vCPUs, ports, peers,
+  // endpoints, VIRQ/PIRQ uniqueness, addresses) before the engine changes; -EINVAL if not.
+  Result<> Restore(snapshot::Decoder& in);
 
   PortCounters Counters(Port port) const;
   // Ports with any counter set, for --stats.

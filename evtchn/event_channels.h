@@ -61,6 +61,10 @@ class EventChannels {
   Result<> SetPriority(const evtchn_set_priority& op);
   FifoSnapshot SaveFifo() const;
 
+  // ---- snapshots (engine_snapshot.cc; Engine::Save / Restore have the contracts) ----
+  void Save(snapshot::Encoder& out) const;
+  Result<> Restore(snapshot::Decoder& in);
+
   // ---- vCPU side ----
   void SyncVcpu(uint32_t xen_vcpu_id);
   Result<bool> BeginPoll(uint32_t xen_vcpu_id, std::span<const Port> ports);

@@ -137,6 +137,27 @@ FifoSnapshot Fifo::Save(std::span<PortEntry* const> entries) const {
   return s;
 }
 
+void Fifo::Restore(const FifoSnapshot& s, std::span<PortEntry* const> entries) {
+  for (size_t i = 0; i < s.array_gpas.size(); ++i) pages_[i]->SetGpa(s.array_gpas[i]);
+  words_.store(uint32_t(s.array_gpas.size()) * kFifoWordsPerPage, std::memory_order_release);
+  for (const FifoSnapshot::Vcpu& saved : s.vcpus) {
+    FifoVcpu& v = *vcpus_[saved.xen_id].load(std::memory_order_acquire);
+    v.control.SetGpa(saved.control_gpa);
+    for (uint32_t p = 0; p < kFifoQueues; ++p) {
+      FifoQueue& q = v.queues[p];
+      q.lock.lock();
+      q.tail = saved.tails[p];
+      q.lock.unlock();
+    }
+  }
+  for (const FifoSnapshot::PortState& port : s.ports) {
+    entries[port.port]->priority.store(port.priority, std::memory_order_relaxed);
+    entries[port.port]->fifo_last_queue.store(port.last_queue, std::memory_order_relaxed);
+  }
+  for (Port port : s.parked) Park(port);
+  SetEnabled(s.enabled);
+}
+
 // ---- delivery ----
 
 // Xen's evtchn_fifo_set_link: set the tail's LINK to `port` only while the tail is still

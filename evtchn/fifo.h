@@ -107,6 +107,9 @@ class Fifo final {
   // drained senders (GuestMemory::WaitForReaders) after switching delivery away from FIFO.
   void Clear();
   FifoSnapshot Save(std::span<PortEntry* const> entries) const;
+  // Puts a saved state back into a Fifo with no state (Clear()ed or new) whose vCPUs exist;
+  // the engine validated `s` (vCPUs, gfns, ports) and `entries` covers every port it names.
+  void Restore(const FifoSnapshot& s, std::span<PortEntry* const> entries);
 
   // ---- delivery (LayoutGuard held; never blocks) ----
   // Xen's evtchn_fifo_set_pending for `port` bound to `vcpu`.

@@ -68,4 +68,14 @@ void PortCounterShards::Restart(Port port) {
     baselines_[port] = sum;
 }
 
+void PortCounterShards::Seed(Port port, const PortCounters& counts) {
+  MutexLock lock(mutex_);
+  const std::array<uint64_t, kCounts> seed = {counts.sent, counts.delivered, counts.coalesced,
+                                              counts.masked, counts.deferred};
+  std::array<uint64_t, kCounts> baseline = SumLocked(port);
+  // Get() subtracts the baseline: sum - (sum - seed) = seed, in modular arithmetic.
+  for (uint32_t c = 0; c < kCounts; ++c) baseline[c] -= seed[c];
+  baselines_[port] = baseline;
+}
+
 }  // namespace xenkvm::evtchn

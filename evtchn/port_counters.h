@@ -55,6 +55,8 @@ class PortCounterShards {
   // A port is allocated again: its counts start from zero (a baseline, as other threads'
   // shards are theirs to write).
   void Restart(Port port);
+  // A restored port starts from its saved counts (Get then reports them plus what follows).
+  void Seed(Port port, const PortCounters& counts);
 
  private:
   static constexpr uint32_t kMaxShards = 64;

@@ -100,6 +100,17 @@ void PortTable::SetMaxPortsLocked(uint32_t max_ports) {
   if (lowest_free_hint_ > max_ports) lowest_free_hint_ = max_ports;
 }
 
+void PortTable::ClearLocked() {
+  ForEachEntryLocked([](PortEntry& entry) { Publish(entry, Binding{PortState::kFree, 0, 0}); });
+  Publish(EntryLocked(0), Binding{PortState::kReserved});
+  for (Endpoint& ep : endpoints_) ep.guest_port = 0;
+  for (auto& slot : pirq_ports_) slot.store(0, std::memory_order_relaxed);
+  ForEachVcpu([](VcpuState& v) {
+    for (auto& virq : v.virq_ports) virq.store(0, std::memory_order_relaxed);
+  });
+  lowest_free_hint_ = 1;
+}
+
 PortBucket& PortTable::EnsureBucketLocked(uint32_t index) {
   PortBucket* bucket = buckets_[index].load(std::memory_order_relaxed);
   if (bucket) return *bucket;

@@ -157,6 +157,13 @@ class PortTable {
   std::vector<Port> OpenPortsLocked(Port first, Port end) const XENKVM_REQUIRES(mutex);
   // A new port limit (the delivery mode changed); the caller closed the ports beyond it.
   void SetMaxPortsLocked(uint32_t max_ports) XENKVM_REQUIRES(mutex);
+  // The entry of `port` (< the port limit), its bucket made if needed.
+  PortEntry& EntryLocked(Port port) XENKVM_REQUIRES(mutex) {
+    return EnsureBucketLocked(port / kPortsPerBucket).ports[port % kPortsPerBucket];
+  }
+  // Every port free (port 0 reserved), no VIRQ/PIRQ/endpoint bound to one: a snapshot's table
+  // is about to be restored over it. Endpoints stay registered.
+  void ClearLocked() XENKVM_REQUIRES(mutex);
   template <class F>
   void ForEachEntryLocked(F&& f) XENKVM_REQUIRES(mutex) {
     for (auto& bucket : bucket_storage_)

@@ -129,6 +129,11 @@ Result<uint32_t> Vcpu::TscKhz() {
   return static_cast<uint32_t>(r);
 }
 
+Result<> Vcpu::Ioctl(unsigned long request, void* arg, const char* what) {
+  if (::ioctl(fd_.get(), request, arg) < 0) return HostFail(errno, what);
+  return {};
+}
+
 void Vcpu::EnableSyncRegs() { run_->kvm_valid_regs = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS; }
 
 void Vcpu::BindToCurrentThread() {

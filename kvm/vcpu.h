@@ -55,6 +55,9 @@ class Vcpu {
   Result<uint32_t> TscKhz();
   Result<> SetMsr(uint32_t index, uint64_t value);
 
+  // Any other vCPU ioctl taking a struct (kvm/vcpu_snapshot.cc's KVM_GET_*/SET_* calls).
+  Result<> Ioctl(unsigned long request, void* arg, const char* what);
+
   // KVM_CAP_SYNC_REGS: have KVM_RUN publish regs+sregs in run()->s.regs on every exit.
   void EnableSyncRegs();
   // After changing run()->s.regs.regs, tell KVM to load it on the next entry.

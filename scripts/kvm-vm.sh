@@ -72,9 +72,9 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 hostroot /host
 for d in proc sys dev; do mount --bind /$d /host/$d; done
 mkdir -p /dev/pts  # devtmpfs has no pts/: ptys (tests drive the console through one) need it
 mount -t devpts -o ptmxmode=0666 devpts /host/dev/pts 2>/dev/null && ln -sf pts/ptmx /dev/ptmx
-# A tmpfs /dev/shm as on any Linux: disk images there can punch holes (blkif discard) and
-# unix sockets can live there (the control socket tests); 9p can do neither.
-mkdir -p /dev/shm && mount -t tmpfs -o size=256m tmpfs /host/dev/shm 2>/dev/null
+# A tmpfs /dev/shm as on any Linux: unix sockets (the control socket tests) and disk images
+# that punch holes (blkif discard) need a local filesystem; 9p can hold neither.
+mkdir -p /dev/shm && mount -t tmpfs -o size=256m,mode=1777 tmpfs /host/dev/shm 2>/dev/null
 job=$(sed -n 's/.*xenkvm_job=\([^ ]*\).*/\1/p' /proc/cmdline)
 [ -c /dev/kvm ] || echo "kvm-vm: kvm-amd did not load: no /dev/kvm in the VM"
 chroot /host /bin/sh "$job/job.sh"

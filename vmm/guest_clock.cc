@@ -57,6 +57,16 @@ uint32_t GuestClock::KhzFromSamples(uint64_t tsc0, uint64_t tsc1, uint64_t inter
   return khz > UINT32_MAX ? 0 : static_cast<uint32_t>(khz);
 }
 
+void GuestClock::RestoreSystemTime(uint64_t system_ns) {
+  boot_mono_ns_ = ClockNs(CLOCK_MONOTONIC) - system_ns;
+  boot_real_ns_ = ClockNs(CLOCK_REALTIME) - system_ns;
+}
+
+uint32_t GuestClock::tsc_khz() const {
+  MutexLock lock(mutex_);
+  return tsc_khz_;
+}
+
 uint64_t GuestClock::MonotonicNs() const { return ClockNs(CLOCK_MONOTONIC); }
 
 uint64_t GuestClock::NowNs() const { return ClockNs(CLOCK_MONOTONIC) - boot_mono_ns_; }

@@ -29,12 +29,16 @@ class GuestClock {
   // CPUs (unstable host TSC, seen in nested VMs): Xen likewise refreshes vcpu_time_info.
   void Reanchor(uint64_t guest_tsc_now);
   uint64_t NowNs() const;  // Xen system time
+  // A restored guest: system time goes on from `system_ns` (never backwards), the wall clock
+  // stays the host's. Before any other thread uses the clock.
+  void RestoreSystemTime(uint64_t system_ns);
+  uint32_t tsc_khz() const;
   void BootWallclock(uint64_t* sec, uint32_t* nsec) const;
   // A fresh vcpu_time_info (version left 0 for the writer to set). -ENOSYS if not calibrated.
   Result<vcpu_time_info> TimeInfo() const;
 
  private:
-  uint64_t boot_mono_ns_;
+  uint64_t boot_mono_ns_;  // written only before the guest runs (constructor, restore)
   uint64_t boot_real_ns_;
   void SetRateLocked(uint32_t tsc_khz) XENKVM_REQUIRES(mutex_);
 

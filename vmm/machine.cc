@@ -278,7 +278,13 @@ Result<> Machine::LoadGuest(std::span<const uint8_t> elf_image) {
 }
 
 MachineEnd Machine::Run() {
+  if (restored_)
+    for (auto& r : runners_) r->RequestPause();  // they start parked: see ResumeRestored
   for (auto& r : runners_) r->StartThread();
+  if (restored_) {
+    if (auto r = ResumeRestored(); !r)
+      Stop(MachineEnd{EndReason::kHostError, 0, "restore: " + Describe(r.error())});
+  }
   if (config_.console.input_fd >= 0) input_thread_ = std::thread([this] { InputLoop(); });
   MutexLock lock(end_mutex_);
   while (!end_) end_cv_.wait(lock.native());

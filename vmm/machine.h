@@ -33,6 +33,7 @@
 #include "evtchn/engine.h"
 #include "evtchn/eventfd_router.h"
 #include "kvm/system.h"
+#include "kvm/vcpu_snapshot.h"
 #include "kvm/vm.h"
 #include "mem/guest_memory.h"
 #include "vmm/echo_backend.h"
@@ -135,6 +136,20 @@ class Machine final : public xen::Platform, public VcpuHost {
   // how many bytes were taken (fewer when the guest is not reading its console).
   size_t ConsoleInput(std::span<const char> bytes) { return console_ring_->Input(bytes); }
 
+  // ---- snapshots (docs/snapshots.md; vmm/machine_snapshot.cc) ----
+  // Any thread but a vCPU's: pauses (counted), writes the whole guest to `path` (through a
+  // temporary file renamed at the end), resumes.
+  Result<> Save(const std::string& path);
+  // What a snapshot needs of the machine's shape, to build the MachineConfig for Restore.
+  struct SnapshotShape {
+    uint32_t vcpus = 0;
+    uint64_t memory_mib = 0;
+  };
+  static Result<SnapshotShape> ReadSnapshotShape(const std::string& path);
+  // Instead of LoadGuest, on a machine created with that shape: the guest as saved. Run()
+  // then resumes it where it was. A refused file leaves a machine that must not be run.
+  Result<> Restore(const std::string& path);
+
   // ---- xen::Platform ----
   uint32_t VcpuCount() const override { return config_.vcpus; }
   Result<uint64_t> TranslateGva(uint32_t calling_vcpu, uint64_t gva, xen::Access access) override;
@@ -191,6 +206,16 @@ class Machine final : public xen::Platform, public VcpuHost {
   // The special pages (xenstore and console rings at libxc's gfns), the store and its tree.
   Result<> SetupRings();
   void KickAll();
+  // Run() of a restored guest: the vCPU threads start parked; their saved state is loaded on
+  // them, then they go.
+  Result<> ResumeRestored();
+  struct Restored {  // what only the vCPU threads can load, and what waits for them
+    std::vector<kvm::VcpuSnapshot> vcpus;
+    std::vector<uint8_t> lifecycle;                     // VcpuState per vCPU
+    std::vector<std::pair<uint64_t, uint64_t>> timers;  // (deadline, period) per vCPU
+    uint32_t tsc_khz = 0;
+  };
+  std::unique_ptr<Restored> restored_;
   // Console input thread: config_.console.input_fd into the ring until EOF or the end.
   void InputLoop();
 

@@ -33,6 +33,12 @@ void Timers::Set(uint32_t vcpu, uint64_t deadline_ns, uint64_t period_ns) {
   cv_.notify_all();
 }
 
+std::pair<uint64_t, uint64_t> Timers::Get(uint32_t vcpu) {
+  MutexLock lock(mutex_);
+  if (vcpu >= deadlines_.size()) return {0, 0};
+  return {deadlines_[vcpu], periods_[vcpu]};
+}
+
 void Timers::Pause() {
   MutexLock lock(mutex_);
   paused_ = true;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "abi/sync.h"
@@ -32,6 +33,8 @@ class Timers {
   // deadline_ns == 0 stops the timer; a deadline in the past fires at once. A periodic timer
   // re-arms at now + period, saturating (a period too long to add never fires again).
   void Set(uint32_t vcpu, uint64_t deadline_ns, uint64_t period_ns);
+  // vCPU's timer as (deadline_ns, period_ns), 0 = off (snapshots).
+  std::pair<uint64_t, uint64_t> Get(uint32_t vcpu);
   // How many times the callback has run (for tests and --stats).
   uint64_t Expiries();
   // Machine pause: no timer fires until Resume (Pause returns once callbacks in progress are

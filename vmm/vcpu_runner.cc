@@ -151,6 +151,11 @@ Result<> VcpuRunner::Up() {
   return {};
 }
 
+void VcpuRunner::RestoreLifecycle(VcpuState state) {
+  MutexLock lock(wake_mutex_);
+  state_.store(state, std::memory_order_release);
+}
+
 void VcpuRunner::Down() {
   {
     // Down at once as far as VCPUOP_is_up can tell; the thread parks at its next exit.

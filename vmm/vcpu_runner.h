@@ -68,6 +68,9 @@ class VcpuRunner final : public evtchn::VcpuSink, public UpcallInjector::Target 
   Result<> Up();
   void Down();
   bool IsUp() const { return state_.load(std::memory_order_acquire) == VcpuState::kUp; }
+  // Snapshots: the lifecycle as saved, and put back while the thread is parked.
+  VcpuState lifecycle() const { return state_.load(std::memory_order_acquire); }
+  void RestoreLifecycle(VcpuState state);
 
   // ---- waiting (SCHEDOP_block/poll), on the own thread ----
   uint64_t WakeSeq();

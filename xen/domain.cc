@@ -16,6 +16,7 @@ Domain::Domain(Platform& platform, mem::GuestMemory& memory, evtchn::Engine& eng
       engine_(engine),
       domid_(options.domid),
       registered_vcpu_info_(platform.VcpuCount(), kNoGpa),
+      upcall_vectors_(platform.VcpuCount(), 0),
       runstates_(platform.VcpuCount(), Runstate(platform.SystemTimeNs())),
       grants_(
           memory,

@@ -24,6 +24,7 @@
 #include "evtchn/engine.h"
 #include "evtchn/pirq_table.h"
 #include "mem/guest_memory.h"
+#include "snapshot/codec.h"
 #include "xen/grants.h"
 #include "xen/guest_access.h"
 #include "xen/hypercall_args.h"
@@ -105,6 +106,20 @@ class Domain {
   // down. SCHEDOP_block/poll report blocked/running themselves.
   void NoteRunstate(uint32_t vcpu, int state);
 
+  // ---- snapshots (docs/snapshots.md) ----
+  // The Xen-side state: shared_info and vcpu_info places, HVM params, the latched layout and
+  // assists, the guest's memory map, the special pages outside RAM (their contents are the
+  // VMM's to save), runstates and their areas, grant frames, ballooned-out holes, hypercall
+  // counts. Called with every vCPU paused.
+  void Save(snapshot::Encoder& out) const;
+  // For a Domain constructed with the same vCPU count and RAM as the saved one, before the
+  // guest runs and before Engine::Restore (which needs the special pages mapped). Maps the
+  // snapshot's special pages (and drops others the VMM placed), the rest is put back as saved.
+  // The input is hostile: checked whole before anything changes.
+  Result<> Restore(snapshot::Decoder& in);
+  // Gfns of the Xen pages outside RAM (mapped host pages), for the VMM to save and restore.
+  std::vector<uint64_t> SpecialGfns() const;
+
   // Counters for --stats: hypercalls by number.
   std::vector<std::pair<uint32_t, uint64_t>> HypercallCounts() const;
 
@@ -139,6 +154,7 @@ class Domain {
   // Whether a Xen page (shared_info, a grant frame, a ring) sits at gfn.
   bool HasXenPageLocked(uint64_t gfn) const XENKVM_REQUIRES(mutex_);
   void WriteWallclockLocked() XENKVM_REQUIRES(mutex_);
+  Result<> RestoreSpecialPagesLocked(const std::vector<uint64_t>& special) XENKVM_REQUIRES(mutex_);
   // Writes the vCPU's runstate to its registered area with Xen's XEN_RUNSTATE_UPDATE protocol
   // (when the guest enabled VMASST_TYPE_runstate_update_flag). On `vcpu`'s own thread.
   void UpdateRunstateArea(uint32_t vcpu);
@@ -175,6 +191,7 @@ class Domain {
   mutable Mutex mutex_;
   uint64_t shared_info_gpa_ XENKVM_GUARDED_BY(mutex_) = kNoGpa;
   std::vector<uint64_t> registered_vcpu_info_ XENKVM_GUARDED_BY(mutex_);  // kNoGpa = default
+  std::vector<uint8_t> upcall_vectors_ XENKVM_GUARDED_BY(mutex_);         // per vCPU; 0 = none
   std::array<uint64_t, HVM_NR_PARAMS> params_ XENKVM_GUARDED_BY(mutex_){};
   bool shinfo_compat_ XENKVM_GUARDED_BY(mutex_) = false;         // Xen's has_32bit_shinfo
   bool runstate_update_flag_ XENKVM_GUARDED_BY(mutex_) = false;  // VMASST_TYPE_runstate_update_flag

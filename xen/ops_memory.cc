@@ -199,6 +199,10 @@ Domain::Ret Domain::HvmOp(const HypercallCall& c) {
       auto op = TRY(guest.Read<xen_hvm_evtchn_upcall_vector_t>(arg));
       if (op.vector < 0x10) return Fail(XEN_EINVAL, "upcall vector < 0x10");
       if (op.vcpu >= platform_.VcpuCount()) return Fail(XEN_ENOENT, "upcall vector vcpu");
+      {
+        MutexLock lock(mutex_);  // kept for snapshots: Xen keeps it in the vCPU's HVM state
+        upcall_vectors_[op.vcpu] = op.vector;
+      }
       platform_.SetUpcallVector(op.vcpu, op.vector);
       if (op.vcpu == 0) {
         MutexLock lock(mutex_);

@@ -40,6 +40,9 @@ class Runstate {
   // The snapshot Xen writes to a registered area: as of the last change.
   const vcpu_runstate_info& info() const { return info_; }
 
+  // A saved state put back (snapshot restore); the caller checked `info`.
+  void Restore(const vcpu_runstate_info& info) { info_ = info; }
+
   // Guest-virtual address of the registered area (0 = none), written in the latched layout.
   uint64_t area_gva = 0;
 

@@ -23,116 +23,11 @@
 #include <vector>
 
 #include "kvm/system.h"
+#include "tests/kvm/vmm_process.h"
 
 namespace {
 
-using Json = nlohmann::json;
-using namespace std::chrono_literals;
-
-// A xenkvm run with its stdout+stderr collected by a thread.
-class Vmm {
- public:
-  explicit Vmm(const std::vector<std::string>& args) {
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0) return;
-    pid_ = fork();
-    if (pid_ == 0) {
-      const int null = open("/dev/null", O_RDONLY);
-      dup2(null, 0);
-      dup2(fds[1], 1);
-      dup2(fds[1], 2);
-      std::vector<char*> argv;
-      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(fds[1]);
-    reader_ = std::thread([this, fd = fds[0]] {
-      char buf[4096];
-      ssize_t n;
-      while ((n = read(fd, buf, sizeof(buf))) > 0) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        output_.append(buf, static_cast<size_t>(n));
-      }
-      close(fd);
-    });
-  }
-  ~Vmm() {
-    if (pid_ > 0 && !waited_) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    if (reader_.joinable()) reader_.join();
-  }
-  std::string output() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return output_;
-  }
-  bool WaitForOutput(const std::string& marker, std::chrono::seconds limit) {
-    const auto end = std::chrono::steady_clock::now() + limit;
-    while (output().find(marker) == std::string::npos) {
-      if (std::chrono::steady_clock::now() > end || Exited()) return false;
-      std::this_thread::sleep_for(50ms);
-    }
-    return true;
-  }
-  bool Exited() {
-    if (waited_) return true;
-    int status = 0;
-    if (waitpid(pid_, &status, WNOHANG) != pid_) return false;
-    waited_ = true;
-    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return true;
-  }
-  // The exit code, or -1 after a SIGKILL at `limit`.
-  int Wait(std::chrono::seconds limit) {
-    const auto end = std::chrono::steady_clock::now() + limit;
-    while (!Exited()) {
-      if (std::chrono::steady_clock::now() > end) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, nullptr, 0);
-        waited_ = true;
-        return -1;
-      }
-      std::this_thread::sleep_for(50ms);
-    }
-    if (reader_.joinable()) reader_.join();
-    return exit_code_;
-  }
-
- private:
-  pid_t pid_ = -1;
-  bool waited_ = false;
-  int exit_code_ = -1;
-  std::thread reader_;
-  std::mutex mutex_;
-  std::string output_;
-};
-
-struct CtlResult {
-  int exit_code = -1;
-  Json reply;  // null if the output was not one JSON line
-  std::string output;
-};
-
-// `xenkvm ctl SOCKET ARGS...` (arguments are ours: no shell quoting needed beyond '').
-CtlResult Ctl(const std::string& socket, const std::vector<std::string>& args) {
-  std::string cmd = std::string(XENKVM_BINARY) + " ctl '" + socket + "'";
-  for (const auto& a : args) cmd += " '" + a + "'";
-  cmd += " 2>&1";
-  CtlResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.reply = Json::parse(r.output, nullptr, /*allow_exceptions=*/false);
-  if (r.reply.is_discarded()) r.reply = nullptr;
-  return r;
-}
+using namespace xenkvm::testing;
 
 std::string HypercallCounts(const std::string& socket) {
   CtlResult r = Ctl(socket, {"stats"});
@@ -190,17 +85,9 @@ TEST(XenkvmControl, DrivesARunningGuest) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("unknown command"), std::string::npos) << r.output;
   EXPECT_EQ(Ctl(sock, {"xenstore-write", "/only-a-path"}).exit_code, 2);  // usage
-  // save: a snapshot file when snapshots are built in, else the one "not supported" reply;
-  // the guest goes on either way.
-  const std::string snap = std::string(dir) + "/vm.snap";
-  r = Ctl(sock, {"save", snap});
-  if (r.exit_code == 0) {
-    EXPECT_EQ(stat(snap.c_str(), &st), 0) << r.output;
-    EXPECT_GT(st.st_size, 0) << r.output;
-  } else {
-    EXPECT_NE(r.output.find("not supported"), std::string::npos) << r.output;
-  }
-  unlink(snap.c_str());
+  r = Ctl(sock, {"save", std::string(dir) + "/vm.snap"});  // tests/kvm/snapshot_test.cc
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  unlink((std::string(dir) + "/vm.snap").c_str());
 
   // Pause: every vCPU parked, so no hypercall at all while paused.
   r = Ctl(sock, {"pause"});

@@ -1,0 +1,129 @@
+// A `xenkvm` process for kvm tests, its stdout+stderr collected by a thread and a SIGKILL at
+// the end of its time, and `xenkvm ctl` calls against its control socket.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace xenkvm::testing {
+
+using Json = nlohmann::json;
+using namespace std::chrono_literals;
+
+// A xenkvm run with its stdout+stderr collected by a thread.
+class Vmm {
+ public:
+  explicit Vmm(const std::vector<std::string>& args) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      const int null = open("/dev/null", O_RDONLY);
+      dup2(null, 0);
+      dup2(fds[1], 1);
+      dup2(fds[1], 2);
+      std::vector<char*> argv;
+      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(fds[1]);
+    reader_ = std::thread([this, fd = fds[0]] {
+      char buf[4096];
+      ssize_t n;
+      while ((n = read(fd, buf, sizeof(buf))) > 0) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        output_.append(buf, static_cast<size_t>(n));
+      }
+      close(fd);
+    });
+  }
+  ~Vmm() {
+    if (pid_ > 0 && !waited_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (reader_.joinable()) reader_.join();
+  }
+  std::string output() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return output_;
+  }
+  bool WaitForOutput(const std::string& marker, std::chrono::seconds limit) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (output().find(marker) == std::string::npos) {
+      if (std::chrono::steady_clock::now() > end || Exited()) return false;
+      std::this_thread::sleep_for(50ms);
+    }
+    return true;
+  }
+  bool Exited() {
+    if (waited_) return true;
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) != pid_) return false;
+    waited_ = true;
+    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return true;
+  }
+  // The exit code, or -1 after a SIGKILL at `limit`.
+  int Wait(std::chrono::seconds limit) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (!Exited()) {
+      if (std::chrono::steady_clock::now() > end) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, nullptr, 0);
+        waited_ = true;
+        return -1;
+      }
+      std::this_thread::sleep_for(50ms);
+    }
+    if (reader_.joinable()) reader_.join();
+    return exit_code_;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  bool waited_ = false;
+  int exit_code_ = -1;
+  std::thread reader_;
+  std::mutex mutex_;
+  std::string output_;
+};
+
+struct CtlResult {
+  int exit_code = -1;
+  Json reply;  // null if the output was not one JSON line
+  std::string output;
+};
+
+// `xenkvm ctl SOCKET ARGS...` (XENKVM_BINARY: the xenkvm under test) (arguments are ours: no shell
+// quoting needed beyond '').
+inline CtlResult Ctl(const std::string& socket, const std::vector<std::string>& args) {
+  std::string cmd = std::string(XENKVM_BINARY) + " ctl '" + socket + "'";
+  for (const auto& a : args) cmd += " '" + a + "'";
+  cmd += " 2>&1";
+  CtlResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.reply = Json::parse(r.output, nullptr, /*allow_exceptions=*/false);
+  if (r.reply.is_discarded()) r.reply = nullptr;
+  return r;
+}
+
+}  // namespace xenkvm::testing

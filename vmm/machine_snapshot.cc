@@ -1,0 +1,337 @@
+// Machine::Save / Machine::Restore: the whole guest in one snapshot file (snapshot/format.h,
+// docs/snapshots.md). Sections, in the order they are restored:
+//   CONF  the machine's shape (vCPUs, RAM)       RAM   non-zero RAM pages, as runs
+//   DOMN  xen::Domain (maps the special pages)    SPCL  special pages' contents
+//   EVTC  the event-channel engine                HCPG  hypercall pages
+//   CLCK  system time and the guest TSC rate      TIMR  Xen timers (absolute system time)
+//   VCPU  one per vCPU: lifecycle and KVM state (loaded on the vCPU threads by Run)
+// RAM pages that read as zero (never touched, ballooned out) are not written: a new machine's
+// RAM is zero. System time goes on from where it was saved, so deadlines and the guest's
+// pvclock (whose TSC is restored too) carry on without a jump backwards.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "snapshot/format.h"
+#include "vmm/machine.h"
+#include "vmm/timers.h"
+#include "vmm/vcpu_runner.h"
+
+namespace xenkvm::vmm {
+
+namespace {
+
+constexpr uint32_t kConf = snapshot::MakeTag("CONF");
+constexpr uint32_t kRam = snapshot::MakeTag("RAM ");
+constexpr uint32_t kDomain = snapshot::MakeTag("DOMN");
+constexpr uint32_t kSpecial = snapshot::MakeTag("SPCL");
+constexpr uint32_t kEngine = snapshot::MakeTag("EVTC");
+constexpr uint32_t kHypercallPages = snapshot::MakeTag("HCPG");
+constexpr uint32_t kClock = snapshot::MakeTag("CLCK");
+constexpr uint32_t kTimers = snapshot::MakeTag("TIMR");
+constexpr uint32_t kVcpu = snapshot::MakeTag("VCPU");
+constexpr uint64_t kPage = abi::kPageSize;
+
+struct PageRun {
+  uint64_t first = 0;  // page number
+  uint64_t pages = 0;
+};
+
+bool IsZero(const uint8_t* page) {
+  uint64_t acc = 0;
+  for (size_t i = 0; i < kPage; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, page + i, 8);
+    acc |= w;
+  }
+  return acc == 0;
+}
+
+// Closes an fd when it goes.
+struct FdCloser {
+  int fd;
+  ~FdCloser() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+Result<std::vector<std::byte>> LoadOnly(const snapshot::Reader& reader, uint32_t tag) {
+  return reader.Load(TRY(reader.Only(tag)));
+}
+
+}  // namespace
+
+Result<> Machine::Save(const std::string& path) {
+  TRY(Pause());
+  struct Unpause {
+    Machine& m;
+    ~Unpause() { (void)m.Resume(); }
+  } unpause{*this};
+
+  // vCPU state first, on their threads.
+  std::vector<std::vector<std::byte>> vcpus(runners_.size());
+  TRY(ForEachParkedVcpu([&](uint32_t id, kvm::Vcpu& vcpu) -> Result<> {
+    snapshot::Encoder e;
+    e.U32(id);
+    e.U8(uint8_t(runners_[id]->lifecycle()));
+    TRY(kvm::SaveVcpu(vcpu)).Encode(e);
+    vcpus[id] = e.Take();
+    return {};
+  }));
+
+  const std::string temp = path + ".partial";
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return HostFail(errno, "create the snapshot file");
+  FdCloser closer{fd};
+  snapshot::FdSink sink(fd);
+  snapshot::Writer w(sink, snapshot::CurrentHostFacts());
+  auto write_all = [&]() -> Result<> {
+    TRY(w.Begin());
+    snapshot::Encoder conf;
+    conf.U32(config_.vcpus);
+    conf.U64(config_.memory_mib);
+    TRY(w.Section(kConf, conf.bytes()));
+
+    // RAM: runs of non-zero pages.
+    const uint8_t* ram = static_cast<const uint8_t*>(ram_);
+    std::vector<PageRun> runs;
+    for (uint64_t page = 0; page < ram_size_ / kPage; ++page) {
+      if (IsZero(ram + page * kPage)) continue;
+      if (!runs.empty() && runs.back().first + runs.back().pages == page)
+        ++runs.back().pages;
+      else
+        runs.push_back({page, 1});
+    }
+    snapshot::Encoder head;
+    head.U64(ram_size_);
+    head.U32(uint32_t(runs.size()));
+    uint64_t data = 0;
+    for (const PageRun& r : runs) {
+      head.U64(r.first);
+      head.U64(r.pages);
+      data += r.pages * kPage;
+    }
+    TRY(w.BeginSection(kRam, head.bytes().size() + data));
+    TRY(w.Append(head.bytes()));
+    for (const PageRun& r : runs)
+      TRY(w.Append(std::as_bytes(std::span(ram + r.first * kPage, r.pages * kPage))));
+    TRY(w.EndSection());
+
+    snapshot::Encoder domain;
+    domain_->Save(domain);
+    TRY(w.Section(kDomain, domain.bytes()));
+    snapshot::Encoder special;
+    const std::vector<uint64_t> gfns = domain_->SpecialGfns();
+    special.U32(uint32_t(gfns.size()));
+    std::vector<std::byte> page(kPage);
+    for (uint64_t gfn : gfns) {
+      TRY(memory_.Read(gfn << 12, page));
+      special.U64(gfn);
+      special.Raw(page);
+    }
+    TRY(w.Section(kSpecial, special.bytes()));
+    snapshot::Encoder engine;
+    engine_->Save(engine);
+    TRY(w.Section(kEngine, engine.bytes()));
+    snapshot::Encoder pages;
+    pages.U32(uint32_t(hypercall_pages_.size()));
+    for (const auto& p : hypercall_pages_) pages.U64(p.load(std::memory_order_acquire));
+    pages.U32(hypercall_pages_next_.load());
+    TRY(w.Section(kHypercallPages, pages.bytes()));
+    snapshot::Encoder clock;
+    clock.U64(clock_.NowNs());
+    clock.U32(clock_.tsc_khz());
+    TRY(w.Section(kClock, clock.bytes()));
+    snapshot::Encoder timers;
+    timers.U32(config_.vcpus);
+    for (uint32_t v = 0; v < config_.vcpus; ++v) {
+      const auto [deadline, period] = timers_->Get(v);
+      timers.U64(deadline);
+      timers.U64(period);
+    }
+    TRY(w.Section(kTimers, timers.bytes()));
+    for (const auto& v : vcpus) TRY(w.Section(kVcpu, v));
+    TRY(w.Finish());
+    if (::fsync(fd) != 0) return HostFail(errno, "fsync the snapshot file");
+    return {};
+  };
+  if (auto r = write_all(); !r) {
+    ::unlink(temp.c_str());
+    return r;
+  }
+  if (::rename(temp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(temp.c_str());
+    return HostFail(e, "rename the snapshot file into place");
+  }
+  return {};
+}
+
+Result<Machine::SnapshotShape> Machine::ReadSnapshotShape(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return HostFail(errno, "open the snapshot file");
+  FdCloser closer{fd};
+  const auto source = TRY(snapshot::FdSource::Open(fd));
+  const auto reader = TRY(snapshot::Reader::Open(source, snapshot::CurrentHostFacts()));
+  const std::vector<std::byte> conf = TRY(LoadOnly(reader, kConf));
+  snapshot::Decoder d(conf);
+  SnapshotShape shape{d.U32(), d.U64()};
+  TRY(d.Finish());
+  return shape;
+}
+
+Result<> Machine::Restore(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return HostFail(errno, "open the snapshot file");
+  FdCloser closer{fd};
+  const auto source = TRY(snapshot::FdSource::Open(fd));
+  const auto reader = TRY(snapshot::Reader::Open(source, snapshot::CurrentHostFacts()));
+  {
+    const std::vector<std::byte> conf = TRY(LoadOnly(reader, kConf));
+    snapshot::Decoder d(conf);
+    const uint32_t vcpus = d.U32();
+    const uint64_t memory_mib = d.U64();
+    TRY(d.Finish());
+    if (vcpus != config_.vcpus || memory_mib != config_.memory_mib)
+      return snapshot::Corrupt("snapshot is of a machine with other vCPUs or RAM");
+  }
+  // RAM.
+  {
+    const snapshot::SectionInfo ram = TRY(reader.Only(kRam));
+    std::vector<std::byte> head_bytes(std::min<uint64_t>(ram.length, 12));
+    TRY(reader.ReadPart(ram, 0, head_bytes));
+    snapshot::Decoder head(head_bytes);
+    const uint64_t size = head.U64();
+    const uint32_t count = head.U32();
+    if (!head.ok() || size != ram_size_ || count > ram_size_ / kPage)
+      return snapshot::Corrupt("snapshot: bad RAM section");
+    std::vector<std::byte> run_bytes(uint64_t(count) * 16);
+    TRY(reader.ReadPart(ram, 12, run_bytes));
+    snapshot::Decoder runs_in(run_bytes);
+    std::vector<PageRun> runs(count);
+    uint64_t next = 0, data = 0;
+    for (PageRun& r : runs) {
+      r.first = runs_in.U64();
+      r.pages = runs_in.U64();
+      if (r.first < next || r.pages == 0 || r.pages > ram_size_ / kPage - r.first)
+        return snapshot::Corrupt("snapshot: bad RAM run");
+      next = r.first + r.pages;
+      data += r.pages * kPage;
+    }
+    if (12 + run_bytes.size() + data != ram.length)
+      return snapshot::Corrupt("snapshot: RAM section length does not match its runs");
+    uint64_t offset = 12 + run_bytes.size();
+    uint8_t* dest = static_cast<uint8_t*>(ram_);
+    for (const PageRun& r : runs) {
+      TRY(reader.ReadPart(
+          ram, offset, std::as_writable_bytes(std::span(dest + r.first * kPage, r.pages * kPage))));
+      offset += r.pages * kPage;
+    }
+  }
+  // Xen's state, its pages, the engine.
+  {
+    const std::vector<std::byte> bytes = TRY(LoadOnly(reader, kDomain));
+    snapshot::Decoder d(bytes);
+    TRY(domain_->Restore(d));
+  }
+  {
+    const std::vector<std::byte> bytes = TRY(LoadOnly(reader, kSpecial));
+    snapshot::Decoder d(bytes);
+    const std::vector<uint64_t> mapped = domain_->SpecialGfns();
+    const uint32_t count = d.Count(uint32_t(mapped.size()), 8 + kPage);
+    std::vector<std::byte> page(kPage);
+    for (uint32_t i = 0; i < count; ++i) {
+      const uint64_t gfn = d.U64();
+      d.Raw(page);
+      if (!d.ok()) break;
+      if (std::find(mapped.begin(), mapped.end(), gfn) == mapped.end())
+        return snapshot::Corrupt("snapshot: contents for a page that is not special");
+      TRY(memory_.Write(gfn << 12, page));
+    }
+    TRY(d.Finish());
+  }
+  {
+    const std::vector<std::byte> bytes = TRY(LoadOnly(reader, kEngine));
+    snapshot::Decoder d(bytes);
+    TRY(engine_->Restore(d));
+  }
+  {
+    const std::vector<std::byte> bytes = TRY(LoadOnly(reader, kHypercallPages));
+    snapshot::Decoder d(bytes);
+    if (d.U32() != hypercall_pages_.size()) d.Invalid("snapshot: bad hypercall page list");
+    std::array<uint64_t, 4> pages{};
+    for (uint64_t& p : pages) p = d.U64();
+    const uint32_t next = d.U32();
+    TRY(d.Finish());
+    for (size_t i = 0; i < pages.size(); ++i)
+      hypercall_pages_[i].store(pages[i], std::memory_order_release);
+    hypercall_pages_next_.store(next);
+  }
+  auto restored = std::make_unique<Restored>();
+  {
+    const std::vector<std::byte> bytes = TRY(LoadOnly(reader, kClock));
+    snapshot::Decoder d(bytes);
+    const uint64_t system_ns = d.U64();
+    restored->tsc_khz = d.U32();
+    TRY(d.Finish());
+    clock_.RestoreSystemTime(system_ns);
+  }
+  {
+    const std::vector<std::byte> bytes = TRY(LoadOnly(reader, kTimers));
+    snapshot::Decoder d(bytes);
+    if (d.U32() != config_.vcpus) d.Invalid("snapshot: timers of another vCPU count");
+    restored->timers.resize(config_.vcpus);
+    for (auto& [deadline, period] : restored->timers) {
+      deadline = d.U64();
+      period = d.U64();
+    }
+    TRY(d.Finish());
+  }
+  const std::vector<snapshot::SectionInfo> vcpu_sections = reader.All(kVcpu);
+  if (vcpu_sections.size() != config_.vcpus)
+    return snapshot::Corrupt("snapshot has another number of vCPUs than this machine");
+  restored->vcpus.resize(config_.vcpus);
+  restored->lifecycle.resize(config_.vcpus);
+  std::vector<bool> seen(config_.vcpus);
+  for (const snapshot::SectionInfo& section : vcpu_sections) {
+    const std::vector<std::byte> bytes = TRY(reader.Load(section));
+    snapshot::Decoder d(bytes);
+    const uint32_t id = d.U32();
+    const uint8_t lifecycle = d.U8();
+    if (id >= config_.vcpus || seen[id] || lifecycle > uint8_t(VcpuState::kUp))
+      return snapshot::Corrupt("snapshot: bad vCPU section");
+    seen[id] = true;
+    restored->lifecycle[id] = lifecycle;
+    restored->vcpus[id] = TRY(kvm::VcpuSnapshot::Decode(d));
+    TRY(d.Finish());
+  }
+  restored_ = std::move(restored);
+  return {};
+}
+
+// The vCPU threads were started with a pause requested: they park before entering the guest
+// (vCPU 0 after loading its boot state, which this overwrites; the others waiting to be up).
+Result<> Machine::ResumeRestored() {
+  TRY(Pause());
+  const Restored& r = *restored_;
+  TRY(ForEachParkedVcpu([&](uint32_t id, kvm::Vcpu& vcpu) -> Result<> {
+    TRY(kvm::RestoreVcpu(vcpu, r.vcpus[id]));
+    if (id == 0) {
+      // pvclock: the guest TSC was put back; pair it with the restored system time.
+      clock_.Calibrate(TRY(vcpu.GetMsr(0x10)), r.tsc_khz);
+    }
+    return {};
+  }));
+  for (uint32_t id = 0; id < runners_.size(); ++id) {
+    runners_[id]->RestoreLifecycle(VcpuState(r.lifecycle[id]));
+    const auto [deadline, period] = r.timers[id];
+    timers_->Set(id, deadline, period);
+  }
+  for (uint32_t id = 0; id < runners_.size(); ++id) domain_->RefreshVcpuTime(id);
+  TRY(Resume());
+  return {};
+}
+
+}  // namespace xenkvm::vmm
