@@ -98,9 +98,10 @@ cpus=${XENKVM_VM_CPUS:-$(nproc)}
 echo "kvm-vm: no usable /dev/kvm here: running in a nested-KVM VM (QEMU TCG, $cpus vCPUs, $mem MiB)" >&2
 # A hard limit on the whole VM run (XENKVM_VM_TIMEOUT seconds), so nothing can hang CI. The VM
 # runs in its own process group, stopped with this script: a killed caller (a test timeout, ^C)
-# must not leave an orphaned QEMU eating the machine's cores.
+# must not leave an orphaned QEMU eating the machine's cores (--foreground keeps `timeout` in
+# that group instead of its own).
 set -m
-(timeout -s KILL "${XENKVM_VM_TIMEOUT:-2400}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
+(timeout --foreground -s KILL "${XENKVM_VM_TIMEOUT:-2400}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
   -nographic -no-reboot -kernel "$kernel" -initrd "$run/initrd.gz" \
   -append "console=ttyS0 quiet loglevel=0 panic=-1 xenkvm_job=$run" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,multidevs=remap,id=hostroot \

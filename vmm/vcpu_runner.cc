@@ -19,6 +19,8 @@ namespace xenkvm::vmm {
 namespace {
 constexpr uint32_t kMsrIa32Tsc = 0x10;
 constexpr auto kParkPollSlice = std::chrono::milliseconds(100);
+// How long RunParked waits for a thread that started after a pause to reach its park.
+constexpr auto kParkWaitForWork = std::chrono::seconds(10);
 
 // Slice names for the trace (xen/include/public/xen.h numbering); others read "hypercall".
 const char* HypercallName(uint32_t nr) {
@@ -204,6 +206,15 @@ bool VcpuRunner::WaitParked(std::chrono::steady_clock::time_point deadline) {
 
 Result<> VcpuRunner::RunParked(const std::function<Result<>(kvm::Vcpu&)>& work) {
   MutexLock lock(wake_mutex_);
+  // A vCPU whose thread has not started (StartThread waits for this lock) or has gone has no
+  // owner in KVM_RUN: the work runs here.
+  if (!started_ || exited_) return work(vcpu_);
+  // A thread started after the pause was asked for parks at its first entry: wait for it.
+  const auto deadline = std::chrono::steady_clock::now() + kParkWaitForWork;
+  while (!parked_ && !exited_ && !host_.Stopping() &&
+         wake_cv_.wait_until(lock.native(), deadline) != std::cv_status::timeout) {
+  }
+  if (exited_) return work(vcpu_);
   if (!parked_) return Fail(XEN_EAGAIN, "vCPU not parked");
   parked_work_ = &work;
   parked_result_.reset();

@@ -83,7 +83,8 @@ class VcpuRunner final : public evtchn::VcpuSink, public UpcallInjector::Target 
   void RequestPause();
   // Whether the thread is parked (or gone) by `deadline`; false also when the run is ending.
   bool WaitParked(std::chrono::steady_clock::time_point deadline);
-  // Runs `work` on the parked thread and returns its result (XEN_EAGAIN: not parked).
+  // Runs `work` on the parked thread and returns its result (XEN_EAGAIN: not parked); for a
+  // vCPU with no thread (not started, or gone) on the caller's thread.
   Result<> RunParked(const std::function<Result<>(kvm::Vcpu&)>& work);
   void ResumeParked();
 
