@@ -102,6 +102,8 @@ Result<size_t> MachineControl::SendKeys(const std::string& text) {
 
 Result<> MachineControl::Save(const std::string& file) { return machine_.Save(file); }
 
+Result<> MachineControl::UnplugDisk(const std::string& vdev) { return machine_.UnplugDisk(vdev); }
+
 int RunCtl(const std::string& socket, const std::string& command,
            const std::vector<std::string>& args, FILE* out, FILE* err) {
   auto request = control::BuildRequest(command, args);

@@ -31,6 +31,7 @@ class MachineControl final : public control::ControlTarget {
   Result<> XenstoreWrite(const std::string& path, const std::string& value) override;
   Result<std::vector<std::string>> XenstoreList(const std::string& path) override;
   Result<size_t> SendKeys(const std::string& text) override;
+  Result<> UnplugDisk(const std::string& vdev) override;
   Result<> Save(const std::string& file) override;
 
  private:

@@ -41,6 +41,11 @@ const std::vector<CommandSpec>& Commands() {
       {"xenstore-ls", {"path"}, 1, "PATH's children"},
       {"send-key", {"text"}, 1, "TEXT into the guest's console input"},
       {"save", {"file"}, 1, "save the guest to FILE"},
+      {"disk-unplug",
+       {"vdev"},
+       1,
+       "ask the guest to release PV disk VDEV (backend Closing, online=0); its xenstore "
+       "directories go once the frontend has closed"},
   };
   return kCommands;
 }
@@ -133,6 +138,7 @@ Json Dispatcher::Dispatch(const Json& request) {
     return reply;
   }
   if (command == "save") return FromResult(target_.Save(args[0]));
+  if (command == "disk-unplug") return FromResult(target_.UnplugDisk(args[0]));
   return ErrorJson("unknown command: " + command);  // a CommandSpec without a handler
 }
 

@@ -34,6 +34,8 @@ class ControlTarget {
   // Console input bytes for the guest; returns how many were taken.
   virtual Result<size_t> SendKeys(const std::string& text) = 0;
   virtual Result<> Save(const std::string& file) = 0;
+  // Hot-unplug of PV disk `vdev` (xvda, ...): the backend asks the frontend to close.
+  virtual Result<> UnplugDisk(const std::string& vdev) = 0;
 };
 
 // One command: its name and its string fields in the order `xenkvm ctl` takes them as ARGS

@@ -46,6 +46,10 @@ class FakeTarget : public xenkvm::control::ControlTarget {
     return out;
   }
   Result<size_t> SendKeys(const std::string& text) override { return text.size(); }
+  Result<> UnplugDisk(const std::string& vdev) override {
+    if (vdev != "xvda") return Fail(XEN_ENOENT, "no such disk");
+    return {};
+  }
   Result<> Save(const std::string&) override {
     return xenkvm::Fail(XEN_EOPNOTSUPP, "not supported");
   }

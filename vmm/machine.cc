@@ -200,6 +200,12 @@ Result<> Machine::RequestShutdown(std::string_view reason) {
   return store_.Write(dom0_, 0, path, reason);
 }
 
+Result<> Machine::UnplugDisk(const std::string& vdev) {
+  for (const auto& disk : disks_)
+    if (disk->config().vdev == vdev) return disk->xenbus().RequestUnplug();
+  return Fail(XEN_ENOENT, "no PV disk by that name");
+}
+
 Result<> Machine::Pause() {
   MutexLock lock(pause_mutex_);
   if (Stopping()) return Fail(XEN_ESRCH, "the guest is ending");

@@ -140,6 +140,9 @@ class Machine final : public xen::Platform, public VcpuHost {
   // Any thread but a vCPU's: pauses (counted), writes the whole guest to `path` (through a
   // temporary file renamed at the end), resumes.
   Result<> Save(const std::string& path);
+  // Hot-unplug of the PV disk named `vdev` (--disk ...,vdev=): the backend asks the frontend to
+  // close; the device's directories go once it has. Any thread. -ENOENT: no such disk.
+  Result<> UnplugDisk(const std::string& vdev);
   // What a snapshot needs of the machine's shape, to build the MachineConfig for Restore.
   struct SnapshotShape {
     uint32_t vcpus = 0;

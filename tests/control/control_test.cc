@@ -71,6 +71,12 @@ class FakeTarget : public ControlTarget {
     saved = file;
     return {};
   }
+  Result<> UnplugDisk(const std::string& vdev) override {
+    if (vdev != "xvda") return Fail(XEN_ENOENT, "no PV disk by that name");
+    MutexLock lock(mutex);
+    unplugged.push_back(vdev);
+    return {};
+  }
 
   std::atomic<int> paused{0};
   Mutex mutex;
@@ -78,6 +84,7 @@ class FakeTarget : public ControlTarget {
   std::map<std::string, std::string> store XENKVM_GUARDED_BY(mutex);
   std::string keys XENKVM_GUARDED_BY(mutex);
   std::string saved XENKVM_GUARDED_BY(mutex);
+  std::vector<std::string> unplugged XENKVM_GUARDED_BY(mutex);
 };
 
 class ProtocolTest : public ::testing::Test {
@@ -136,6 +143,16 @@ TEST_F(ProtocolTest, SendKeyAndSave) {
   MutexLock lock(target.mutex);
   EXPECT_EQ(target.keys, std::string("ls\r\x03"));
   EXPECT_EQ(target.saved, "/tmp/x.snap");
+}
+
+TEST_F(ProtocolTest, DiskUnplugNamesTheDisk) {
+  EXPECT_EQ(Ask(R"({"command":"disk-unplug","vdev":"xvda"})")["ok"], true);
+  Json r = Ask(R"({"command":"disk-unplug","vdev":"xvdz"})");
+  EXPECT_EQ(r["ok"], false);
+  EXPECT_NE(r["error"].get<std::string>().find("no PV disk"), std::string::npos) << r;
+  EXPECT_EQ(Ask(R"({"command":"disk-unplug"})")["ok"], false);  // vdev is required
+  MutexLock lock(target.mutex);
+  EXPECT_EQ(target.unplugged, std::vector<std::string>{"xvda"});
 }
 
 TEST_F(ProtocolTest, IdIsEchoed) {

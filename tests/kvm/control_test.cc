@@ -43,8 +43,16 @@ TEST(XenkvmControl, DrivesARunningGuest) {
   std::snprintf(dir, sizeof(dir), "%s/xenkvm-ctl-XXXXXX", shm ? "/dev/shm" : "/tmp");
   ASSERT_NE(mkdtemp(dir), nullptr);
   const std::string sock = std::string(dir) + "/vm.sock";
+  // A PV disk the guest never opens, for disk-unplug.
+  const std::string disk = std::string(dir) + "/disk.img";
+  {
+    const int fd = open(disk.c_str(), O_CREAT | O_WRONLY, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(ftruncate(fd, 1 << 20), 0);
+    close(fd);
+  }
   Vmm vmm({XENKVM_BINARY, "run", "--quiet", "--stats", "--timeout", "150", "--grace", "60",
-           "--control", sock, XENKVM_GUESTS_DIR "/xs_shutdown.elf"});
+           "--control", sock, "--disk", disk, XENKVM_GUESTS_DIR "/xs_shutdown.elf"});
   ASSERT_TRUE(vmm.WaitForOutput("xs_shutdown: waiting", 100s)) << vmm.output();
   SCOPED_TRACE("VMM output:\n" + vmm.output());
 
@@ -81,6 +89,17 @@ TEST(XenkvmControl, DrivesARunningGuest) {
   r = Ctl(sock, {"send-key", "x"});
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.reply["bytes"], 1) << r.output;
+  // Hot-unplug: a frontend that never connected is removed at once, both directories.
+  r = Ctl(sock, {"xenstore-read", home + "/device/vbd/51712/backend"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string backend = r.reply["value"];
+  r = Ctl(sock, {"disk-unplug", "xvdb"});
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  r = Ctl(sock, {"disk-unplug", "xvda"});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(Ctl(sock, {"xenstore-read", home + "/device/vbd/51712/state"}).exit_code, 1);
+  EXPECT_EQ(Ctl(sock, {"xenstore-read", backend + "/state"}).exit_code, 1);
+
   r = Ctl(sock, {"frobnicate"});
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("unknown command"), std::string::npos) << r.output;
@@ -118,6 +137,7 @@ TEST(XenkvmControl, DrivesARunningGuest) {
   EXPECT_NE(out.find("xs_shutdown: poweroff requested"), std::string::npos) << out;
   EXPECT_NE(out.find("xenkvm-test: PASS xs_shutdown"), std::string::npos) << out;
   EXPECT_NE(lstat(sock.c_str(), &st), 0) << "the socket outlived the run";
+  unlink(disk.c_str());
   rmdir(dir);
 }
 
