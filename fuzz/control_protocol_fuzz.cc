@@ -47,7 +47,7 @@ class FakeTarget : public xenkvm::control::ControlTarget {
   }
   Result<size_t> SendKeys(const std::string& text) override { return text.size(); }
   Result<> UnplugDisk(const std::string& vdev) override {
-    if (vdev != "xvda") return Fail(XEN_ENOENT, "no such disk");
+    if (vdev != "xvda") return xenkvm::Fail(XEN_ENOENT, "no such disk");
     return {};
   }
   Result<> Save(const std::string&) override {

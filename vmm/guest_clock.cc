@@ -23,11 +23,11 @@ void GuestClock::Calibrate(uint64_t guest_tsc_now, uint32_t tsc_khz) {
   SetRateLocked(tsc_khz);
 }
 
-void GuestClock::Reanchor(uint64_t guest_tsc_now) {
-  const uint64_t mono = MonotonicNs();
+void GuestClock::Reanchor(uint64_t guest_tsc_now, uint64_t mono) {
   MutexLock lock(mutex_);
   if (!calibrated_) return;
   // Over at least a second the two readings give the rate to better than 10 ppm.
+  if (mono <= anchor_mono_ns_) return;  // an older reading than the anchor: keep the anchor
   if (mono - anchor_mono_ns_ >= 1'000'000'000ull) {
     const uint32_t khz = KhzFromSamples(anchor_tsc_, guest_tsc_now, mono - anchor_mono_ns_);
     if (khz != 0) SetRateLocked(khz);

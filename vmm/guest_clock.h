@@ -27,7 +27,10 @@ class GuestClock {
   // the anchor there, and re-measures the rate from the previous anchor once it is old enough.
   // KVM may adjust the guest's TSC offset when it first runs a vCPU or moves it between host
   // CPUs (unstable host TSC, seen in nested VMs): Xen likewise refreshes vcpu_time_info.
-  void Reanchor(uint64_t guest_tsc_now);
+  // `mono_ns` is MonotonicNs() at the moment of the reading (the caller brackets the reading
+  // between two clock reads and drops slow ones: a reading paired with a later clock would make
+  // the guest's time jump).
+  void Reanchor(uint64_t guest_tsc_now, uint64_t mono_ns);
   uint64_t NowNs() const;  // Xen system time
   // A restored guest: system time goes on from `system_ns` (never backwards), the wall clock
   // stays the host's. Before any other thread uses the clock.

@@ -360,8 +360,8 @@ void Machine::VcpuThreadFinished(uint32_t vcpu) {
   end_cv_.notify_all();
 }
 
-void Machine::ReanchorClock(uint32_t vcpu, uint64_t guest_tsc) {
-  clock_.Reanchor(guest_tsc);
+void Machine::ReanchorClock(uint32_t vcpu, uint64_t guest_tsc, uint64_t mono_ns) {
+  clock_.Reanchor(guest_tsc, mono_ns);
   domain_->RefreshVcpuTime(vcpu);
 }
 

@@ -152,5 +152,22 @@ TEST(GuestClock, PvclockScale) {
   EXPECT_NEAR(t->tsc_to_system_mul / 4294967296.0 * (1 << t->tsc_shift), 2.0, 1e-6);
 }
 
+TEST(GuestClock, ReanchorMeasuresTheRateFromTheReadingsTimes) {
+  GuestClock clock;
+  clock.Calibrate(1000, 2'000'000);
+  const uint64_t t0 = clock.MonotonicNs();
+  // Read at t0 + 2 s by the host clock, the TSC has moved 3e9 ticks: 1.5 GHz, whenever
+  // Reanchor itself runs.
+  clock.Reanchor(1000 + 3'000'000'000ull, t0 + 2'000'000'000ull);
+  EXPECT_NEAR(clock.tsc_khz(), 1'500'000.0, 10.0);
+  // A reading older than the anchor (a slower vCPU thread) changes nothing.
+  clock.Reanchor(2000, t0);
+  EXPECT_NEAR(clock.tsc_khz(), 1'500'000.0, 10.0);
+  auto t = clock.TimeInfo();
+  ASSERT_TRUE(t);
+  // The anchor stayed at the 2 s reading: its TSC maps to t0 + 2 s.
+  EXPECT_GE(t->tsc_timestamp, 1000 + 3'000'000'000ull);
+}
+
 }  // namespace
 }  // namespace xenkvm::vmm
