@@ -85,9 +85,10 @@ Result<> PirqTable::GetFreePirq(physdev_get_free_pirq& op) {
 
 Result<> PirqTable::Bind(evtchn_bind_pirq& op) {
   TRY(engine_.BindPirq(op));
-  // A raise that found no port left `pending` set; whoever clears it delivers. The fence pairs
-  // with RaiseMsi's: the port before the mark here, the mark before the port there.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // A raise that found no port left `pending` set; whoever clears it delivers. Both sides
+  // change the mark with a read-modify-write, so the later of the two reads the earlier's write:
+  // if that is ours, RaiseMsi's mark came first and we deliver; if it is RaiseMsi's, our port
+  // (published before this exchange) is visible to its second lookup.
   if (op.pirq < uint32_t(kNrPirqs) && entries_[op.pirq].pending.exchange(false))
     engine_.RaisePirq(op.pirq);
   return {};
@@ -108,8 +109,7 @@ bool PirqTable::RaiseMsi(uint32_t pirq) {
   // No port: keep it for the bind. A bind that finished between the failed raise and the mark
   // did not see the mark, so raise again after marking; whoever clears the mark delivers, at
   // worst one extra (coalesced) pending-bit set.
-  e.pending.store(true);
-  std::atomic_thread_fence(std::memory_order_seq_cst);  // the mark before the port lookup
+  e.pending.exchange(true);  // a read-modify-write: see Bind
   if (!engine_.RaisePirq(pirq)) return false;
   e.pending.exchange(false);
   return true;
