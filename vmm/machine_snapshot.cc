@@ -4,6 +4,8 @@
 //   DOMN  xen::Domain (maps the special pages)    SPCL  special pages' contents
 //   EVTC  the event-channel engine                HCPG  hypercall pages
 //   CLCK  system time and the guest TSC rate      TIMR  Xen timers (absolute system time)
+//   XSTO  the xenstore database                   XSRG  the xenstore ring backend
+//   CONS  the console ring backend
 //   VCPU  one per vCPU: lifecycle and KVM state (loaded on the vCPU threads by Run)
 // RAM pages that read as zero (never touched, ballooned out) are not written: a new machine's
 // RAM is zero. System time goes on from where it was saved, so deadlines and the guest's
@@ -31,6 +33,9 @@ constexpr uint32_t kEngine = snapshot::MakeTag("EVTC");
 constexpr uint32_t kHypercallPages = snapshot::MakeTag("HCPG");
 constexpr uint32_t kClock = snapshot::MakeTag("CLCK");
 constexpr uint32_t kTimers = snapshot::MakeTag("TIMR");
+constexpr uint32_t kStore = snapshot::MakeTag("XSTO");
+constexpr uint32_t kStoreRing = snapshot::MakeTag("XSRG");
+constexpr uint32_t kConsoleRing = snapshot::MakeTag("CONS");
 constexpr uint32_t kVcpu = snapshot::MakeTag("VCPU");
 constexpr uint64_t kPage = abi::kPageSize;
 
@@ -152,6 +157,15 @@ Result<> Machine::Save(const std::string& path) {
       timers.U64(period);
     }
     TRY(w.Section(kTimers, timers.bytes()));
+    snapshot::Encoder store;
+    store_.Save(store);
+    TRY(w.Section(kStore, store.bytes()));
+    snapshot::Encoder store_ring;
+    xs_ring_->Save(store_ring);
+    TRY(w.Section(kStoreRing, store_ring.bytes()));
+    snapshot::Encoder console;
+    console_ring_->Save(console);
+    TRY(w.Section(kConsoleRing, console.bytes()));
     for (const auto& v : vcpus) TRY(w.Section(kVcpu, v));
     TRY(w.Finish());
     if (::fsync(fd) != 0) return HostFail(errno, "fsync the snapshot file");
@@ -289,6 +303,22 @@ Result<> Machine::Restore(const std::string& path) {
     }
     TRY(d.Finish());
   }
+  // xenstore and the rings' host side (the store first: the ring's connection lives in it).
+  {
+    const std::vector<std::byte> bytes = TRY(LoadOnly(reader, kStore));
+    snapshot::Decoder d(bytes);
+    TRY(store_.Restore(d));
+  }
+  {
+    const std::vector<std::byte> bytes = TRY(LoadOnly(reader, kStoreRing));
+    snapshot::Decoder d(bytes);
+    TRY(xs_ring_->Restore(d));
+  }
+  {
+    const std::vector<std::byte> bytes = TRY(LoadOnly(reader, kConsoleRing));
+    snapshot::Decoder d(bytes);
+    TRY(console_ring_->Restore(d));
+  }
   const std::vector<snapshot::SectionInfo> vcpu_sections = reader.All(kVcpu);
   if (vcpu_sections.size() != config_.vcpus)
     return snapshot::Corrupt("snapshot has another number of vCPUs than this machine");
@@ -331,6 +361,10 @@ Result<> Machine::ResumeRestored() {
   }
   for (uint32_t id = 0; id < runners_.size(); ++id) domain_->RefreshVcpuTime(id);
   TRY(Resume());
+  // Output the rings held when saved (replies, watch events) goes out now, not at the guest's
+  // next notification, which may never come if it waits for them.
+  xs_ring_->Pump();
+  console_ring_->Service();
   return {};
 }
 

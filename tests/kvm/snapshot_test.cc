@@ -82,10 +82,9 @@ TEST_P(Snapshot, SavedMidRunFinishesInANewProcess) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Guests, Snapshot,
-                         // Not yet passing (docs/snapshots.md "Not yet"): poll_timer saved at
-                         // stage 12 fails at 16 ("a cancelled timer fired"); shinfo_move saved
-                         // at stage 10 stalls at 11.
-                         ::testing::Values(GuestCase{"ipi_storm", "4", "11"}),
+                         ::testing::Values(GuestCase{"ipi_storm", "4", "11"},
+                                           GuestCase{"poll_timer", "1", "12"},
+                                           GuestCase{"shinfo_move", "2", "10"}),
                          [](const auto& param_info) { return std::string(param_info.param.name); });
 
 TEST(SnapshotCycles, SeveralSaveRestoreCyclesInARow) {
