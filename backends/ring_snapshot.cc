@@ -16,8 +16,8 @@ void ConsoleRing::Save(snapshot::Encoder& out) {
   MutexLock lock(mutex_);
   const std::string input(input_.begin(), input_.end());
   out.String(input);
-  EncodeCounters(out, {counters_.out_bytes, counters_.in_bytes, counters_.notifies,
-                       counters_.bad_indexes});
+  EncodeCounters(
+      out, {counters_.out_bytes, counters_.in_bytes, counters_.notifies, counters_.bad_indexes});
 }
 
 Result<> ConsoleRing::Restore(snapshot::Decoder& in) {

@@ -58,7 +58,7 @@ TEST(ConsoleRingSnapshot, PendingInputReachesTheRestoredGuestInOrder) {
 
   Console target;
   std::memcpy(target.iface(), source.iface(), sizeof(xencons_interface));  // guest memory
-  ASSERT_TRUE(target.ring.Input(std::string_view("later")));                                // typed after restore
+  ASSERT_TRUE(target.ring.Input(std::string_view("later")));               // typed after restore
   ASSERT_TRUE(Restore(target.ring, saved));
   EXPECT_EQ(target.ring.counters().in_bytes, source.ring.counters().in_bytes);
   std::string read = target.GuestRead();
