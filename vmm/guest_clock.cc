@@ -123,12 +123,13 @@ Result<vcpu_time_info> GuestClock::TimeInfo() const {
   MutexLock lock(mutex_);
   if (!calibrated_) return Fail(XEN_ENOSYS, "guest clock not calibrated");
   vcpu_time_info t{};
-  // One clock read defines both halves of the pair: system time and the guest TSC it maps to.
-  const uint64_t mono = MonotonicNs();
-  t.system_time = mono - boot_mono_ns_;
-  const unsigned __int128 ticks =
-      static_cast<unsigned __int128>(mono - anchor_.mono_ns) * tsc_khz_ / 1'000'000u;
-  t.tsc_timestamp = anchor_.tsc + static_cast<uint64_t>(ticks);
+  // The pair is the anchor, a real reading of the guest's TSC: the guest's TSC is past it by the
+  // time the guest reads the pair, as Xen's own (a TSC it read when it wrote the pair). A pair
+  // extrapolated to now could name a TSC the guest has not reached yet: the guest's unsigned
+  // delta then wraps and its clock jumps centuries ahead (seen: timers set from such a reading
+  // never fired, waits on it never ended).
+  t.system_time = anchor_.mono_ns > boot_mono_ns_ ? anchor_.mono_ns - boot_mono_ns_ : 0;
+  t.tsc_timestamp = anchor_.tsc;
   t.tsc_to_system_mul = mul_;
   t.tsc_shift = shift_;
   return t;

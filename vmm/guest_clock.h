@@ -46,7 +46,8 @@ class GuestClock {
   void RestoreSystemTime(uint64_t system_ns);
   uint32_t tsc_khz() const;
   void BootWallclock(uint64_t* sec, uint32_t* nsec) const;
-  // A fresh vcpu_time_info (version left 0 for the writer to set). -ENOSYS if not calibrated.
+  // The vcpu_time_info of the current pair (version left 0 for the writer to set); -ENOSYS if
+  // not calibrated.
   Result<vcpu_time_info> TimeInfo() const;
 
  private:

@@ -184,6 +184,11 @@ TEST(GuestClock, AReadingBehindTheLineLeavesItAndOneAheadMovesItForward) {
   const uint64_t ahead_tsc = 1'000'000'000 + 22 * 2'000'000;
   EXPECT_TRUE(clock.Sample(ahead_tsc, t0 + 20 * kMs));
   EXPECT_NEAR(static_cast<double>(GuestViewMono(clock, ahead_tsc)), double(t0 + 20 * kMs), 1e3);
+  // The published pair is that reading itself, never a TSC the guest has not reached yet.
+  auto t = clock.TimeInfo();
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->tsc_timestamp, ahead_tsc);
+  EXPECT_EQ(static_cast<int64_t>(t->system_time), clock.GuestSystemNs(ahead_tsc));
 }
 
 TEST(GuestClock, TheRateComesFromTheLeastBehindReadingsOfEachSecond) {
