@@ -41,6 +41,7 @@ struct RunOptions {
   // `xenkvm restore FILE [run's options]`: `guest` is a snapshot file to resume
   // (docs/snapshots.md); --vcpus and --memory come from it.
   bool restore = false;
+  bool paused = false;  // --paused: the guest waits for `ctl resume` (as `xl restore -p`)
 };
 
 // `xenkvm ctl SOCKET COMMAND [ARGS]`.
