@@ -41,6 +41,12 @@ const std::vector<CommandSpec>& Commands() {
       {"xenstore-ls", {"path"}, 1, "PATH's children"},
       {"send-key", {"text"}, 1, "TEXT into the guest's console input"},
       {"save", {"file"}, 1, "save the guest to FILE"},
+      {"migrate",
+       {"uri"},
+       1,
+       "live-migrate the guest to URI: unix:PATH (xenkvm restore --incoming unix:PATH) or "
+       "exec:COMMAND (its stdin/stdout, e.g. exec:'ssh HOST xenkvm restore --incoming -'); "
+       "the VMM ends once the guest runs there, and goes on if the destination fails"},
       {"disk-unplug",
        {"vdev"},
        1,
@@ -138,6 +144,11 @@ Json Dispatcher::Dispatch(const Json& request) {
     return reply;
   }
   if (command == "save") return FromResult(target_.Save(args[0]));
+  if (command == "migrate") {
+    Json reply = target_.Migrate(args[0]);
+    if (!reply.is_object() || !reply.contains("ok")) return ErrorJson("migrate: no result");
+    return reply;
+  }
   if (command == "disk-unplug") return FromResult(target_.UnplugDisk(args[0]));
   return ErrorJson("unknown command: " + command);  // a CommandSpec without a handler
 }
