@@ -3,7 +3,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -18,7 +17,7 @@ namespace xenkvm::snapshot {
 
 namespace {
 constexpr size_t kReadChunk = 1 << 20;  // a lying length never sizes a buffer at once
-constexpr auto kChildExitWait = std::chrono::seconds(5);
+constexpr auto kChildExitWait = std::chrono::seconds(1);
 
 void MakeNonBlocking(int fd) {
   const int flags = ::fcntl(fd, F_GETFL);
@@ -48,16 +47,11 @@ Channel::~Channel() {
   if (read_fd_ >= 0) ::close(read_fd_);
   if (write_fd_ >= 0 && write_fd_ != read_fd_) ::close(write_fd_);
   if (child_ <= 0) return;
-  // The command sees its stdin end and should leave; one that does not is killed.
+  // A command that failed sees its stdin end and leaves: reap it. One still running is left
+  // alone, never killed: after a migration it carries the guest's new home (ssh to it).
   const auto give_up = std::chrono::steady_clock::now() + kChildExitWait;
-  while (::waitpid(child_, nullptr, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > give_up) {
-      ::kill(child_, SIGKILL);
-      ::waitpid(child_, nullptr, 0);
-      return;
-    }
+  while (::waitpid(child_, nullptr, WNOHANG) == 0 && std::chrono::steady_clock::now() < give_up)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
 }
 
 Result<> Channel::WriteAll(std::span<const std::byte> bytes) {

@@ -49,7 +49,7 @@ class Channel {
   Channel(int read_fd, int write_fd, pid_t child = -1);
   Channel(Channel&& other) noexcept;
   Channel& operator=(Channel&&) = delete;
-  ~Channel();  // closes; an exec: child is waited for (and killed if it lingers)
+  ~Channel();  // closes; an exec: child is reaped if it ends within a second, else left running
 
   Result<> Send(uint32_t tag, std::span<const std::byte> payload);
   // The next frame, its payload at most max_length bytes. Each wait for more bytes is bounded
