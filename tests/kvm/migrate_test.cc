@@ -89,6 +89,29 @@ TEST(Migration, IpiStormMigratedMidRunFinishesOnTheDestination) {
               static_cast<unsigned long long>(reply["final_pages"].get<uint64_t>()));
 }
 
+// exec:COMMAND with the destination on the command's stdin and stdout (as ssh would carry it):
+// its output reaches the source's stderr. The source stops its guest once migrated, so the one
+// PASS there is the destination's (two would be a guest run on both sides).
+TEST(Migration, ExecTunnelToAStdioDestination) {
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  TempDir dir;
+  ASSERT_FALSE(dir.path.empty());
+  const std::string sock = dir.path + "/ctl";
+  Vmm source(Source(sock));
+  ASSERT_TRUE(source.WaitForOutput("stage 11\n", 60s)) << source.output();
+  const std::string uri =
+      std::string("exec:") + XENKVM_BINARY + " restore --incoming - --quiet --timeout 150";
+  const Json reply = Migrate(sock, uri);
+  ASSERT_TRUE(reply.is_object() && reply.value("ok", false)) << reply << "\n" << source.output();
+  EXPECT_EQ(source.Wait(150s), 0) << source.output();  // and its output ends with the command's
+  const std::string out = source.output();
+  EXPECT_NE(out.find("xenkvm: migrated to exec:"), std::string::npos) << out;
+  const size_t pass = out.find("xenkvm-test: PASS ipi_storm");
+  ASSERT_NE(pass, std::string::npos) << out;
+  EXPECT_EQ(out.find("xenkvm-test: PASS", pass + 1), std::string::npos) << out;
+}
+
 // A destination played by the test: takes the connection and reads frames until `until` (or
 // the end), then either closes (a destination that died) or answers FAIL.
 void FakeDestination(xenkvm::snapshot::StreamListener& listener, uint32_t until, bool answer) {
