@@ -55,8 +55,9 @@ Json Migrate(const std::string& sock, const std::string& uri) {
 }
 
 std::vector<std::string> Source(const std::string& sock) {
-  return {XENKVM_BINARY, "run", "--vcpus", "4", "--timeout", "150", "--control", sock,
-          std::string(XENKVM_GUESTS_DIR) + "/ipi_storm.elf"};
+  return {XENKVM_BINARY, "run",       "--vcpus",
+          "4",           "--timeout", "150",
+          "--control",   sock,        std::string(XENKVM_GUESTS_DIR) + "/ipi_storm.elf"};
 }
 
 TEST(Migration, IpiStormMigratedMidRunFinishesOnTheDestination) {
@@ -70,8 +71,9 @@ TEST(Migration, IpiStormMigratedMidRunFinishesOnTheDestination) {
   ASSERT_TRUE(WaitForPath(in, 30s)) << dest.output();
   ASSERT_TRUE(source.WaitForOutput("stage 11\n", 60s)) << source.output();
   const Json reply = Migrate(sock, "unix:" + in);
-  ASSERT_TRUE(reply.is_object() && reply.value("ok", false))
-      << reply << "\n" << source.output() << "\n" << dest.output();
+  ASSERT_TRUE(reply.is_object() && reply.value("ok", false)) << reply << "\n"
+                                                             << source.output() << "\n"
+                                                             << dest.output();
   EXPECT_GE(reply["rounds"].get<uint32_t>(), 1u);
   EXPECT_GT(reply["pages_sent"].get<uint64_t>(), 0u);
   EXPECT_GE(reply["total_ms"].get<double>(), reply["downtime_ms"].get<double>());
@@ -79,7 +81,8 @@ TEST(Migration, IpiStormMigratedMidRunFinishesOnTheDestination) {
   EXPECT_NE(source.output().find("xenkvm: migrated to unix:" + in), std::string::npos)
       << source.output();
   EXPECT_EQ(source.output().find("xenkvm-test: PASS"), std::string::npos)
-      << "the guest finished before it was migrated: not a live migration\n" << source.output();
+      << "the guest finished before it was migrated: not a live migration\n"
+      << source.output();
   EXPECT_EQ(dest.Wait(150s), 0) << dest.output();
   EXPECT_NE(dest.output().find("xenkvm-test: PASS ipi_storm"), std::string::npos) << dest.output();
   std::printf("migration: downtime %.1f ms, total %.1f ms, %u rounds, %llu + %llu pages\n",
@@ -149,7 +152,8 @@ TEST(Migration, FailedDestinationsLeaveTheSourceRunning) {
   // pause (counted) and resume it themselves; the operator's pause must be all that is left.
   ASSERT_EQ(Request(sock, "pause").value("ok", false), true);
   ASSERT_EQ(source.output().find("xenkvm-test: PASS"), std::string::npos)
-      << "the guest finished before the migrations were tried\n" << source.output();
+      << "the guest finished before the migrations were tried\n"
+      << source.output();
   auto pause_count = [&sock] { return Request(sock, "status").value("pause_count", 0u); };
 
   // The destination dies after the first frame.
