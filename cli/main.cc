@@ -276,11 +276,15 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
       stream.reset();
     });
   } else if (o.restore) {
+    const auto start = std::chrono::steady_clock::now();
     if (auto r = m.Restore(o.guest); !r) {
       std::fprintf(stderr, "xenkvm: %s: %s\n", o.guest.c_str(),
                    xenkvm::Describe(r.error()).c_str());
       return r.error().kind == xenkvm::ErrorKind::kHost ? kExitHostError : kExitUsage;
     }
+    std::fprintf(stderr, "xenkvm: restored %s in %.1f ms\n", o.guest.c_str(),
+                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                     .count());
   } else if (auto r = m.LoadGuest(*image); !r) {
     std::fprintf(stderr, "xenkvm: cannot load %s: %s\n", o.guest.c_str(), r.error().message);
     return kExitHostError;

@@ -85,6 +85,11 @@ Result<> GuestMemory::MoveSlot(uint32_t slot, uint64_t new_gpa) {
 
 void GuestMemory::WaitForReaders() { LayoutChange change(*this); }
 
+void GuestMemory::NoteHostWrite(uint64_t gpa, uint64_t len) {
+  auto guard = LayoutGuard::Acquire(*this);  // TrackTranslations waits for us
+  if (DirtyBitmap* tracked = tracked_.load(std::memory_order_acquire)) tracked->MarkBytes(gpa, len);
+}
+
 void GuestMemory::TrackTranslations(DirtyBitmap* bitmap) {
   tracked_.store(bitmap, std::memory_order_release);
   WaitForReaders();

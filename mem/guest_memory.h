@@ -53,6 +53,9 @@ class GuestMemory {
   // again, and marked. Passing nullptr stops; either call returns once no translation still
   // uses the previous bitmap, which must live until then.
   void TrackTranslations(DirtyBitmap* bitmap);
+  // For writes that bypass translation (madvise(MADV_DONTNEED) of ballooned RAM): recorded in
+  // the tracked bitmap, if any.
+  void NoteHostWrite(uint64_t gpa, uint64_t len);
 
   // ---- translation: caller holds a LayoutGuard on this memory ----
   // Host address of [gpa, gpa+len) if it lies inside one slot, else -EFAULT.

@@ -439,6 +439,7 @@ void Machine::ReleaseRam(uint64_t gpa, uint64_t size) {
   if (gpa >= ram_size_ || size > ram_size_ - gpa) return;  // the caller checked; never trust it
   uint8_t* host = static_cast<uint8_t*>(ram_) + gpa;
   if (::madvise(host, size, MADV_DONTNEED) != 0) std::memset(host, 0, size);
+  memory_.NoteHostWrite(gpa, size);  // a migration must send the zeros (KVM's log can't see them)
 }
 
 // A 4 KiB memslot per page, in both KVM and our GuestMemory (slot numbers shared).

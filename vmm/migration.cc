@@ -13,7 +13,8 @@
 // touching every write path (and cached pointers write with plain atomics). Instead every page
 // the VMM gets a host pointer to while the migration runs is recorded (GuestMemory::
 // TrackTranslations, which also makes cached mappings translate again, so pointers kept from
-// before are recorded too), and all of those pages are sent again in the final stop-and-copy.
+// before are recorded too), as are RAM pages ballooning zeroes behind every mapping
+// (GuestMemory::NoteHostWrite), and all of those pages are sent again in the final stop-and-copy.
 // They are few (shared_info, vcpu_info, hypercall argument pages, rings) and the vCPUs are
 // paused then. Special pages outside RAM travel whole in the state's SPCL section anyway.
 // Not covered: a grant mapping a PV disk backend made before the migration began and still

@@ -146,7 +146,9 @@ TEST_F(ProtocolTest, SendKeyAndSave) {
   Json r = Ask(R"({"command":"send-key","text":"ls\r\u0003"})");
   EXPECT_EQ(r["ok"], true);
   EXPECT_EQ(r["bytes"], 4);
-  EXPECT_EQ(Ask(R"({"command":"save","file":"/tmp/x.snap"})")["ok"], true);
+  r = Ask(R"({"command":"save","file":"/tmp/x.snap"})");
+  EXPECT_EQ(r["ok"], true);
+  EXPECT_TRUE(r["took_ms"].is_number()) << r;
   MutexLock lock(target.mutex);
   EXPECT_EQ(target.keys, std::string("ls\r\x03"));
   EXPECT_EQ(target.saved, "/tmp/x.snap");
