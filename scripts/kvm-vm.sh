@@ -100,10 +100,13 @@ echo "kvm-vm: no usable /dev/kvm here: running in a nested-KVM VM (QEMU TCG, $cp
 # runs in its own process group, stopped with this script: a killed caller (a test timeout, ^C)
 # must not leave an orphaned QEMU eating the machine's cores (--foreground keeps `timeout` in
 # that group instead of its own).
+# tsc=reliable: TCG's vCPU TSCs start unsynchronised, so the kernel would mark the TSC unstable;
+# then KVM freezes a vCPU's TSC whenever it is out of KVM_RUN (docs/design.md, the guest clock)
+# and the kernel's clock falls back to an emulated HPET.
 set -m
 (timeout --foreground -s KILL "${XENKVM_VM_TIMEOUT:-2400}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
   -nographic -no-reboot -kernel "$kernel" -initrd "$run/initrd.gz" \
-  -append "console=ttyS0 quiet loglevel=0 panic=-1 xenkvm_job=$run" \
+  -append "console=ttyS0 quiet loglevel=0 panic=-1 tsc=reliable xenkvm_job=$run" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,multidevs=remap,id=hostroot \
   </dev/null | sed -u -e 's/\r$//' -e '/^\x1b\[/d' -e '/SeaBIOS\|iPXE\|Booting from ROM\|^$/d') &
 vm_group=$!

@@ -6,6 +6,10 @@
 namespace xenkvm::vmm {
 
 namespace {
+constexpr uint64_t kWindowNs = 1'000'000'000;  // a new anchor and rate at least this often
+// A reading ahead of the line by less than this is noise (the bracket's own width), not news.
+constexpr int64_t kAheadToleranceNs = 20'000;
+
 uint64_t ClockNs(clockid_t id) {
   timespec ts;
   clock_gettime(id, &ts);
@@ -18,22 +22,61 @@ GuestClock::GuestClock()
 
 void GuestClock::Calibrate(uint64_t guest_tsc_now, uint32_t tsc_khz) {
   MutexLock lock(mutex_);
-  anchor_tsc_ = guest_tsc_now;
-  anchor_mono_ns_ = MonotonicNs();
+  anchor_ = rate_base_ = Reading{guest_tsc_now, MonotonicNs()};
+  window_has_best_ = false;
+  settled_ = false;
   SetRateLocked(tsc_khz);
 }
 
-void GuestClock::Reanchor(uint64_t guest_tsc_now, uint64_t mono) {
+__int128 GuestClock::GuestViewMonoNsLocked(uint64_t guest_tsc) const {
+  // Signed: a reading may be on either side of the anchor.
+  const __int128 ticks = static_cast<__int128>(guest_tsc) - static_cast<__int128>(anchor_.tsc);
+  return static_cast<__int128>(anchor_.mono_ns) + ticks * 1'000'000 / tsc_khz_;
+}
+
+int64_t GuestClock::AheadNsLocked(const Reading& r) const {
+  return static_cast<int64_t>(GuestViewMonoNsLocked(r.tsc) - static_cast<__int128>(r.mono_ns));
+}
+
+bool GuestClock::Sample(uint64_t guest_tsc, uint64_t mono_ns) {
   MutexLock lock(mutex_);
-  if (!calibrated_) return;
-  // Over at least a second the two readings give the rate to better than 10 ppm.
-  if (mono <= anchor_mono_ns_) return;  // an older reading than the anchor: keep the anchor
-  if (mono - anchor_mono_ns_ >= 1'000'000'000ull) {
-    const uint32_t khz = KhzFromSamples(anchor_tsc_, guest_tsc_now, mono - anchor_mono_ns_);
-    if (khz != 0) SetRateLocked(khz);
+  if (!calibrated_ || mono_ns <= anchor_.mono_ns) return false;  // older than the anchor
+  const Reading r{guest_tsc, mono_ns};
+  if (!settled_) {
+    anchor_ = rate_base_ = r;
+    window_start_ns_ = mono_ns;
+    window_has_best_ = false;
+    settled_ = true;
+    return true;
   }
-  anchor_tsc_ = guest_tsc_now;
-  anchor_mono_ns_ = mono;
+  if (!window_has_best_ || AheadNsLocked(r) > AheadNsLocked(window_best_)) {
+    window_best_ = r;
+    window_has_best_ = true;
+  }
+  if (mono_ns - window_start_ns_ >= kWindowNs) {
+    const Reading best = window_best_;
+    // Over a second or more the two readings give the rate to better than 10 ppm.
+    if (best.mono_ns > rate_base_.mono_ns && best.mono_ns - rate_base_.mono_ns >= kWindowNs) {
+      const uint32_t khz =
+          KhzFromSamples(rate_base_.tsc, best.tsc, best.mono_ns - rate_base_.mono_ns);
+      if (khz != 0) SetRateLocked(khz);
+      rate_base_ = best;
+    }
+    if (best.mono_ns > anchor_.mono_ns) anchor_ = best;
+    window_start_ns_ = mono_ns;
+    window_has_best_ = false;
+    return true;
+  }
+  if (AheadNsLocked(r) > kAheadToleranceNs) {
+    anchor_ = r;  // the guest's clock was behind: it moves forward, never back
+    return true;
+  }
+  return false;
+}
+
+int64_t GuestClock::GuestSystemNs(uint64_t guest_tsc) const {
+  MutexLock lock(mutex_);
+  return static_cast<int64_t>(GuestViewMonoNsLocked(guest_tsc) - boot_mono_ns_);
 }
 
 void GuestClock::SetRateLocked(uint32_t tsc_khz) {
@@ -84,8 +127,8 @@ Result<vcpu_time_info> GuestClock::TimeInfo() const {
   const uint64_t mono = MonotonicNs();
   t.system_time = mono - boot_mono_ns_;
   const unsigned __int128 ticks =
-      static_cast<unsigned __int128>(mono - anchor_mono_ns_) * tsc_khz_ / 1'000'000u;
-  t.tsc_timestamp = anchor_tsc_ + static_cast<uint64_t>(ticks);
+      static_cast<unsigned __int128>(mono - anchor_.mono_ns) * tsc_khz_ / 1'000'000u;
+  t.tsc_timestamp = anchor_.tsc + static_cast<uint64_t>(ticks);
   t.tsc_to_system_mul = mul_;
   t.tsc_shift = shift_;
   return t;

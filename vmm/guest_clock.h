@@ -23,14 +23,23 @@ class GuestClock {
   // QEMU TCG, enough to break guests' timers within a second.
   static uint32_t KhzFromSamples(uint64_t tsc0, uint64_t tsc1, uint64_t interval_ns);
   uint64_t MonotonicNs() const;  // the host clock the guest TSC is anchored to
-  // A fresh guest TSC reading (taken by a vCPU thread while its vCPU is out of KVM_RUN) moves
-  // the anchor there, and re-measures the rate from the previous anchor once it is old enough.
-  // KVM may adjust the guest's TSC offset when it first runs a vCPU or moves it between host
-  // CPUs (unstable host TSC, seen in nested VMs): Xen likewise refreshes vcpu_time_info.
-  // `mono_ns` is MonotonicNs() at the moment of the reading (the caller brackets the reading
-  // between two clock reads and drops slow ones: a reading paired with a later clock would make
-  // the guest's time jump).
-  void Reanchor(uint64_t guest_tsc_now, uint64_t mono_ns);
+  // A guest TSC reading taken by a vCPU thread while its vCPU is out of KVM_RUN, with `mono_ns`
+  // the host clock at that moment (the caller brackets the reading between two clock reads and
+  // drops slow ones). Returns true when the pvclock pair moved: every vCPU's vcpu_time_info must
+  // then be rewritten.
+  //
+  // Why readings are not taken at face value: where the host kernel deems its TSC unstable
+  // (nested VMs), KVM freezes a vCPU's TSC whenever the vCPU is out of KVM_RUN and catches it up
+  // to its own line at the next entry. The guest reads its TSC while it runs, on that line; a
+  // reading from user space is on it or behind it by however long the thread waited (a pause,
+  // a preemption), never ahead. So the anchor follows the line from below: the first reading
+  // after calibration settles it (KVM moves the TSC when a vCPU first runs), a reading ahead of
+  // it moves it forward at once, and once a second the least-behind reading of that second
+  // becomes the anchor and re-measures the rate from the last such reading a second or more
+  // before (Xen likewise rewrites vcpu_time_info at least every second).
+  bool Sample(uint64_t guest_tsc, uint64_t mono_ns);
+  // The Xen system time the guest computes for `guest_tsc` from the current pair.
+  int64_t GuestSystemNs(uint64_t guest_tsc) const;
   uint64_t NowNs() const;  // Xen system time
   // A restored guest: system time goes on from `system_ns` (never backwards), the wall clock
   // stays the host's. Before any other thread uses the clock.
@@ -45,9 +54,22 @@ class GuestClock {
   uint64_t boot_real_ns_;
   void SetRateLocked(uint32_t tsc_khz) XENKVM_REQUIRES(mutex_);
 
+  struct Reading {
+    uint64_t tsc = 0;      // the guest's TSC
+    uint64_t mono_ns = 0;  // host CLOCK_MONOTONIC at that moment
+  };
+  // The host clock reading the guest's pvclock maps `guest_tsc` to.
+  __int128 GuestViewMonoNsLocked(uint64_t guest_tsc) const XENKVM_REQUIRES(mutex_);
+  // How far `r` is ahead of the line through the anchor at the current rate (negative: behind).
+  int64_t AheadNsLocked(const Reading& r) const XENKVM_REQUIRES(mutex_);
+
   mutable Mutex mutex_;
-  uint64_t anchor_tsc_ XENKVM_GUARDED_BY(mutex_) = 0;      // guest TSC at anchor_mono_ns_
-  uint64_t anchor_mono_ns_ XENKVM_GUARDED_BY(mutex_) = 0;  // host CLOCK_MONOTONIC then
+  Reading anchor_ XENKVM_GUARDED_BY(mutex_);       // the pvclock pair's point
+  Reading rate_base_ XENKVM_GUARDED_BY(mutex_);    // where the rate is measured from
+  Reading window_best_ XENKVM_GUARDED_BY(mutex_);  // least-behind reading of this second
+  bool window_has_best_ XENKVM_GUARDED_BY(mutex_) = false;
+  uint64_t window_start_ns_ XENKVM_GUARDED_BY(mutex_) = 0;
+  bool settled_ XENKVM_GUARDED_BY(mutex_) = false;  // a reading after the first entry came
   uint32_t tsc_khz_ XENKVM_GUARDED_BY(mutex_) = 0;
   uint32_t mul_ XENKVM_GUARDED_BY(mutex_) = 0;
   int8_t shift_ XENKVM_GUARDED_BY(mutex_) = 0;

@@ -361,9 +361,10 @@ void Machine::VcpuThreadFinished(uint32_t vcpu) {
   end_cv_.notify_all();
 }
 
-void Machine::ReanchorClock(uint32_t vcpu, uint64_t guest_tsc, uint64_t mono_ns) {
-  clock_.Reanchor(guest_tsc, mono_ns);
-  domain_->RefreshVcpuTime(vcpu);
+void Machine::SampleClock(uint64_t guest_tsc, uint64_t mono_ns) {
+  if (!clock_.Sample(guest_tsc, mono_ns)) return;
+  // One pair for all: each vCPU's vcpu_time_info follows the moved anchor.
+  for (uint32_t id = 0; id < runners_.size(); ++id) domain_->RefreshVcpuTime(id);
 }
 
 Result<> Machine::WriteHypercallPage(uint64_t msr_value, bool compat) {

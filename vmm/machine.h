@@ -230,7 +230,7 @@ class Machine final : public xen::Platform, public VcpuHost {
     clock_.Calibrate(guest_tsc, tsc_khz);
   }
   uint64_t ClockMonotonicNs() const override { return clock_.MonotonicNs(); }
-  void ReanchorClock(uint32_t vcpu, uint64_t guest_tsc, uint64_t mono_ns) override;
+  void SampleClock(uint64_t guest_tsc, uint64_t mono_ns) override;
   void VcpuThreadFinished(uint32_t vcpu) override;
 
   explicit Machine(const MachineConfig& config);

@@ -56,10 +56,9 @@ class VcpuHost {
   virtual void CalibrateClock(uint64_t guest_tsc, uint32_t tsc_khz) = 0;
   // The host clock the guest TSC is anchored to.
   virtual uint64_t ClockMonotonicNs() const = 0;
-  // A fresh guest TSC reading from `vcpu` (out of KVM_RUN), taken at ClockMonotonicNs() ==
-  // `mono_ns`: move the pvclock anchor there and
-  // refresh that vCPU's vcpu_time_info.
-  virtual void ReanchorClock(uint32_t vcpu, uint64_t guest_tsc, uint64_t mono_ns) = 0;
+  // A guest TSC reading from a vCPU out of KVM_RUN, taken at ClockMonotonicNs() == `mono_ns`,
+  // for the guest clock (GuestClock::Sample); every vcpu_time_info is rewritten if it moved.
+  virtual void SampleClock(uint64_t guest_tsc, uint64_t mono_ns) = 0;
   // The thread is gone (Machine::Run waits for all of them).
   virtual void VcpuThreadFinished(uint32_t vcpu) = 0;
 };

@@ -21,6 +21,8 @@ constexpr uint32_t kMsrIa32Tsc = 0x10;
 constexpr auto kParkPollSlice = std::chrono::milliseconds(100);
 // The longest guest TSC reading RefreshClock pairs with the host clock (its error is half this).
 constexpr uint64_t kMaxClockSampleNs = 1'000'000;
+// How often a vCPU's exits feed a TSC reading to the guest clock (each costs a vCPU ioctl).
+constexpr uint64_t kClockSampleIntervalNs = 100'000'000;
 // How long RunParked waits for a thread that started after a pause to reach its park.
 constexpr auto kParkWaitForWork = std::chrono::seconds(10);
 
@@ -270,19 +272,19 @@ void VcpuRunner::NoteExited() {
 }
 
 void VcpuRunner::RefreshClock() {
-  // Xen refreshes each vCPU's vcpu_time_info when it is scheduled and every second; we do it at
-  // the first exit (KVM settles the guest TSC when a vCPU first runs) and then at least every
-  // second of exits. Re-anchoring also re-measures the guest TSC's rate over that second.
+  // Xen refreshes each vCPU's vcpu_time_info when it is scheduled and every second. We feed the
+  // guest clock a reading of this vCPU's TSC at most every kClockSampleIntervalNs of exits; it
+  // decides whether the pvclock pair moves (GuestClock::Sample says why not every reading does).
   const uint64_t before = host_.ClockMonotonicNs();
-  if (clock_refreshed_ns_ != 0 && before - clock_refreshed_ns_ < 1'000'000'000ull) return;
+  if (clock_sampled_ns_ != 0 && before - clock_sampled_ns_ < kClockSampleIntervalNs) return;
   auto tsc = vcpu_.GetMsr(kMsrIa32Tsc);
   if (!tsc) return;
   const uint64_t after = host_.ClockMonotonicNs();
   // A thread preempted around the reading (often, in a nested VM) would pair the TSC with the
-  // wrong time and make the guest's clock jump: such a reading is dropped, the next exit retries.
+  // wrong time: such a reading is dropped, the next exit retries.
   if (after - before > kMaxClockSampleNs) return;
-  clock_refreshed_ns_ = after;
-  host_.ReanchorClock(id_, *tsc, before + (after - before) / 2);
+  clock_sampled_ns_ = after;
+  host_.SampleClock(*tsc, before + (after - before) / 2);
 }
 
 PagingState VcpuRunner::Paging() const {

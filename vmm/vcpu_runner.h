@@ -117,7 +117,7 @@ class VcpuRunner final : public evtchn::VcpuSink, public UpcallInjector::Target 
   std::thread thread_;
   std::atomic<std::thread::id> thread_id_{};
   VcpuRequests requests_;
-  uint64_t clock_refreshed_ns_ = 0;  // own thread: host time of this vCPU's last RefreshClock
+  uint64_t clock_sampled_ns_ = 0;  // own thread: host time of this vCPU's last clock reading
 
   std::atomic<VcpuState> state_;  // written under wake_mutex_, read anywhere
 

@@ -247,9 +247,15 @@ void Domain::WriteVcpuTime(uint32_t vcpu, uint64_t vcpu_info_gpa) {
   if (!time) return;  // no pvclock available: leave the guest's copy alone
   uint64_t gpa = vcpu_info_gpa + offsetof(vcpu_info, time);
   auto old = memory_.ReadObj<vcpu_time_info>(gpa);
-  // pvclock: readers retry while the version is odd or changed; bump it past the old one.
-  time->version = old ? ((old->version | 1) + 1) : 2;
+  // pvclock: readers retry while the version is odd or changed. A vCPU may read while we write,
+  // so as Xen does: an odd version first, then the fields, then the next even version (x86
+  // keeps stores in program order; each write is a separate call the compiler keeps in order).
+  const uint32_t odd = old ? (old->version | 1) : 1;
+  const uint64_t version_gpa = gpa + offsetof(vcpu_time_info, version);
+  (void)memory_.WriteObj(version_gpa, odd);
+  time->version = odd;
   (void)memory_.WriteObj(gpa, *time);
+  (void)memory_.WriteObj(version_gpa, odd + 1);
 }
 
 // XENMAPSPACE_shared_info. In Xen the page is Xen's and the GFN only names where the guest sees

@@ -220,7 +220,7 @@ TEST_P(PauseCycles, GuestPassesThroughRepeatedPauses) {
     auto t3 = std::chrono::steady_clock::now();
     pause_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
     resume_us.push_back(std::chrono::duration<double, std::micro>(t3 - t2).count());
-    ASSERT_TRUE(resumed.is_object());
+    ASSERT_TRUE(resumed.is_object()) << "no reply to resume; the VMM said:\n" << vmm.output();
     ASSERT_EQ(resumed["ok"], true) << resumed.dump();
     ++cycles;
   }
