@@ -162,6 +162,8 @@ def storm(b, work, rounds):
         dest.stop()
         if not ok or "PASS" in src.output():
             print(f"{r:6d} not a mid-run migration that passed: {reply}")
+            print("  source: " + "\n  source: ".join(src.output().splitlines()[-4:]))
+            print("  destination: " + "\n  destination: ".join(dest.output().splitlines()[-6:]))
             continue
         bare.append(pause_resume)
         downs.append(reply["downtime_ms"])

@@ -351,6 +351,11 @@ Result<> Machine::ResumeRestored() {
     timers_->Set(id, deadline, period);
   }
   for (uint32_t id = 0; id < runners_.size(); ++id) domain_->RefreshVcpuTime(id);
+  // An upcall may have been on its way when the guest was paused (an MSI waiting in the
+  // injector's retry, an ExtINT queued for a vCPU thread) and is in no saved state, while
+  // upcall_pending (in guest memory) is: raise again what is pending, as Xen does at every VM
+  // entry while upcall_pending is set. One too many is harmless (the handler finds nothing).
+  for (uint32_t id = 0; id < runners_.size(); ++id) RaiseUpcall(id);
   TRY(Resume());
   return {};
 }
