@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-STORM_ROUNDS = 200  # the guest's default 25 ends before a script can migrate it
+STORM_ROUNDS = 60  # the guest's default 25 ends before a script can migrate it
 
 
 def request(sock_path, command, **fields):
