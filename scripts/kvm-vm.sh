@@ -76,6 +76,13 @@ mount -t devpts -o ptmxmode=0666 devpts /host/dev/pts 2>/dev/null && ln -sf pts/
 # that punch holes (blkif discard) need a local filesystem; 9p can hold neither.
 mkdir -p /dev/shm && mount -t tmpfs -o size=256m,mode=1777 tmpfs /host/dev/shm 2>/dev/null
 job=$(sed -n 's/.*xenkvm_job=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -f /host/"$job"/watch ]; then  # XENKVM_VM_WATCH: a snapshot of the VM every 20 s
+  watch=/host/$(cat /host/"$job"/watch)
+  (while sleep 20; do
+     { date; cat /proc/loadavg; top -b -n 1 | head -25; dmesg | tail -8; } >"$watch.tmp"
+     mv "$watch.tmp" "$watch"
+   done) &
+fi
 [ -c /dev/kvm ] || echo "kvm-vm: kvm-amd did not load: no /dev/kvm in the VM"
 chroot /host /bin/sh "$job/job.sh"
 echo $? > /host/"$job"/rc
@@ -85,6 +92,9 @@ EOF
 chmod +x "$run/initrd/init"
 (cd "$run/initrd" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1 >"$run/initrd.gz")
 
+# XENKVM_VM_WATCH=PATH: the VM rewrites PATH every 20 s with its load, top processes and last
+# kernel messages (to see inside a run that seems stuck).
+if [ -n "${XENKVM_VM_WATCH:-}" ]; then realpath -m "$XENKVM_VM_WATCH" >"$run/watch"; fi
 # The job: same directory, same environment variables that matter, the command's arguments.
 {
   echo "export XENKVM_IN_VM=1 HOME=${HOME:-/root} PATH='$PATH' TERM=dumb"

@@ -17,66 +17,81 @@ uint64_t ClockNs(clockid_t id) {
 }
 }  // namespace
 
-GuestClock::GuestClock()
-    : boot_mono_ns_(ClockNs(CLOCK_MONOTONIC)), boot_real_ns_(ClockNs(CLOCK_REALTIME)) {}
+GuestClock::GuestClock(uint32_t vcpus)
+    : boot_mono_ns_(ClockNs(CLOCK_MONOTONIC)),
+      boot_real_ns_(ClockNs(CLOCK_REALTIME)),
+      lines_(vcpus == 0 ? 1 : vcpus) {}
 
-void GuestClock::Calibrate(uint64_t guest_tsc_now, uint32_t tsc_khz) {
+void GuestClock::Calibrate(uint32_t vcpu, uint64_t guest_tsc_now, uint32_t tsc_khz) {
   MutexLock lock(mutex_);
-  anchor_ = rate_base_ = Reading{guest_tsc_now, MonotonicNs()};
-  window_has_best_ = false;
-  settled_ = false;
-  SetRateLocked(tsc_khz);
+  if (vcpu >= lines_.size()) return;
+  Line& line = lines_[vcpu];
+  line.anchor = line.rate_base = Reading{guest_tsc_now, MonotonicNs()};
+  line.window_has_best = false;
+  line.read = true;
+  line.settled = false;
+  if (tsc_khz != 0) SetRateLocked(tsc_khz);
 }
 
-__int128 GuestClock::GuestViewMonoNsLocked(uint64_t guest_tsc) const {
+__int128 GuestClock::GuestViewMonoNsLocked(const Line& line, uint64_t guest_tsc) const {
   // Signed: a reading may be on either side of the anchor.
-  const __int128 ticks = static_cast<__int128>(guest_tsc) - static_cast<__int128>(anchor_.tsc);
-  return static_cast<__int128>(anchor_.mono_ns) + ticks * 1'000'000 / tsc_khz_;
+  const __int128 ticks = static_cast<__int128>(guest_tsc) - static_cast<__int128>(line.anchor.tsc);
+  return static_cast<__int128>(line.anchor.mono_ns) + ticks * 1'000'000 / tsc_khz_;
 }
 
-int64_t GuestClock::AheadNsLocked(const Reading& r) const {
-  return static_cast<int64_t>(GuestViewMonoNsLocked(r.tsc) - static_cast<__int128>(r.mono_ns));
+int64_t GuestClock::AheadNsLocked(const Line& line, const Reading& r) const {
+  return static_cast<int64_t>(GuestViewMonoNsLocked(line, r.tsc) -
+                              static_cast<__int128>(r.mono_ns));
 }
 
-bool GuestClock::Sample(uint64_t guest_tsc, uint64_t mono_ns) {
+GuestClock::Moved GuestClock::Sample(uint32_t vcpu, uint64_t guest_tsc, uint64_t mono_ns) {
   MutexLock lock(mutex_);
-  if (!calibrated_ || mono_ns <= anchor_.mono_ns) return false;  // older than the anchor
+  if (!calibrated_ || vcpu >= lines_.size()) return Moved::kNothing;
+  Line& line = lines_[vcpu];
   const Reading r{guest_tsc, mono_ns};
-  if (!settled_) {
-    anchor_ = rate_base_ = r;
-    window_start_ns_ = mono_ns;
-    window_has_best_ = false;
-    settled_ = true;
-    return true;
+  if (!line.settled) {
+    if (line.read && mono_ns <= line.anchor.mono_ns) return Moved::kNothing;
+    line.anchor = line.rate_base = r;
+    line.window_start_ns = mono_ns;
+    line.window_has_best = false;
+    line.read = line.settled = true;
+    return Moved::kThisVcpu;
   }
-  if (!window_has_best_ || AheadNsLocked(r) > AheadNsLocked(window_best_)) {
-    window_best_ = r;
-    window_has_best_ = true;
+  if (mono_ns <= line.anchor.mono_ns) return Moved::kNothing;  // older than the anchor
+  if (!line.window_has_best || AheadNsLocked(line, r) > AheadNsLocked(line, line.window_best)) {
+    line.window_best = r;
+    line.window_has_best = true;
   }
-  if (mono_ns - window_start_ns_ >= kWindowNs) {
-    const Reading best = window_best_;
+  if (mono_ns - line.window_start_ns >= kWindowNs) {
+    const Reading best = line.window_best;
+    Moved moved = Moved::kThisVcpu;
     // Over a second or more the two readings give the rate to better than 10 ppm.
-    if (best.mono_ns > rate_base_.mono_ns && best.mono_ns - rate_base_.mono_ns >= kWindowNs) {
+    if (best.mono_ns > line.rate_base.mono_ns &&
+        best.mono_ns - line.rate_base.mono_ns >= kWindowNs) {
       const uint32_t khz =
-          KhzFromSamples(rate_base_.tsc, best.tsc, best.mono_ns - rate_base_.mono_ns);
-      if (khz != 0) SetRateLocked(khz);
-      rate_base_ = best;
+          KhzFromSamples(line.rate_base.tsc, best.tsc, best.mono_ns - line.rate_base.mono_ns);
+      if (khz != 0 && khz != tsc_khz_) {
+        SetRateLocked(khz);
+        moved = Moved::kRate;
+      }
+      line.rate_base = best;
     }
-    if (best.mono_ns > anchor_.mono_ns) anchor_ = best;
-    window_start_ns_ = mono_ns;
-    window_has_best_ = false;
-    return true;
+    if (best.mono_ns > line.anchor.mono_ns) line.anchor = best;
+    line.window_start_ns = mono_ns;
+    line.window_has_best = false;
+    return moved;
   }
-  if (AheadNsLocked(r) > kAheadToleranceNs) {
-    anchor_ = r;  // the guest's clock was behind: it moves forward, never back
-    return true;
+  if (AheadNsLocked(line, r) > kAheadToleranceNs) {
+    line.anchor = r;  // the guest's clock was behind: it moves forward, never back
+    return Moved::kThisVcpu;
   }
-  return false;
+  return Moved::kNothing;
 }
 
-int64_t GuestClock::GuestSystemNs(uint64_t guest_tsc) const {
+int64_t GuestClock::GuestSystemNs(uint32_t vcpu, uint64_t guest_tsc) const {
   MutexLock lock(mutex_);
-  return static_cast<int64_t>(GuestViewMonoNsLocked(guest_tsc) - boot_mono_ns_);
+  if (vcpu >= lines_.size()) return 0;
+  return static_cast<int64_t>(GuestViewMonoNsLocked(lines_[vcpu], guest_tsc) - boot_mono_ns_);
 }
 
 void GuestClock::SetRateLocked(uint32_t tsc_khz) {
@@ -119,16 +134,19 @@ void GuestClock::BootWallclock(uint64_t* sec, uint32_t* nsec) const {
   *nsec = static_cast<uint32_t>(boot_real_ns_ % 1'000'000'000ull);
 }
 
-Result<vcpu_time_info> GuestClock::TimeInfo() const {
+Result<vcpu_time_info> GuestClock::TimeInfo(uint32_t vcpu) const {
   MutexLock lock(mutex_);
-  if (!calibrated_) return Fail(XEN_ENOSYS, "guest clock not calibrated");
+  if (!calibrated_ || vcpu >= lines_.size() || !lines_[vcpu].read)
+    return Fail(XEN_ENOSYS, "guest clock not calibrated for this vCPU");
+  const Reading& anchor = lines_[vcpu].anchor;
   vcpu_time_info t{};
-  // One clock read defines both halves of the pair: system time and the guest TSC it maps to.
-  const uint64_t mono = MonotonicNs();
-  t.system_time = mono - boot_mono_ns_;
-  const unsigned __int128 ticks =
-      static_cast<unsigned __int128>(mono - anchor_.mono_ns) * tsc_khz_ / 1'000'000u;
-  t.tsc_timestamp = anchor_.tsc + static_cast<uint64_t>(ticks);
+  // The pair is the anchor, a real reading of this vCPU's TSC: the TSC is past it by the time
+  // the guest reads the pair, as with Xen's own (a TSC it read when it wrote the pair). A pair
+  // extrapolated to now could name a TSC the guest has not reached yet: the guest's unsigned
+  // delta then wraps and its clock jumps centuries ahead (seen: timers set from such a reading
+  // never fired, waits on it never ended).
+  t.system_time = anchor.mono_ns > boot_mono_ns_ ? anchor.mono_ns - boot_mono_ns_ : 0;
+  t.tsc_timestamp = anchor.tsc;
   t.tsc_to_system_mul = mul_;
   t.tsc_shift = shift_;
   return t;

@@ -41,7 +41,7 @@ void WriteAll(int fd, const char* data, size_t len) {
 }
 }  // namespace
 
-Machine::Machine(const MachineConfig& config) : config_(config) {
+Machine::Machine(const MachineConfig& config) : config_(config), clock_(config.vcpus) {
   MutexLock lock(console_mutex_);
   xen_out_.fd = config_.console.xen_fd;
   ring_out_.fd = config_.console.ring_fd;
@@ -361,10 +361,17 @@ void Machine::VcpuThreadFinished(uint32_t vcpu) {
   end_cv_.notify_all();
 }
 
-void Machine::SampleClock(uint64_t guest_tsc, uint64_t mono_ns) {
-  if (!clock_.Sample(guest_tsc, mono_ns)) return;
-  // One pair for all: each vCPU's vcpu_time_info follows the moved anchor.
-  for (uint32_t id = 0; id < runners_.size(); ++id) domain_->RefreshVcpuTime(id);
+void Machine::SampleClock(uint32_t vcpu, uint64_t guest_tsc, uint64_t mono_ns) {
+  switch (clock_.Sample(vcpu, guest_tsc, mono_ns)) {
+    case GuestClock::Moved::kNothing:
+      return;
+    case GuestClock::Moved::kThisVcpu:
+      domain_->RefreshVcpuTime(vcpu);
+      return;
+    case GuestClock::Moved::kRate:  // every pair carries the rate
+      for (uint32_t id = 0; id < runners_.size(); ++id) domain_->RefreshVcpuTime(id);
+      return;
+  }
 }
 
 Result<> Machine::WriteHypercallPage(uint64_t msr_value, bool compat) {
@@ -515,10 +522,7 @@ void Machine::SetTimer(uint32_t target, uint64_t deadline_ns, uint64_t period_ns
   timers_->Set(target, deadline_ns, period_ns);
 }
 
-Result<vcpu_time_info> Machine::VcpuTime(uint32_t target) {
-  (void)target;  // one TSC offset for all vCPUs (KVM synchronises TSCs written together)
-  return clock_.TimeInfo();
-}
+Result<vcpu_time_info> Machine::VcpuTime(uint32_t target) { return clock_.TimeInfo(target); }
 
 uint64_t Machine::WakeSeq(uint32_t calling_vcpu) { return runners_[calling_vcpu]->WakeSeq(); }
 void Machine::Sleep(uint32_t calling_vcpu, uint64_t seq, uint64_t deadline_ns) {

@@ -226,11 +226,11 @@ class Machine final : public xen::Platform, public VcpuHost {
   bool Mmio(uint64_t gpa, std::span<uint8_t> data, bool is_write) override;
   Result<std::vector<kvm_cpuid_entry2>> Cpuid(uint32_t vcpu) override;
   BootEntry Boot() const override { return boot_; }
-  void CalibrateClock(uint64_t guest_tsc, uint32_t tsc_khz) override {
-    clock_.Calibrate(guest_tsc, tsc_khz);
+  void CalibrateClock(uint32_t vcpu, uint64_t guest_tsc, uint32_t tsc_khz) override {
+    clock_.Calibrate(vcpu, guest_tsc, tsc_khz);
   }
   uint64_t ClockMonotonicNs() const override { return clock_.MonotonicNs(); }
-  void SampleClock(uint64_t guest_tsc, uint64_t mono_ns) override;
+  void SampleClock(uint32_t vcpu, uint64_t guest_tsc, uint64_t mono_ns) override;
   void VcpuThreadFinished(uint32_t vcpu) override;
 
   explicit Machine(const MachineConfig& config);

@@ -339,10 +339,8 @@ Result<> Machine::ResumeRestored() {
   const Restored& r = *restored_;
   TRY(ForEachParkedVcpu([&](uint32_t id, kvm::Vcpu& vcpu) -> Result<> {
     TRY(kvm::RestoreVcpu(vcpu, r.vcpus[id]));
-    if (id == 0) {
-      // pvclock: the guest TSC was put back; pair it with the restored system time.
-      clock_.Calibrate(TRY(vcpu.GetMsr(0x10)), r.tsc_khz);
-    }
+    // pvclock: the guest TSC was put back; pair it with the restored system time.
+    clock_.Calibrate(id, TRY(vcpu.GetMsr(0x10)), r.tsc_khz);
     return {};
   }));
   for (uint32_t id = 0; id < runners_.size(); ++id) {

@@ -53,12 +53,13 @@ class VcpuHost {
   virtual Result<std::vector<kvm_cpuid_entry2>> Cpuid(uint32_t vcpu) = 0;
   virtual BootEntry Boot() const = 0;
   // Pair the boot vCPU's TSC with the host clock (pvclock calibration).
-  virtual void CalibrateClock(uint64_t guest_tsc, uint32_t tsc_khz) = 0;
+  virtual void CalibrateClock(uint32_t vcpu, uint64_t guest_tsc, uint32_t tsc_khz) = 0;
   // The host clock the guest TSC is anchored to.
   virtual uint64_t ClockMonotonicNs() const = 0;
-  // A guest TSC reading from a vCPU out of KVM_RUN, taken at ClockMonotonicNs() == `mono_ns`,
-  // for the guest clock (GuestClock::Sample); every vcpu_time_info is rewritten if it moved.
-  virtual void SampleClock(uint64_t guest_tsc, uint64_t mono_ns) = 0;
+  // A reading of `vcpu`'s TSC while it is out of KVM_RUN, taken at ClockMonotonicNs() ==
+  // `mono_ns`, for the guest clock (GuestClock::Sample); the vcpu_time_info it moved are
+  // rewritten.
+  virtual void SampleClock(uint32_t vcpu, uint64_t guest_tsc, uint64_t mono_ns) = 0;
   // The thread is gone (Machine::Run waits for all of them).
   virtual void VcpuThreadFinished(uint32_t vcpu) = 0;
 };

@@ -284,7 +284,7 @@ void VcpuRunner::RefreshClock() {
   // wrong time: such a reading is dropped, the next exit retries.
   if (after - before > kMaxClockSampleNs) return;
   clock_sampled_ns_ = after;
-  host_.SampleClock(*tsc, before + (after - before) / 2);
+  host_.SampleClock(id_, *tsc, before + (after - before) / 2);
 }
 
 PagingState VcpuRunner::Paging() const {
@@ -303,7 +303,7 @@ Result<> VcpuRunner::ApplyBootState() {
   // may still move the guest TSC when the vCPU first runs; RefreshClock() re-anchors then.
   const uint64_t tsc = TRY(vcpu_.GetMsr(kMsrIa32Tsc));
   const auto khz = vcpu_.TscKhz();
-  host_.CalibrateClock(tsc, khz ? *khz : 0);
+  host_.CalibrateClock(id_, tsc, khz ? *khz : 0);
   return {};
 }
 
@@ -311,6 +311,8 @@ Result<> VcpuRunner::ApplyContext(const vcpu_hvm_context& context) {
   const X86State st = StateFromHvmContext(TRY(vcpu_.GetSregs()), context);
   TRY(vcpu_.SetSregs(st.sregs));
   TRY(vcpu_.SetRegs(st.regs));
+  // This vCPU's first pvclock pair, from its own TSC (its first exit settles it).
+  host_.CalibrateClock(id_, TRY(vcpu_.GetMsr(kMsrIa32Tsc)), 0);
   return vcpu_.SetMpState(KVM_MP_STATE_RUNNABLE);
 }
 

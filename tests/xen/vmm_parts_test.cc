@@ -138,14 +138,14 @@ TEST(TerminalFilter, DropsEscapesAndControlsKeepsTextAndUtf8) {
 
 TEST(GuestClock, PvclockScale) {
   GuestClock clock;
-  EXPECT_FALSE(clock.TimeInfo());    // not calibrated yet
-  clock.Calibrate(1000, 2'000'000);  // 2 GHz: 0.5 ns per tick
-  auto t = clock.TimeInfo();
+  EXPECT_FALSE(clock.TimeInfo(0));      // not calibrated yet
+  clock.Calibrate(0, 1000, 2'000'000);  // 2 GHz: 0.5 ns per tick
+  auto t = clock.TimeInfo(0);
   ASSERT_TRUE(t);
   EXPECT_EQ(t->tsc_shift, 0);
   EXPECT_NEAR(t->tsc_to_system_mul / 4294967296.0, 0.5, 1e-6);
-  clock.Calibrate(0, 500'000);  // 500 MHz: 2 ns per tick needs a shift
-  t = clock.TimeInfo();
+  clock.Calibrate(0, 0, 500'000);  // 500 MHz: 2 ns per tick needs a shift
+  t = clock.TimeInfo(0);
   ASSERT_TRUE(t);
   // ns per tick = mul * 2^shift / 2^32 (mul < 2^32, so 2.0 needs a shift).
   EXPECT_GT(t->tsc_shift, 0);
@@ -155,49 +155,73 @@ TEST(GuestClock, PvclockScale) {
 // The host clock the guest's pvclock maps `tsc` to (GuestSystemNs is system time: since boot).
 int64_t GuestViewMono(const GuestClock& clock, uint64_t tsc) {
   const int64_t boot = static_cast<int64_t>(clock.MonotonicNs() - clock.NowNs());
-  return clock.GuestSystemNs(tsc) + boot;
+  return clock.GuestSystemNs(0, tsc) + boot;
 }
 
 TEST(GuestClock, TheFirstReadingAfterCalibrationSettlesThePair) {
   GuestClock clock;
-  clock.Calibrate(1000, 2'000'000);  // 2 GHz
+  clock.Calibrate(0, 1000, 2'000'000);  // 2 GHz
   const uint64_t t0 = clock.MonotonicNs() + 1'000'000;
   // KVM moved the guest's TSC when the vCPU first ran: the first reading is taken as it is,
   // even though it is far behind the calibration's line.
-  EXPECT_TRUE(clock.Sample(5000, t0));
+  EXPECT_NE(GuestClock::Moved::kNothing, clock.Sample(0, 5000, t0));
   EXPECT_NEAR(static_cast<double>(GuestViewMono(clock, 5000)), static_cast<double>(t0), 1e5);
   // A reading older than the anchor (a slower vCPU thread) changes nothing.
-  EXPECT_FALSE(clock.Sample(9'000'000'000ull, t0 - 1));
+  EXPECT_EQ(GuestClock::Moved::kNothing, clock.Sample(0, 9'000'000'000ull, t0 - 1));
   EXPECT_NEAR(static_cast<double>(GuestViewMono(clock, 5000)), static_cast<double>(t0), 1e5);
 }
 
 TEST(GuestClock, AReadingBehindTheLineLeavesItAndOneAheadMovesItForward) {
   GuestClock clock;
-  clock.Calibrate(0, 2'000'000);  // 2 GHz: 2,000,000 ticks per ms
+  clock.Calibrate(0, 0, 2'000'000);  // 2 GHz: 2,000,000 ticks per ms
   const uint64_t t0 = clock.MonotonicNs() + 1'000'000;
-  ASSERT_TRUE(clock.Sample(1'000'000'000, t0));
+  ASSERT_NE(GuestClock::Moved::kNothing, clock.Sample(0, 1'000'000'000, t0));
   constexpr uint64_t kMs = 1'000'000;
   // 10 ms later a TSC that moved only 5 ms: frozen while the vCPU was out of KVM_RUN.
-  EXPECT_FALSE(clock.Sample(1'000'000'000 + 5 * 2'000'000, t0 + 10 * kMs));
+  EXPECT_EQ(GuestClock::Moved::kNothing,
+            clock.Sample(0, 1'000'000'000 + 5 * 2'000'000, t0 + 10 * kMs));
   EXPECT_NEAR(static_cast<double>(GuestViewMono(clock, 1'000'000'000)), double(t0), 1e3);
   // 20 ms later a TSC that moved 22 ms: the guest's clock was behind, it moves forward.
   const uint64_t ahead_tsc = 1'000'000'000 + 22 * 2'000'000;
-  EXPECT_TRUE(clock.Sample(ahead_tsc, t0 + 20 * kMs));
+  EXPECT_NE(GuestClock::Moved::kNothing, clock.Sample(0, ahead_tsc, t0 + 20 * kMs));
   EXPECT_NEAR(static_cast<double>(GuestViewMono(clock, ahead_tsc)), double(t0 + 20 * kMs), 1e3);
+  // The published pair is that reading itself, never a TSC the guest has not reached yet.
+  auto t = clock.TimeInfo(0);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->tsc_timestamp, ahead_tsc);
+  EXPECT_EQ(static_cast<int64_t>(t->system_time), clock.GuestSystemNs(0, ahead_tsc));
+}
+
+TEST(GuestClock, EachVcpuGetsAPairFromItsOwnTsc) {
+  // vCPU 1's TSC runs 5 ms behind vCPU 0's (offsets differ): each pair is its own vCPU's reading,
+  // so neither vCPU is handed a TSC it has not reached.
+  GuestClock clock(2);
+  EXPECT_FALSE(clock.TimeInfo(1));  // no reading of vCPU 1 yet
+  clock.Calibrate(0, 0, 2'000'000);
+  const uint64_t t0 = clock.MonotonicNs() + 1'000'000;
+  ASSERT_NE(GuestClock::Moved::kNothing, clock.Sample(0, 100'000'000, t0));
+  ASSERT_NE(GuestClock::Moved::kNothing, clock.Sample(1, 90'000'000, t0));
+  auto t0_info = clock.TimeInfo(0);
+  auto t1_info = clock.TimeInfo(1);
+  ASSERT_TRUE(t0_info && t1_info);
+  EXPECT_EQ(t0_info->tsc_timestamp, 100'000'000u);
+  EXPECT_EQ(t1_info->tsc_timestamp, 90'000'000u);
+  EXPECT_EQ(t0_info->system_time, t1_info->system_time);
+  EXPECT_FALSE(clock.TimeInfo(2));  // no such vCPU
 }
 
 TEST(GuestClock, TheRateComesFromTheLeastBehindReadingsOfEachSecond) {
   // The guest's TSC really ticks at 1.5 GHz; the kernel said 1.62 GHz (8% off, as seen in a
   // nested VM). Every other reading lags the line by 3 ms (frozen out of KVM_RUN).
   GuestClock clock;
-  clock.Calibrate(0, 1'620'000);
+  clock.Calibrate(0, 0, 1'620'000);
   const uint64_t t0 = clock.MonotonicNs() + 1'000'000;
   constexpr uint64_t kMs = 1'000'000;
   auto on_line = [&](uint64_t t) { return 7'000'000 + (t - t0) / kMs * 1'500'000; };
   for (uint64_t ms = 0; ms <= 6000; ms += 100) {
     const uint64_t t = t0 + ms * kMs;
     const bool lags = (ms / 100) % 2 == 1;
-    clock.Sample(on_line(t) - (lags ? 3 * 1'500'000 : 0), t);
+    clock.Sample(0, on_line(t) - (lags ? 3 * 1'500'000 : 0), t);
   }
   EXPECT_NEAR(clock.tsc_khz(), 1'500'000.0, 10.0);
   // The pair sits on the line: the guest's clock reads the host's within 50 us.
