@@ -54,8 +54,9 @@ Json Migrate(const std::string& sock, const std::string& uri) {
   return Request(sock, "migrate", {uri});
 }
 
-// 50 rounds per port instead of 25: the storm outlasts a migration's first round here.
-std::vector<std::string> Source(const std::string& sock) {
+// More rounds per port than the guest's 25: the storm must outlast a migration's first round
+// (and, over exec:, the destination process starting) in the nested VM.
+std::vector<std::string> Source(const std::string& sock, const char* rounds = "rounds=50") {
   return {XENKVM_BINARY,
           "run",
           "--vcpus",
@@ -65,7 +66,7 @@ std::vector<std::string> Source(const std::string& sock) {
           "--control",
           sock,
           "--cmdline",
-          "rounds=50",
+          rounds,
           std::string(XENKVM_GUESTS_DIR) + "/ipi_storm.elf"};
 }
 
@@ -110,7 +111,7 @@ TEST(Migration, ExecTunnelToAStdioDestination) {
   TempDir dir;
   ASSERT_FALSE(dir.path.empty());
   const std::string sock = dir.path + "/ctl";
-  Vmm source(Source(sock));
+  Vmm source(Source(sock, "rounds=150"));
   ASSERT_TRUE(source.WaitForOutput("stage 11\n", 60s)) << source.output();
   const std::string uri =
       std::string("exec:") + XENKVM_BINARY + " restore --incoming - --quiet --timeout 150";
