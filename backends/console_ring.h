@@ -17,6 +17,7 @@
 #include "abi/sync.h"
 #include "evtchn/sink.h"
 #include "mem/guest_memory.h"
+#include "snapshot/codec.h"
 
 namespace xenkvm::backends {
 
@@ -48,6 +49,13 @@ class ConsoleRing : public evtchn::Backend {
 
   size_t PendingInput();
   Counters counters();
+
+  // Snapshots (docs/snapshots.md, ring_snapshot.cc): the host input not yet in the ring and
+  // the counters; the ring's indexes and bytes travel with guest memory. Restore puts the saved
+  // input ahead of any taken since (-EINVAL for a hostile section, nothing changed); call
+  // Service once the guest may run again.
+  void Save(snapshot::Encoder& out);
+  Result<> Restore(snapshot::Decoder& in);
 
  private:
   // One pass in both directions; returns whether a byte moved (the caller then notifies).

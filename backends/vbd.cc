@@ -39,6 +39,7 @@ Result<> Vbd::Connect(const ReadKey& frontend) {
     if (queue < ports.size()) engine_.RaisePort(ports[queue]);
   }));
   guest_ports_ = ports;
+  params_ = params;
   for (uint32_t q = 0; q < ports.size(); ++q) {
     auto endpoint = engine_.AttachBackend(ports[q], backend_->QueueEndpoint(q));
     if (!endpoint) {

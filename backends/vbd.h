@@ -16,6 +16,7 @@
 #include "backends/blkif/xen_grants.h"
 #include "backends/xenbus_device.h"
 #include "evtchn/engine.h"
+#include "snapshot/codec.h"
 #include "xen/grants.h"
 #include "xenstore/store.h"
 
@@ -41,6 +42,14 @@ class Vbd final : public XenbusDriver {
   // For snapshots: no request in flight between the two.
   void Quiesce() { backend_->Quiesce(); }
   void Resume() { backend_->Resume(); }
+  // Snapshots (docs/snapshots.md), between Quiesce and Resume: the xenbus handshake's state and,
+  // while connected, the negotiated connection (protocol, ring order, each queue's ring grants
+  // and event channel), the endpoints the ports reach and each ring's position. Restore, on a
+  // new Vbd of the same disk before the engine's port table is restored: maps the rings again
+  // at those positions and takes back the same endpoint numbers, so the frontend notices
+  // nothing. Hostile input: -EINVAL naming what is wrong.
+  void Save(snapshot::Encoder& out);
+  Result<> Restore(snapshot::Decoder& in);
 
   // XenbusDriver
   Result<> Connect(const ReadKey& frontend) override;
@@ -61,6 +70,7 @@ class Vbd final : public XenbusDriver {
   std::unique_ptr<blkif::BlkifBackend> backend_;
   std::vector<evtchn::Port> guest_ports_;  // per queue, while connected (XenbusDevice's lock)
   std::vector<evtchn::Port> endpoints_;    // per queue, while connected (XenbusDevice's lock)
+  blkif::ConnectionParams params_;         // while connected (XenbusDevice's lock)
   std::unique_ptr<XenbusDevice> device_;   // last: its watch may call us until it is gone
 };
 

@@ -145,6 +145,19 @@ Result<> XenbusDevice::RequestUnplug() {
   return {};
 }
 
+XenbusDevice::SavedState XenbusDevice::Saved() {
+  MutexLock lock(mutex_);
+  return SavedState{state_, connected_, unplugging_, removed_};
+}
+
+void XenbusDevice::RestoreState(const SavedState& saved) {
+  MutexLock lock(mutex_);
+  state_ = saved.state;
+  connected_ = saved.connected;
+  unplugging_ = saved.unplugging;
+  removed_ = saved.removed;
+}
+
 bool XenbusDevice::removed() {
   MutexLock lock(mutex_);
   return removed_;

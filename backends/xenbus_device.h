@@ -81,6 +81,17 @@ class XenbusDevice {
   bool connected();
   XenbusState backend_state();
   const std::string& frontend_path() const { return front_; }
+
+  // Snapshots: the handshake's state. The directories and the watch travel with the store;
+  // RestoreState puts the rest back (the driver already reconnected if `connected`).
+  struct SavedState {
+    XenbusState state = XenbusState::kUnknown;
+    bool connected = false;
+    bool unplugging = false;
+    bool removed = false;
+  };
+  SavedState Saved();
+  void RestoreState(const SavedState& saved);
   const std::string& backend_path() const { return back_; }
 
  private:

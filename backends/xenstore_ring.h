@@ -19,6 +19,7 @@
 #include "abi/sync.h"
 #include "evtchn/sink.h"
 #include "mem/guest_memory.h"
+#include "snapshot/codec.h"
 #include "xenstore/store.h"
 #include "xenstore/wire.h"
 
@@ -52,6 +53,13 @@ class XenstoreRing : public evtchn::Backend {
   void Pump();
 
   Counters counters();
+
+  // Snapshots (docs/snapshots.md, ring_snapshot.cc): whether the connection stopped on an
+  // error, the counters, and the wire's half-read request and queued output. The page itself
+  // (indexes, bytes in flight) travels with guest memory. Restore checks everything first
+  // (-EINVAL naming what is wrong); call Pump once the guest may run again.
+  void Save(snapshot::Encoder& out);
+  Result<> Restore(snapshot::Decoder& in);
 
  private:
   // One pass over the ring; returns whether bytes moved.

@@ -306,6 +306,16 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
     control_server = std::move(*server);
   }
 
+  if (o.paused) {
+    if (o.control_path.empty()) {
+      std::fprintf(stderr, "xenkvm: --paused needs --control (nothing could resume the guest)\n");
+      return kExitUsage;
+    }
+    if (auto r = m.Pause(); !r) {
+      std::fprintf(stderr, "xenkvm: --paused: %s\n", xenkvm::Describe(r.error()).c_str());
+      return kExitHostError;
+    }
+  }
   if (o.machine.console.input_fd == STDIN_FILENO) terminal.MakeRaw();
   xenkvm::vmm::MachineEnd end = m.Run();
   control_server.reset();

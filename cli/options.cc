@@ -80,6 +80,9 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
       ->check(CLI::Range(1u, 1u << 24))
       ->capture_default_str();
   run->add_flag("--quiet{false}", o.machine.log_stages, "don't print stage markers");
+  run->add_flag("--paused", o.paused,
+                "start with the guest paused until `xenkvm ctl SOCKET resume` (as `xl restore "
+                "-p`); needs --control");
   run->add_flag("--console-raw", o.machine.console_raw,
                 "pass guest text unfiltered (terminal escape sequences included)");
   run->add_option("--console-io", o.console_io,

@@ -44,6 +44,7 @@ struct RunOptions {
   // `xenkvm restore --incoming URI [run's options]`: the guest comes from a live migration
   // (docs/migration.md): unix:PATH (listen there, one connection) or - (stdin and stdout).
   std::string incoming;
+  bool paused = false;  // --paused: the guest waits for `ctl resume` (as `xl restore -p`)
 };
 
 // `xenkvm ctl SOCKET COMMAND [ARGS]`.

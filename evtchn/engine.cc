@@ -32,6 +32,9 @@ uint32_t Engine::MaxPorts() const { return impl_->channels.ports().max_ports(); 
 Result<Port> Engine::AddBackendEndpoint(Backend* backend) {
   return impl_->channels.AddBackendEndpoint(backend);
 }
+Result<> Engine::AddBackendEndpointAt(Port endpoint, Backend* backend) {
+  return impl_->channels.AddBackendEndpointAt(endpoint, backend);
+}
 Result<Port> Engine::ConnectBackend(Backend* backend) {
   return impl_->channels.ConnectBackend(backend);
 }

@@ -70,6 +70,9 @@ class Engine {
   // VMM backend endpoints: a guest reaches one with EVTCHNOP_bind_interdomain(remote_dom=0,
   // remote_port=endpoint). Returns the endpoint number.
   Result<Port> AddBackendEndpoint(Backend* backend);
+  // For a restore: `backend` becomes endpoint `endpoint` (free here, else -EEXIST; out of
+  // range -EINVAL), unconnected until Restore's port table connects a port to it.
+  Result<> AddBackendEndpointAt(Port endpoint, Backend* backend);
   // Allocate a guest port already connected to a backend (like the toolstack does for the
   // console and xenstore rings). Returns the guest port.
   Result<Port> ConnectBackend(Backend* backend);

@@ -102,6 +102,12 @@ Result<Port> EventChannels::AddBackendEndpoint(Backend* backend) {
   return ports_.AddEndpointLocked(backend);
 }
 
+Result<> EventChannels::AddBackendEndpointAt(Port endpoint, Backend* backend) {
+  if (!backend) return Fail(XEN_EINVAL, "no backend");
+  MutexLock lock(ports_.mutex);
+  return ports_.AddEndpointAtLocked(endpoint, backend);
+}
+
 Result<Port> EventChannels::ConnectBackend(Backend* backend) {
   if (!backend) return Fail(XEN_EINVAL, "no backend");
   MutexLock lock(ports_.mutex);

@@ -40,6 +40,7 @@ class EventChannels {
   void SetAbi(Abi abi);
   Abi abi() const;
   Result<Port> AddBackendEndpoint(Backend* backend);
+  Result<> AddBackendEndpointAt(Port endpoint, Backend* backend);
   Result<Port> ConnectBackend(Backend* backend);
   Result<Port> AttachBackend(Port guest_port, Backend* backend);
   Result<> CloseBackend(Port endpoint);

@@ -131,6 +131,16 @@ Result<Port> PortTable::AddEndpointLocked(Backend* backend) {
   return endpoint;
 }
 
+Result<> PortTable::AddEndpointAtLocked(Port endpoint, Backend* backend) {
+  if (endpoint == 0 || endpoint >= kMaxEndpoints) return Fail(XEN_EINVAL, "bad endpoint");
+  if (endpoints_[endpoint].in_use) return Fail(XEN_EEXIST, "endpoint in use");
+  if (endpoint > endpoint_count_) endpoint_count_ = endpoint;
+  endpoints_[endpoint].in_use = true;
+  endpoints_[endpoint].guest_port = 0;
+  endpoints_[endpoint].backend.store(backend, std::memory_order_release);
+  return {};
+}
+
 bool PortTable::EndpointInUseLocked(Port endpoint) const {
   return endpoint != 0 && endpoint <= endpoint_count_ && endpoints_[endpoint].in_use;
 }

@@ -173,6 +173,8 @@ class PortTable {
   // ---- VMM backend endpoints (mutex held); numbers start at 1 ----
   // A free endpoint slot (reusing closed ones) for `backend`.
   Result<Port> AddEndpointLocked(Backend* backend) XENKVM_REQUIRES(mutex);
+  // The same at a given (free) endpoint number: a restored backend takes back its number.
+  Result<> AddEndpointAtLocked(Port endpoint, Backend* backend) XENKVM_REQUIRES(mutex);
   // Whether `endpoint` is in use and waiting for a guest port.
   bool EndpointUnboundLocked(Port endpoint) const XENKVM_REQUIRES(mutex);
   bool EndpointInUseLocked(Port endpoint) const XENKVM_REQUIRES(mutex);

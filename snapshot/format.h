@@ -24,7 +24,7 @@ namespace xenkvm::snapshot {
 
 inline constexpr std::array<char, 8> kMagic = {'X', 'E', 'N', 'K', 'V', 'M', 'S', 'N'};
 // Bumped whenever any section's layout changes: a file of another version is refused whole.
-inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr uint32_t kFormatVersion = 2;
 inline constexpr uint32_t kHeaderSize = 64;
 inline constexpr uint32_t kSectionHeaderSize = 16;  // tag, reserved, length
 inline constexpr uint32_t kSectionTrailerSize = 4;  // CRC-32

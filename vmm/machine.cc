@@ -291,6 +291,7 @@ MachineEnd Machine::Run() {
     if (!r) Stop(MachineEnd{EndReason::kHostError, 0, "restore: " + Describe(r.error())});
     if (on_resumed_) on_resumed_(r);
   }
+  running_.store(true, std::memory_order_release);
   if (config_.console.input_fd >= 0) input_thread_ = std::thread([this] { InputLoop(); });
   MutexLock lock(end_mutex_);
   while (!end_) end_cv_.wait(lock.native());

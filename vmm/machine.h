@@ -257,6 +257,9 @@ class Machine final : public xen::Platform, public VcpuHost {
     uint32_t tsc_khz = 0;
   };
   std::unique_ptr<Restored> restored_;
+  // Run has started the vCPU threads and loaded a restored state into them: before that a
+  // vCPU's KVM state is not the guest's yet (Save waits for it).
+  std::atomic<bool> running_{false};
   // Console input thread: config_.console.input_fd into the ring until EOF or the end.
   void InputLoop();
 

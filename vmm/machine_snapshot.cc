@@ -4,6 +4,8 @@
 //   DOMN  xen::Domain (maps the special pages)    SPCL  special pages' contents
 //   EVTC  the event-channel engine                HCPG  hypercall pages
 //   CLCK  system time and the guest TSC rate      TIMR  Xen timers (absolute system time)
+//   XSTO  the xenstore database                   XSRG  the xenstore ring backend
+//   CONS  the console ring backend                VBD   one per --disk: its connection
 //   VCPU  one per vCPU: lifecycle and KVM state (loaded on the vCPU threads by Run)
 // RAM pages that read as zero (never touched, ballooned out) are not written: a new machine's
 // RAM is zero. System time goes on from where it was saved, so deadlines and the guest's
@@ -12,7 +14,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "snapshot/format.h"
 #include "vmm/machine.h"
@@ -31,8 +35,13 @@ constexpr uint32_t kEngine = snapshot::MakeTag("EVTC");
 constexpr uint32_t kHypercallPages = snapshot::MakeTag("HCPG");
 constexpr uint32_t kClock = snapshot::MakeTag("CLCK");
 constexpr uint32_t kTimers = snapshot::MakeTag("TIMR");
+constexpr uint32_t kStore = snapshot::MakeTag("XSTO");
+constexpr uint32_t kStoreRing = snapshot::MakeTag("XSRG");
+constexpr uint32_t kConsoleRing = snapshot::MakeTag("CONS");
+constexpr uint32_t kDisk = snapshot::MakeTag("VBD ");
 constexpr uint32_t kVcpu = snapshot::MakeTag("VCPU");
 constexpr uint64_t kPage = abi::kPageSize;
+constexpr auto kSaveWaitForRun = std::chrono::seconds(30);
 
 struct PageRun {
   uint64_t first = 0;  // page number
@@ -149,19 +158,52 @@ Result<> Machine::WriteState(snapshot::Writer& w, const std::vector<std::vector<
     timers.U64(period);
   }
   TRY(w.Section(kTimers, timers.bytes()));
+  snapshot::Encoder store;
+  store_.Save(store);
+  TRY(w.Section(kStore, store.bytes()));
+  snapshot::Encoder store_ring;
+  xs_ring_->Save(store_ring);
+  TRY(w.Section(kStoreRing, store_ring.bytes()));
+  snapshot::Encoder console;
+  console_ring_->Save(console);
+  TRY(w.Section(kConsoleRing, console.bytes()));
+  for (const auto& disk : disks_) {
+    snapshot::Encoder vbd;
+    vbd.U32(disk->config().devid);
+    disk->Save(vbd);
+    TRY(w.Section(kDisk, vbd.bytes()));
+  }
   for (const auto& v : vcpus) TRY(w.Section(kVcpu, v));
   return w.Finish();
 }
 
 Result<> Machine::Save(const std::string& path) {
+  // A save asked for before Run put the guest's state into the vCPUs (the control socket serves
+  // from before the first vCPU runs: `restore --paused`, a fast client) waits for that.
+  const auto limit = std::chrono::steady_clock::now() + kSaveWaitForRun;
+  while (!running_.load(std::memory_order_acquire)) {
+    if (Stopping() || std::chrono::steady_clock::now() > limit)
+      return Fail(XEN_EAGAIN, "the guest has not started yet");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   TRY(Pause());
   struct Unpause {
     Machine& m;
     ~Unpause() { (void)m.Resume(); }
   } unpause{*this};
+  // PV disks: requests in flight complete and are answered before anything is read (their
+  // answers and notifications land in RAM and the vCPUs' state); none is taken until the end.
+  for (const auto& disk : disks_) disk->Quiesce();
+  struct Unquiesce {
+    Machine& m;
+    ~Unquiesce() {
+      for (const auto& disk : m.disks_) disk->Resume();
+    }
+  } unquiesce{*this};
 
   // vCPU state first, on their threads.
   const std::vector<std::vector<std::byte>> vcpus = TRY(SaveVcpus());
+
   const std::string temp = path + ".partial";
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return HostFail(errno, "create the snapshot file");
@@ -273,6 +315,24 @@ Result<> Machine::RestoreFrom(const snapshot::Reader& reader) {
     }
     TRY(d.Finish());
   }
+  // PV disks reconnect before the engine: its port table names their endpoints.
+  {
+    const std::vector<snapshot::SectionInfo> sections = reader.All(kDisk);
+    if (sections.size() != disks_.size())
+      return snapshot::Corrupt("snapshot has other PV disks than --disk gives");
+    std::vector<bool> seen(disks_.size());
+    for (const snapshot::SectionInfo& section : sections) {
+      const std::vector<std::byte> bytes = TRY(reader.Load(section));
+      snapshot::Decoder d(bytes);
+      const uint32_t devid = d.U32();
+      size_t i = 0;
+      while (i < disks_.size() && disks_[i]->config().devid != devid) ++i;
+      if (i == disks_.size() || seen[i])
+        return snapshot::Corrupt("snapshot has other PV disks than --disk gives");
+      seen[i] = true;
+      TRY(disks_[i]->Restore(d));
+    }
+  }
   {
     const std::vector<std::byte> bytes = TRY(LoadOnly(reader, kEngine));
     snapshot::Decoder d(bytes);
@@ -309,6 +369,22 @@ Result<> Machine::RestoreFrom(const snapshot::Reader& reader) {
       period = d.U64();
     }
     TRY(d.Finish());
+  }
+  // xenstore and the rings' host side (the store first: the ring's connection lives in it).
+  {
+    const std::vector<std::byte> bytes = TRY(LoadOnly(reader, kStore));
+    snapshot::Decoder d(bytes);
+    TRY(store_.Restore(d));
+  }
+  {
+    const std::vector<std::byte> bytes = TRY(LoadOnly(reader, kStoreRing));
+    snapshot::Decoder d(bytes);
+    TRY(xs_ring_->Restore(d));
+  }
+  {
+    const std::vector<std::byte> bytes = TRY(LoadOnly(reader, kConsoleRing));
+    snapshot::Decoder d(bytes);
+    TRY(console_ring_->Restore(d));
   }
   const std::vector<snapshot::SectionInfo> vcpu_sections = reader.All(kVcpu);
   if (vcpu_sections.size() != config_.vcpus)
@@ -355,6 +431,11 @@ Result<> Machine::ResumeRestored() {
   // entry while upcall_pending is set. One too many is harmless (the handler finds nothing).
   for (uint32_t id = 0; id < runners_.size(); ++id) RaiseUpcall(id);
   TRY(Resume());
+  // Output the rings held when saved (replies, watch events) goes out now, not at the guest's
+  // next notification, which may never come if it waits for them.
+  xs_ring_->Pump();
+  console_ring_->Service();
+  for (const auto& disk : disks_) disk->Resume();  // restored queues start quiesced
   return {};
 }
 

@@ -141,6 +141,14 @@ Machine::MigrationReport Machine::MigrateOut(snapshot::Channel& channel) {
     TRY(Pause());
     paused = true;
     paused_at = Clock::now();
+    // PV disks: requests in flight are answered before anything is read, as in Save.
+    for (const auto& disk : disks_) disk->Quiesce();
+    struct Unquiesce {
+      Machine& m;
+      ~Unquiesce() {
+        for (const auto& disk : m.disks_) disk->Resume();
+      }
+    } unquiesce{*this};
     dirty.Merge(TRY(log.Fetch()));
     dirty.Merge(vmm_pages);
     report.final_pages = dirty.Count();

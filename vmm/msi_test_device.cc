@@ -118,9 +118,11 @@ void MsiTestDevice::Access(uint64_t gpa, std::span<uint8_t> data, bool is_write)
     case XENKVM_TEST_DEVICE_FIRE:
     case XENKVM_TEST_DEVICE_FIRE_PACED:
       // One request at a time: a new one replaces what is left of the last.
+      // acked_ is left alone: the loop may still wait for the ACK of the last request's last
+      // interrupt, which the guest may already have sent (clearing it here lost that ACK and
+      // stalled the new run for kAckTimeout, then dropped it).
       to_fire_ = std::min<uint64_t>(value, XENKVM_TEST_DEVICE_MAX_FIRE);
       paced_ = offset == XENKVM_TEST_DEVICE_FIRE_PACED;
-      acked_ = false;
       cv_.notify_all();
       return;
     case XENKVM_TEST_DEVICE_CLEAR_TIMES:

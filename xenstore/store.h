@@ -24,6 +24,7 @@
 
 #include "abi/result.h"
 #include "abi/sync.h"
+#include "snapshot/codec.h"
 #include "xenstore/permissions.h"
 
 namespace xenkvm::xenstore {
@@ -102,6 +103,16 @@ class Store {
 
   // For tests and statistics.
   uint32_t NodesOwnedBy(DomId domid);
+
+  // ---- snapshots (docs/snapshots.md, store_snapshot.cc) ----
+  // The tree (values, permissions, generations), the domains introduced, and each
+  // connection's watches and open transactions. Restore checks the whole input first and
+  // answers -EINVAL naming what is wrong, changing nothing; then it replaces the tree. A saved
+  // connection is matched by id to this Store's own, which must exist and act for the same
+  // domain (a restoring VMM connects its clients in the same order); callbacks stay this
+  // Store's. Per-domain node counts are recounted from the tree.
+  void Save(snapshot::Encoder& out);
+  Result<> Restore(snapshot::Decoder& in);
 
  private:
   struct Node {

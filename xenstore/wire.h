@@ -26,6 +26,7 @@ extern "C" {
 
 #include "abi/result.h"
 #include "abi/sync.h"
+#include "snapshot/codec.h"
 #include "xenstore/store.h"
 
 namespace xenkvm::xenstore {
@@ -62,6 +63,13 @@ class WireConnection {
   // Stops watch events (waits for one in flight); the connection answers nothing afterwards.
   // The destructor does it too; owners whose callback target dies first call it earlier.
   void Detach();
+
+  // Snapshots (docs/snapshots.md, wire_snapshot.cc): a half-read request and the queued
+  // replies and watch events, with how much of the first was sent (the Store saves the
+  // connection's watches and transactions). Called like ConsumeInput (one thread at a time).
+  // Restore checks everything first (-EINVAL naming what is wrong) and changes nothing then.
+  void Save(snapshot::Encoder& out);
+  Result<> Restore(snapshot::Decoder& in);
 
   // One complete request; replies go to the output queue.
   void HandleMessage(const xsd_sockmsg& header, std::string_view payload);

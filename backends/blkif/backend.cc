@@ -25,8 +25,11 @@ Result<std::unique_ptr<BlkifBackend>> BlkifBackend::Open(const DiskOptions& opti
 BlkifBackend::~BlkifBackend() { Disconnect(); }
 
 Result<> BlkifBackend::Connect(const ConnectionParams& params, GrantAccess& grants,
-                               std::function<void(uint32_t)> notify) {
+                               std::function<void(uint32_t)> notify,
+                               std::span<const uint32_t> start) {
   if (!queues_.empty()) return Fail(XEN_EBUSY, "blkif: already connected");
+  if (!start.empty() && start.size() != params.queues.size())
+    return Fail(XEN_EINVAL, "blkif: ring positions do not match the queues");
   if (params.queues.empty() || params.queues.size() > features_.max_queues ||
       params.ring_page_order > std::min(features_.max_ring_page_order, kMaxRingPageOrder))
     return Fail(XEN_EINVAL, "blkif: connection parameters beyond what was advertised");
@@ -45,10 +48,11 @@ Result<> BlkifBackend::Connect(const ConnectionParams& params, GrantAccess& gran
       pages.push_back(std::move(*page));
     }
     queues.push_back(std::make_unique<Queue>(
-        disk_, limits, grants, BackRing(std::move(pages), params.abi, labels_[q].c_str()),
+        disk_, limits, grants,
+        BackRing(std::move(pages), params.abi, labels_[q].c_str(), start.empty() ? 0 : start[q]),
         [notify, q] { notify(q); }, stats_));
   }
-  for (auto& queue : queues) TRY(queue->Start());
+  for (auto& queue : queues) TRY(queue->Start(/*quiesced=*/!start.empty()));
   queues_ = std::move(queues);
   return {};
 }
@@ -59,6 +63,12 @@ evtchn::Backend* BlkifBackend::QueueEndpoint(uint32_t queue) {
 
 void BlkifBackend::Quiesce() {
   for (auto& queue : queues_) queue->Quiesce();
+}
+
+std::vector<uint32_t> BlkifBackend::QuiescedPositions() const {
+  std::vector<uint32_t> positions;
+  for (const auto& queue : queues_) positions.push_back(queue->QuiescedPosition());
+  return positions;
 }
 
 void BlkifBackend::Resume() {

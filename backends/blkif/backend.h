@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -39,8 +40,11 @@ class BlkifBackend {
   // Maps every queue's ring and starts its I/O thread. notify(q) raises queue q's interdomain
   // port toward the guest. Errors: a ring grant refused (XEN_EINVAL), already connected
   // (XEN_EBUSY).
+  // A restored connection passes each queue's ring position (QuiescedPositions when saved) and
+  // starts quiesced: Resume starts it once the rest of the machine is restored.
   Result<> Connect(const ConnectionParams& params, GrantAccess& grants,
-                   std::function<void(uint32_t queue)> notify);
+                   std::function<void(uint32_t queue)> notify,
+                   std::span<const uint32_t> start = {});
   // What the guest's send on queue q's port calls (EVTCHNOP_send -> evtchn::Backend).
   evtchn::Backend* QueueEndpoint(uint32_t queue);
   uint32_t num_queues() const { return uint32_t(queues_.size()); }
@@ -48,6 +52,8 @@ class BlkifBackend {
   // Drain in-flight I/O and take no new requests (snapshots), then go on.
   void Quiesce();
   void Resume();
+  // Between Quiesce and Resume: each queue's ring position, for a snapshot.
+  std::vector<uint32_t> QuiescedPositions() const;
   // Drains and drops the queues and unmaps the rings (frontend Closing/Closed); Connect may follow.
   void Disconnect();
 

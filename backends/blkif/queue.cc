@@ -44,7 +44,8 @@ Queue::~Queue() {
   if (uring_ready_) io_uring_queue_exit(&uring_);
 }
 
-Result<> Queue::Start() {
+Result<> Queue::Start(bool quiesced) {
+  if (quiesced) state_.store(State::kQuiescing, std::memory_order_release);
   kick_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC));
   if (!kick_fd_) return Fail(XEN_ENOMEM, "blkif: eventfd failed");
   // Room for every slot's flush + data, and the kick read.

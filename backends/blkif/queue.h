@@ -35,13 +35,17 @@ class Queue : public evtchn::Backend {
         std::function<void()> notify, DiskStats& stats);
   ~Queue() override;
 
-  Result<> Start();
+  // A restored queue starts quiesced: it takes no request before Resume (the rest of the
+  // machine is not restored yet).
+  Result<> Start(bool quiesced = false);
   // The guest notified us: look at the ring.
   void Kick();
   void OnGuestSend(evtchn::Port) override { Kick(); }
   // Stops taking requests and returns once every in-flight request has been answered.
   void Quiesce();
   void Resume();
+  // Between Quiesce and Resume: where the ring stands (BackRing::consumed), for a snapshot.
+  uint32_t QuiescedPosition() const { return ring_.consumed(); }
   // Quiesce, then end the thread. Idempotent.
   void Stop();
 

@@ -12,8 +12,13 @@ constexpr size_t kReqProd = 0, kReqEvent = 4, kRspProd = 8, kRspEvent = 12;
 static_assert(std::atomic_ref<uint32_t>::is_always_lock_free);
 }  // namespace
 
-BackRing::BackRing(std::vector<GrantMapping> pages, Abi abi, const char* label)
-    : pages_(std::move(pages)), abi_(abi), label_(label) {
+BackRing::BackRing(std::vector<GrantMapping> pages, Abi abi, const char* label, uint32_t start)
+    : pages_(std::move(pages)),
+      abi_(abi),
+      label_(label),
+      req_cons_(start),
+      rsp_prod_pvt_(start),
+      rsp_pushed_(start) {
   uint32_t order = 0;
   while ((size_t{1} << order) < pages_.size()) ++order;
   size_ = RingEntries(abi, order);

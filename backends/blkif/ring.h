@@ -20,13 +20,16 @@ class BackRing {
  public:
   // A fresh ring (SHARED_RING_INIT: all indexes zero), as the frontend sets it up before
   // connecting. pages: the 2^order mapped ring pages in ring-ref order (writable); label names the
-  // ring in logs.
-  BackRing(std::vector<GrantMapping> pages, Abi abi, const char* label);
+  // ring in logs. A restored ring goes on from `start`: every request before it was consumed and
+  // answered (what consumed() said of a quiesced ring).
+  BackRing(std::vector<GrantMapping> pages, Abi abi, const char* label, uint32_t start = 0);
 
   uint32_t size() const { return size_; }
   bool broken() const { return broken_; }
   // Requests consumed but not yet answered.
   uint32_t in_flight() const { return req_cons_ - rsp_prod_pvt_; }
+  // Requests consumed so far (a free-running index; snapshots of a quiesced ring).
+  uint32_t consumed() const { return req_cons_; }
 
   // The next request, or nothing when the ring is empty, broken, or a full ring of requests is
   // already in flight (RING_REQUEST_CONS_OVERFLOW).

@@ -267,3 +267,53 @@ TEST_F(VbdTest, HotUnplugRemovesTheDevice) {
 
 }  // namespace
 }  // namespace xenkvm::xen::testing
+
+namespace xenkvm::xen::testing {
+namespace {
+
+// Snapshots: a connected disk saved quiesced, then a new Vbd of the same image restored from
+// the section before the engine's port table (as a restoring VMM does): the ring goes on where
+// it stood, the port reaches the same endpoint, and requests queued while quiesced are served
+// once it resumes.
+TEST_F(VbdTest, SavedQuiescedRestoredOnANewVbdGoesOn) {
+  MakeVbd();
+  const evtchn::Port port = ConnectFrontend();
+  ASSERT_EQ(Back("state"), "4");
+  EXPECT_EQ(Do(port, BLKIF_OP_READ, 5, kDataRef), BLKIF_RSP_OKAY);
+  vbd_->Quiesce();
+  snapshot::Encoder vbd_state, engine_state;
+  vbd_->Save(vbd_state);
+  engine_->Save(engine_state);
+
+  // The new process: its Vbd made on a fresh tree (the frontend not yet there), unconnected.
+  vbd_.reset();
+  Front("state", "1");
+  MakeVbd();
+  ASSERT_FALSE(vbd_->xenbus().connected());
+  // Every truncation is refused and leaves the disk unconnected.
+  for (size_t len = 0; len < vbd_state.bytes().size(); ++len) {
+    snapshot::Decoder in(std::span(vbd_state.bytes()).first(len));
+    ASSERT_FALSE(vbd_->Restore(in)) << len;
+    ASSERT_FALSE(vbd_->xenbus().connected());
+  }
+  snapshot::Decoder in(vbd_state.bytes());
+  ASSERT_TRUE(vbd_->Restore(in));
+  snapshot::Decoder engine_in(engine_state.bytes());
+  ASSERT_TRUE(engine_->Restore(engine_in));
+  EXPECT_TRUE(vbd_->xenbus().connected());
+  EXPECT_EQ(vbd_->xenbus().backend_state(), backends::XenbusState::kConnected);
+  EXPECT_EQ(Status(port).status, uint32_t(EVTCHNSTAT_interdomain));
+  vbd_->Resume();
+  std::memset(ram_.get() + (kDataGfn << 12), 0x5a, 512);
+  EXPECT_EQ(Do(port, BLKIF_OP_WRITE, 11, kDataRef), BLKIF_RSP_OKAY);
+  EXPECT_EQ(FileSector(11), std::vector<uint8_t>(512, 0x5a));
+  EXPECT_EQ(Do(port, BLKIF_OP_READ, 6, kDataRef), BLKIF_RSP_OKAY);
+  EXPECT_EQ(DataPage(), FileSector(6));
+
+  // A second restore over a connected disk fails (it is connected already).
+  snapshot::Decoder again(vbd_state.bytes());
+  EXPECT_FALSE(vbd_->Restore(again));
+}
+
+}  // namespace
+}  // namespace xenkvm::xen::testing
