@@ -3,6 +3,7 @@
 
 #include "cli/options.h"
 #include "control/server.h"
+#include "snapshot/endpoint.h"
 
 namespace xenkvm::cli {
 
@@ -101,6 +102,32 @@ Result<size_t> MachineControl::SendKeys(const std::string& text) {
 }
 
 Result<> MachineControl::Save(const std::string& file) { return machine_.Save(file); }
+
+Json MachineControl::Migrate(const std::string& uri) {
+  auto channel = snapshot::ConnectStream(uri);
+  if (!channel)
+    return {
+        {"ok", false},
+        {"error", "migration failed: " + Describe(channel.error()) + "; the guest runs on here"}};
+  const vmm::Machine::MigrationReport report = machine_.MigrateOut(*channel);
+  if (!report.ok) {
+    return {{"ok", false},
+            {"error", "migration failed: " + report.error +
+                          (report.paused ? "" : "; the guest runs on here")},
+            {"paused", report.paused}};
+  }
+  char line[160];
+  std::snprintf(line, sizeof(line), "migrated to %s: downtime %.1f ms, total %.1f ms", uri.c_str(),
+                report.downtime_ms, report.total_ms);
+  machine_.Stop(vmm::MachineEnd{vmm::EndReason::kMigrated, 0, line});
+  return {{"ok", true},
+          {"downtime_ms", report.downtime_ms},
+          {"total_ms", report.total_ms},
+          {"rounds", report.rounds},
+          {"pages_sent", report.pages_sent},
+          {"final_pages", report.final_pages},
+          {"bytes", report.bytes}};
+}
 
 Result<> MachineControl::UnplugDisk(const std::string& vdev) { return machine_.UnplugDisk(vdev); }
 

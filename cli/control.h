@@ -33,6 +33,8 @@ class MachineControl final : public control::ControlTarget {
   Result<size_t> SendKeys(const std::string& text) override;
   Result<> UnplugDisk(const std::string& vdev) override;
   Result<> Save(const std::string& file) override;
+  // On success the run ends (exit 0) once the reply is on its way.
+  nlohmann::json Migrate(const std::string& uri) override;
 
  private:
   vmm::Machine& machine_;

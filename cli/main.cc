@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "cli/options.h"
 #include "cli/signals.h"
 #include "control/server.h"
+#include "snapshot/endpoint.h"
 #include "trace/histogram.h"
 #include "trace/trace.h"
 #include "vmm/machine.h"
@@ -127,6 +129,7 @@ void PrintStatsBeforeForcedEnd() {
 int ExitCode(EndReason reason, int signal) {
   switch (reason) {
     case EndReason::kPoweroff:
+    case EndReason::kMigrated:
       return kExitPoweroff;
     case EndReason::kReboot:
       return kExitReboot;
@@ -147,25 +150,24 @@ int ExitCode(EndReason reason, int signal) {
   return kExitHostError;
 }
 
+// `restore --incoming URI`: the stream the guest comes in on (docs/migration.md).
+xenkvm::Result<xenkvm::snapshot::Channel> OpenIncoming(const std::string& uri) {
+  if (uri == "-") return xenkvm::snapshot::StdioStream();
+  auto listener = xenkvm::snapshot::StreamListener::Listen(uri);
+  if (!listener) return tl::unexpected(listener.error());
+  std::fprintf(stderr, "xenkvm: waiting for a migration on %s\n", uri.c_str());
+  return listener->Accept(std::chrono::milliseconds(-1));  // --timeout and signals end the wait
+}
+
+int ExitCodeFor(const xenkvm::Error& e) {
+  return e.kind == xenkvm::ErrorKind::kHost ? kExitHostError : kExitUsage;
+}
+
 int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
-  if (o.restore) {
-    auto shape = xenkvm::vmm::Machine::ReadSnapshotShape(o.guest);
-    if (!shape) {
-      std::fprintf(stderr, "xenkvm: %s: %s\n", o.guest.c_str(),
-                   xenkvm::Describe(shape.error()).c_str());
-      return kExitUsage;
-    }
-    o.machine.vcpus = shape->vcpus;
-    o.machine.memory_mib = shape->memory_mib;
-  } else if (o.guest.empty()) {
-    // The demo shows event channels across vCPUs (guests/ declares it for 4): give it four.
-    o.guest = DemoGuestPath();
-    if (!o.vcpus_given) o.machine.vcpus = 4;
-  }
   want_stats = o.stats;
-  // The watchdog runs from here, before reading and loading the image: a vCPU may hang inside
-  // KVM_RUN (e.g. a raw vmcall on PVM) and the process may not react to SIGTERM, so it ends
-  // the process itself.
+  // The watchdog runs from here, before waiting for a migration or reading and loading the
+  // image: a vCPU may hang inside KVM_RUN (e.g. a raw vmcall on PVM) and the process may not
+  // react to SIGTERM, so it ends the process itself.
   if (o.timeout_s > 0) {
     std::thread([t = o.timeout_s, &terminal] {
       std::this_thread::sleep_for(std::chrono::duration<double>(t));
@@ -179,6 +181,36 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
     }).detach();
   }
 
+  std::optional<xenkvm::snapshot::Channel> stream;
+  if (!o.incoming.empty()) {
+    auto channel = OpenIncoming(o.incoming);
+    if (!channel) {
+      std::fprintf(stderr, "xenkvm: --incoming %s: %s\n", o.incoming.c_str(),
+                   xenkvm::Describe(channel.error()).c_str());
+      return ExitCodeFor(channel.error());
+    }
+    stream.emplace(std::move(*channel));
+    auto shape = xenkvm::vmm::Machine::ReceiveShape(*stream);
+    if (!shape) {
+      std::fprintf(stderr, "xenkvm: migration: %s\n", xenkvm::Describe(shape.error()).c_str());
+      return ExitCodeFor(shape.error());
+    }
+    o.machine.vcpus = shape->vcpus;
+    o.machine.memory_mib = shape->memory_mib;
+  } else if (o.restore) {
+    auto shape = xenkvm::vmm::Machine::ReadSnapshotShape(o.guest);
+    if (!shape) {
+      std::fprintf(stderr, "xenkvm: %s: %s\n", o.guest.c_str(),
+                   xenkvm::Describe(shape.error()).c_str());
+      return kExitUsage;
+    }
+    o.machine.vcpus = shape->vcpus;
+    o.machine.memory_mib = shape->memory_mib;
+  } else if (o.guest.empty()) {
+    // The demo shows event channels across vCPUs (guests/ declares it for 4): give it four.
+    o.guest = DemoGuestPath();
+    if (!o.vcpus_given) o.machine.vcpus = 4;
+  }
   // Tracing and latency histograms are installed before the machine's threads start and stay
   // alive to the end of the process (a stuck vCPU thread may still record).
   static xenkvm::trace::Stats latency;
@@ -228,12 +260,31 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
   xenkvm::vmm::Machine& m = **machine;
   watched.store(&m, std::memory_order_release);
   signals.Attach(&m);
-  if (o.restore) {
+  if (stream) {
+    if (auto r = m.ReceiveMigration(*stream); !r) {
+      std::fprintf(stderr, "xenkvm: migration: %s\n", xenkvm::Describe(r.error()).c_str());
+      return ExitCodeFor(r.error());
+    }
+    // The source waits for this to learn that the guest runs here (its downtime ends).
+    m.NotifyWhenResumed([&stream](const xenkvm::Result<>& resumed) {
+      if (resumed) {
+        (void)stream->Send(xenkvm::snapshot::kResumedFrame, {});
+      } else {
+        const std::string line = xenkvm::Describe(resumed.error());
+        (void)stream->Send(xenkvm::snapshot::kFailFrame, std::as_bytes(std::span(line)));
+      }
+      stream.reset();
+    });
+  } else if (o.restore) {
+    const auto start = std::chrono::steady_clock::now();
     if (auto r = m.Restore(o.guest); !r) {
       std::fprintf(stderr, "xenkvm: %s: %s\n", o.guest.c_str(),
                    xenkvm::Describe(r.error()).c_str());
       return r.error().kind == xenkvm::ErrorKind::kHost ? kExitHostError : kExitUsage;
     }
+    std::fprintf(stderr, "xenkvm: restored %s in %.1f ms\n", o.guest.c_str(),
+                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                     .count());
   } else if (auto r = m.LoadGuest(*image); !r) {
     std::fprintf(stderr, "xenkvm: cannot load %s: %s\n", o.guest.c_str(), r.error().message);
     return kExitHostError;
@@ -279,7 +330,7 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
                    static_cast<unsigned long long>(dropped));
   }
   const int code = ExitCode(end.reason, signals.signal());
-  if (code != 0)
+  if (code != 0 || end.reason == EndReason::kMigrated)
     std::fprintf(stderr, "xenkvm: %s (last stage %u)\n", end.message.c_str(), m.LastStage());
   terminal.Restore();
   std::fflush(nullptr);

@@ -33,7 +33,8 @@ const char kExitCodes[] =
     "Exit codes: 0 poweroff, 3 crash, 4 reboot, 5 triple fault, 6 emulation error, 7 suspend,\n"
     "124 timeout, 128+N ended by signal N (130 SIGINT, 143 SIGTERM), 1 host error, 2 usage.\n"
     "`xenkvm restore SNAPSHOT [run's options]` resumes a guest saved with `xenkvm ctl SOCKET save\n"
-    "FILE` (docs/snapshots.md).";
+    "FILE` (docs/snapshots.md); `xenkvm restore --incoming unix:PATH|- [run's options]` receives\n"
+    "a guest sent with `xenkvm ctl SOCKET migrate URI` (docs/migration.md).";
 }  // namespace
 
 Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err) {
@@ -121,6 +122,11 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
                   "serve JSON requests on a unix socket at PATH (owner-only; docs/control.md; "
                   "the client is `xenkvm ctl`)")
       ->type_name("PATH");
+  CLI::Option* incoming =
+      run->add_option("--incoming", o.incoming,
+                      "(restore only) receive a live migration: unix:PATH (listen there, owner-"
+                      "only, one connection) or - (stdin and stdout)")
+          ->type_name("URI");
   run->add_option("guest", o.guest, "guest image (default: the bundled demo guest)");
   CLI::App* ctl = app.add_subcommand(
       "ctl", "Send one request to a running VMM's control socket and print the reply");
@@ -179,6 +185,16 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
       }
     }
     o.disks.push_back(std::move(*disk));
+  }
+  if (incoming->count() > 0 && (!o.restore || !o.guest.empty())) {
+    std::fprintf(err, "xenkvm: --incoming goes with restore and no FILE (see xenkvm run --help)\n");
+    cmd.exit_code = kExitUsage;
+    return cmd;
+  }
+  if (o.restore && o.incoming.empty() && o.guest.empty()) {
+    std::fprintf(err, "xenkvm: restore needs a FILE or --incoming URI (see xenkvm run --help)\n");
+    cmd.exit_code = kExitUsage;
+    return cmd;
   }
   o.vcpus_given = run->count("--vcpus") > 0;
   cmd.kind = Command::Kind::kRun;

@@ -41,6 +41,9 @@ struct RunOptions {
   // `xenkvm restore FILE [run's options]`: `guest` is a snapshot file to resume
   // (docs/snapshots.md); --vcpus and --memory come from it.
   bool restore = false;
+  // `xenkvm restore --incoming URI [run's options]`: the guest comes from a live migration
+  // (docs/migration.md): unix:PATH (listen there, one connection) or - (stdin and stdout).
+  std::string incoming;
   bool paused = false;  // --paused: the guest waits for `ctl resume` (as `xl restore -p`)
 };
 

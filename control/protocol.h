@@ -34,6 +34,9 @@ class ControlTarget {
   // Console input bytes for the guest; returns how many were taken.
   virtual Result<size_t> SendKeys(const std::string& text) = 0;
   virtual Result<> Save(const std::string& file) = 0;
+  // Live migration to `uri` (unix:PATH, exec:COMMAND): the whole reply, "ok" included, since a
+  // failure carries the destination's own line and a success its figures.
+  virtual nlohmann::json Migrate(const std::string& uri) = 0;
   // Hot-unplug of PV disk `vdev` (xvda, ...): the backend asks the frontend to close.
   virtual Result<> UnplugDisk(const std::string& vdev) = 0;
 };

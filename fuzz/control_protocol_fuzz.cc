@@ -53,6 +53,9 @@ class FakeTarget : public xenkvm::control::ControlTarget {
   Result<> Save(const std::string&) override {
     return xenkvm::Fail(XEN_EOPNOTSUPP, "not supported");
   }
+  nlohmann::json Migrate(const std::string& uri) override {
+    return {{"ok", false}, {"error", "not supported: " + uri}};
+  }
 
  private:
   unsigned paused_ = 0;

@@ -4,7 +4,8 @@
  * Lost wake-ups or misrouted events under concurrency show up as a stalled or wrong count.
  * Built twice: upcalls through per-vCPU vectors on every vCPU, and (IPI_STORM_MIXED) with
  * even vCPUs on the global callback vector and odd ones on per-vCPU vectors, which Xen
- * allows at the same time. */
+ * allows at the same time. "rounds=N" on the command line sets the rounds per port (default 25),
+ * for runs long enough to be migrated from a benchmark script. */
 #include "guest.h"
 
 #ifdef IPI_STORM_MIXED
@@ -13,7 +14,20 @@ GUEST_NAME("ipi_storm_mixed");
 GUEST_NAME("ipi_storm");
 #endif
 
-#define ROUNDS 25
+static uint32_t nr_rounds = 25;
+
+static void read_rounds(void) {
+  const char* p = (const char*)(uintptr_t)start_info->cmdline_paddr;
+  for (; p && *p; p++) {
+    if (p[0] != 'r' || p[1] != 'o' || p[2] != 'u' || p[3] != 'n' || p[4] != 'd' || p[5] != 's' ||
+        p[6] != '=')
+      continue;
+    uint32_t n = 0;
+    for (p += 7; *p >= '0' && *p <= '9' && n < 1000000; p++) n = n * 10 + (uint32_t)(*p - '0');
+    if (n > 0) nr_rounds = n;
+    return;
+  }
+}
 
 static unsigned nr_vcpus;
 static evtchn_port_t port[GUEST_MAX_VCPUS][GUEST_MAX_VCPUS]; /* [receiver][sender] */
@@ -28,7 +42,7 @@ static void setup_upcalls(unsigned id) {
 }
 
 static void storm(unsigned me) {
-  for (uint32_t k = 1; k <= ROUNDS; k++) {
+  for (uint32_t k = 1; k <= nr_rounds; k++) {
     for (unsigned to = 0; to < nr_vcpus; to++) {
       if (to == me) continue;
       evtchn_port_t p = port[to][me];
@@ -52,6 +66,7 @@ static void ap_main(unsigned id) {
 
 void guest_main(void) {
   stage(10);
+  read_rounds();
   nr_vcpus = vcpu_count();
   CHECK(nr_vcpus >= 2, "needs at least 2 vCPUs, found %u", nr_vcpus);
   EXPECT_RC(shinfo_map(shinfo_pages[0]), 0);
@@ -76,8 +91,8 @@ void guest_main(void) {
     for (unsigned from = 0; from < nr_vcpus; from++) {
       if (to == from) continue;
       evtchn_port_t p = port[to][from];
-      CHECK(WAIT_FOR(port_hits[p] == ROUNDS, 3000), "port %u (vcpu%u -> vcpu%u): %u of %u events",
-            p, from, to, port_hits[p], ROUNDS);
+      CHECK(WAIT_FOR(port_hits[p] == nr_rounds, 3000),
+            "port %u (vcpu%u -> vcpu%u): %u of %u events", p, from, to, port_hits[p], nr_rounds);
       CHECK(port_last_vcpu[p] == to, "port %u for vcpu%u handled on vcpu%u", p, to,
             port_last_vcpu[p]);
       total += port_hits[p];

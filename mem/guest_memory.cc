@@ -85,6 +85,16 @@ Result<> GuestMemory::MoveSlot(uint32_t slot, uint64_t new_gpa) {
 
 void GuestMemory::WaitForReaders() { LayoutChange change(*this); }
 
+void GuestMemory::NoteHostWrite(uint64_t gpa, uint64_t len) {
+  auto guard = LayoutGuard::Acquire(*this);  // TrackTranslations waits for us
+  if (DirtyBitmap* tracked = tracked_.load(std::memory_order_acquire)) tracked->MarkBytes(gpa, len);
+}
+
+void GuestMemory::TrackTranslations(DirtyBitmap* bitmap) {
+  tracked_.store(bitmap, std::memory_order_release);
+  WaitForReaders();
+}
+
 // ---- translation and access ----
 
 Result<uint8_t*> GuestMemory::TranslateGuarded(uint64_t gpa, uint64_t len) const {
@@ -92,7 +102,11 @@ Result<uint8_t*> GuestMemory::TranslateGuarded(uint64_t gpa, uint64_t len) const
   for (const Slot& s : slots_) {
     if (!s.used || gpa < s.gpa) continue;
     uint64_t offset = gpa - s.gpa;
-    if (offset < s.size && len <= s.size - offset) return s.host + offset;
+    if (offset < s.size && len <= s.size - offset) {
+      if (DirtyBitmap* tracked = tracked_.load(std::memory_order_acquire))
+        tracked->MarkBytes(gpa, len);
+      return s.host + offset;
+    }
   }
   return Fail(XEN_EFAULT, "guest range not backed");
 }

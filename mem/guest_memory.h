@@ -20,6 +20,7 @@
 #include "abi/result.h"
 #include "abi/sync.h"
 #include "abi/xen.h"
+#include "mem/dirty_bitmap.h"
 #include "mem/layout_guard.h"
 
 namespace xenkvm::mem {
@@ -43,6 +44,18 @@ class GuestMemory {
   // Changes on every layout change; a translation made under generation G is valid while
   // generation() == G, checked under a LayoutGuard.
   uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+
+  // ---- live migration (any thread but a layout changer's) ----
+  // While `bitmap` is set, every page it covers (numbered by GPA from 0: the RAM slot) that a
+  // translation hands out is marked in it: the VMM may write through that pointer, and KVM's
+  // dirty log only sees the guest's own writes. Setting it also invalidates every cached
+  // mapping (a layout change that changes nothing), so pointers kept from before are translated
+  // again, and marked. Passing nullptr stops; either call returns once no translation still
+  // uses the previous bitmap, which must live until then.
+  void TrackTranslations(DirtyBitmap* bitmap);
+  // For writes that bypass translation (madvise(MADV_DONTNEED) of ballooned RAM): recorded in
+  // the tracked bitmap, if any.
+  void NoteHostWrite(uint64_t gpa, uint64_t len);
 
   // ---- translation: caller holds a LayoutGuard on this memory ----
   // Host address of [gpa, gpa+len) if it lies inside one slot, else -EFAULT.
@@ -83,6 +96,7 @@ class GuestMemory {
   // Written only under writers_mutex_ with the writer bit set and no readers; read under a
   // LayoutGuard (which the analysis can't see, so no XENKVM_GUARDED_BY).
   std::array<Slot, kMaxSlots> slots_{};
+  std::atomic<DirtyBitmap*> tracked_{nullptr};  // TrackTranslations
 };
 
 inline LayoutGuard LayoutGuard::TryAcquire(const GuestMemory& memory) {

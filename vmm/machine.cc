@@ -23,7 +23,6 @@ namespace xenkvm::vmm {
 namespace {
 constexpr uint64_t kMaxMemoryMib = 3072;  // RAM stays below the LAPIC page at 0xfee00000
 constexpr uint32_t kMaxVcpus = 64;
-constexpr uint32_t kRamSlot = 0;
 // Console input: bytes read from the input fd at once; how long to wait for the guest to make
 // room in its ring (it notifies when it consumed; polling keeps this simple and bounded).
 constexpr size_t kInputChunk = 4096;
@@ -288,8 +287,9 @@ MachineEnd Machine::Run() {
     for (auto& r : runners_) r->RequestPause();  // they start parked: see ResumeRestored
   for (auto& r : runners_) r->StartThread();
   if (restored_) {
-    if (auto r = ResumeRestored(); !r)
-      Stop(MachineEnd{EndReason::kHostError, 0, "restore: " + Describe(r.error())});
+    auto r = ResumeRestored();
+    if (!r) Stop(MachineEnd{EndReason::kHostError, 0, "restore: " + Describe(r.error())});
+    if (on_resumed_) on_resumed_(r);
   }
   running_.store(true, std::memory_order_release);
   if (config_.console.input_fd >= 0) input_thread_ = std::thread([this] { InputLoop(); });
@@ -304,7 +304,8 @@ MachineEnd Machine::Run() {
     lock.native().lock();
     end_cv_.wait_until(lock.native(), give_up);
     if (finished_threads_ < runners_.size() && std::chrono::steady_clock::now() >= give_up) {
-      if (end.reason == EndReason::kPoweroff) end.reason = EndReason::kStuck;
+      if (end.reason == EndReason::kPoweroff || end.reason == EndReason::kMigrated)
+        end.reason = EndReason::kStuck;
       end.message += " (some vCPU threads did not stop)";
       end.threads_stuck = true;
       // Leave them: the caller exits without joining; the destructor won't wait.
@@ -447,6 +448,7 @@ void Machine::ReleaseRam(uint64_t gpa, uint64_t size) {
   if (gpa >= ram_size_ || size > ram_size_ - gpa) return;  // the caller checked; never trust it
   uint8_t* host = static_cast<uint8_t*>(ram_) + gpa;
   if (::madvise(host, size, MADV_DONTNEED) != 0) std::memset(host, 0, size);
+  memory_.NoteHostWrite(gpa, size);  // a migration must send the zeros (KVM's log can't see them)
 }
 
 // A 4 KiB memslot per page, in both KVM and our GuestMemory (slot numbers shared).

@@ -35,7 +35,10 @@
 #include "kvm/system.h"
 #include "kvm/vcpu_snapshot.h"
 #include "kvm/vm.h"
+#include "mem/dirty_bitmap.h"
 #include "mem/guest_memory.h"
+#include "snapshot/format.h"
+#include "snapshot/stream.h"
 #include "vmm/echo_backend.h"
 #include "vmm/guest_clock.h"
 #include "vmm/machine_end.h"
@@ -153,6 +156,32 @@ class Machine final : public xen::Platform, public VcpuHost {
   // then resumes it where it was. A refused file leaves a machine that must not be run.
   Result<> Restore(const std::string& path);
 
+  // ---- live migration (docs/migration.md; vmm/migration.cc) ----
+  struct MigrationReport {
+    bool ok = false;
+    std::string error;       // why it failed (one line), when !ok
+    bool paused = false;     // failed after committing: the guest is left paused here
+    double downtime_ms = 0;  // pause -> the destination says the guest runs
+    double total_ms = 0;
+    uint32_t rounds = 0;       // pre-copy rounds (the first sends all RAM that is not zero)
+    uint64_t pages_sent = 0;   // in the pre-copy rounds
+    uint64_t final_pages = 0;  // sent while paused
+    uint64_t bytes = 0;        // on the wire, this way
+  };
+  // Any thread but a vCPU's; one migration at a time. Sends the guest over `channel` while it
+  // runs, then pauses it for the rest. On success the guest runs at the destination and the
+  // caller ends this machine (it stays paused); on failure it runs on here, unless `paused`.
+  MigrationReport MigrateOut(snapshot::Channel& channel);
+  // The destination, in order: the machine's shape from the stream's HELO (host checked); then,
+  // on a machine created with that shape instead of LoadGuest, the RAM rounds and the final
+  // state, loaded and checked (a refusal goes back to the source as FAIL), REDY, and the
+  // source's GO. Run() then resumes it; `on_resumed` (called once from Run) says whether it did.
+  static Result<SnapshotShape> ReceiveShape(snapshot::Channel& channel);
+  Result<> ReceiveMigration(snapshot::Channel& channel);
+  void NotifyWhenResumed(std::function<void(const Result<>&)> on_resumed) {
+    on_resumed_ = std::move(on_resumed);
+  }
+
   // ---- xen::Platform ----
   uint32_t VcpuCount() const override { return config_.vcpus; }
   Result<uint64_t> TranslateGva(uint32_t calling_vcpu, uint64_t gva, xen::Access access) override;
@@ -212,6 +241,15 @@ class Machine final : public xen::Platform, public VcpuHost {
   // Run() of a restored guest: the vCPU threads start parked; their saved state is loaded on
   // them, then they go.
   Result<> ResumeRestored();
+  std::function<void(const Result<>&)> on_resumed_;  // NotifyWhenResumed
+  // Snapshot pieces shared by Save and MigrateOut (vmm/machine_snapshot.cc). While paused: each
+  // vCPU's state, read on its thread; the whole guest as snapshot sections, RAM either every
+  // page that is not zero (ram_pages == nullptr) or exactly the pages in ram_pages.
+  Result<std::vector<std::vector<std::byte>>> SaveVcpus();
+  Result<> WriteState(snapshot::Writer& writer, const std::vector<std::vector<std::byte>>& vcpus,
+                      const mem::DirtyBitmap* ram_pages);
+  Result<> RestoreFrom(const snapshot::Reader& reader);
+  std::atomic<bool> migrating_{false};  // MigrateOut: one at a time
   struct Restored {  // what only the vCPU threads can load, and what waits for them
     std::vector<kvm::VcpuSnapshot> vcpus;
     std::vector<uint8_t> lifecycle;                     // VcpuState per vCPU
@@ -226,6 +264,7 @@ class Machine final : public xen::Platform, public VcpuHost {
   void InputLoop();
 
   const MachineConfig config_;
+  static constexpr uint32_t kRamSlot = 0;  // guest RAM from GPA 0, in KVM and GuestMemory
   uint64_t ram_size_ = 0;
   void* ram_ = nullptr;
   std::vector<xen::MemoryMapEntry> memory_map_;

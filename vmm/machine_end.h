@@ -18,6 +18,7 @@ enum class EndReason {
   kInternalError,  // KVM_EXIT_INTERNAL_ERROR / FAIL_ENTRY / unexpected exit
   kHostError,      // a host call (ioctl) failed
   kStuck,          // the guest powered off but vCPU threads did not stop
+  kMigrated,       // the guest was migrated and runs at the destination
 };
 
 struct MachineEnd {

@@ -72,6 +72,111 @@ Result<std::vector<std::byte>> LoadOnly(const snapshot::Reader& reader, uint32_t
 
 }  // namespace
 
+Result<std::vector<std::vector<std::byte>>> Machine::SaveVcpus() {
+  std::vector<std::vector<std::byte>> vcpus(runners_.size());
+  TRY(ForEachParkedVcpu([&](uint32_t id, kvm::Vcpu& vcpu) -> Result<> {
+    snapshot::Encoder e;
+    e.U32(id);
+    e.U8(uint8_t(runners_[id]->lifecycle()));
+    TRY(kvm::SaveVcpu(vcpu)).Encode(e);
+    vcpus[id] = e.Take();
+    return {};
+  }));
+  return vcpus;
+}
+
+// The RAM section: a header (RAM size, run count, runs), then the runs' bytes. A file holds
+// every page that is not zero (a new machine's RAM is zero); a migration's final state holds
+// exactly the pages still dirty, zero or not (the destination's RAM has older contents).
+Result<> Machine::WriteState(snapshot::Writer& w, const std::vector<std::vector<std::byte>>& vcpus,
+                             const mem::DirtyBitmap* ram_pages) {
+  TRY(w.Begin());
+  snapshot::Encoder conf;
+  conf.U32(config_.vcpus);
+  conf.U64(config_.memory_mib);
+  TRY(w.Section(kConf, conf.bytes()));
+
+  const uint8_t* ram = static_cast<const uint8_t*>(ram_);
+  std::vector<PageRun> runs;
+  auto add = [&runs](uint64_t page) {
+    if (!runs.empty() && runs.back().first + runs.back().pages == page)
+      ++runs.back().pages;
+    else
+      runs.push_back({page, 1});
+  };
+  if (ram_pages != nullptr) {
+    for (uint64_t page : ram_pages->SetPages()) add(page);
+  } else {
+    for (uint64_t page = 0; page < ram_size_ / kPage; ++page)
+      if (!IsZero(ram + page * kPage)) add(page);
+  }
+  snapshot::Encoder head;
+  head.U64(ram_size_);
+  head.U32(uint32_t(runs.size()));
+  uint64_t data = 0;
+  for (const PageRun& r : runs) {
+    head.U64(r.first);
+    head.U64(r.pages);
+    data += r.pages * kPage;
+  }
+  TRY(w.BeginSection(kRam, head.bytes().size() + data));
+  TRY(w.Append(head.bytes()));
+  for (const PageRun& r : runs)
+    TRY(w.Append(std::as_bytes(std::span(ram + r.first * kPage, r.pages * kPage))));
+  TRY(w.EndSection());
+
+  snapshot::Encoder domain;
+  domain_->Save(domain);
+  TRY(w.Section(kDomain, domain.bytes()));
+  snapshot::Encoder special;
+  const std::vector<uint64_t> gfns = domain_->SpecialGfns();
+  special.U32(uint32_t(gfns.size()));
+  std::vector<std::byte> page(kPage);
+  for (uint64_t gfn : gfns) {
+    TRY(memory_.Read(gfn << 12, page));
+    special.U64(gfn);
+    special.Raw(page);
+  }
+  TRY(w.Section(kSpecial, special.bytes()));
+  snapshot::Encoder engine;
+  engine_->Save(engine);
+  TRY(w.Section(kEngine, engine.bytes()));
+  snapshot::Encoder pages;
+  pages.U32(uint32_t(hypercall_pages_.size()));
+  for (const auto& p : hypercall_pages_) pages.U64(p.load(std::memory_order_acquire));
+  pages.U32(hypercall_pages_next_.load());
+  TRY(w.Section(kHypercallPages, pages.bytes()));
+  snapshot::Encoder clock;
+  clock.U64(clock_.NowNs());
+  clock.U32(clock_.tsc_khz());
+  TRY(w.Section(kClock, clock.bytes()));
+  snapshot::Encoder timers;
+  timers.U32(config_.vcpus);
+  for (uint32_t v = 0; v < config_.vcpus; ++v) {
+    const auto [deadline, period] = timers_->Get(v);
+    timers.U64(deadline);
+    timers.U64(period);
+  }
+  TRY(w.Section(kTimers, timers.bytes()));
+  snapshot::Encoder store;
+  store_.Save(store);
+  TRY(w.Section(kStore, store.bytes()));
+  snapshot::Encoder store_ring;
+  xs_ring_->Save(store_ring);
+  TRY(w.Section(kStoreRing, store_ring.bytes()));
+  snapshot::Encoder console;
+  console_ring_->Save(console);
+  TRY(w.Section(kConsoleRing, console.bytes()));
+  for (const auto& disk : disks_) {
+    snapshot::Encoder vbd;
+    vbd.U32(disk->config().devid);
+    disk->Save(vbd);
+    TRY(w.Section(kDisk, vbd.bytes()));
+  }
+  for (const auto& v : vcpus) TRY(w.Section(kVcpu, v));
+  return w.Finish();
+}
+
 Result<> Machine::Save(const std::string& path) {
   // A save asked for before Run put the guest's state into the vCPUs (the control socket serves
   // from before the first vCPU runs: `restore --paused`, a fast client) waits for that.
@@ -97,15 +202,7 @@ Result<> Machine::Save(const std::string& path) {
   } unquiesce{*this};
 
   // vCPU state first, on their threads.
-  std::vector<std::vector<std::byte>> vcpus(runners_.size());
-  TRY(ForEachParkedVcpu([&](uint32_t id, kvm::Vcpu& vcpu) -> Result<> {
-    snapshot::Encoder e;
-    e.U32(id);
-    e.U8(uint8_t(runners_[id]->lifecycle()));
-    TRY(kvm::SaveVcpu(vcpu)).Encode(e);
-    vcpus[id] = e.Take();
-    return {};
-  }));
+  const std::vector<std::vector<std::byte>> vcpus = TRY(SaveVcpus());
 
   const std::string temp = path + ".partial";
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -114,87 +211,7 @@ Result<> Machine::Save(const std::string& path) {
   snapshot::FdSink sink(fd);
   snapshot::Writer w(sink, snapshot::CurrentHostFacts());
   auto write_all = [&]() -> Result<> {
-    TRY(w.Begin());
-    snapshot::Encoder conf;
-    conf.U32(config_.vcpus);
-    conf.U64(config_.memory_mib);
-    TRY(w.Section(kConf, conf.bytes()));
-
-    // RAM: runs of non-zero pages.
-    const uint8_t* ram = static_cast<const uint8_t*>(ram_);
-    std::vector<PageRun> runs;
-    for (uint64_t page = 0; page < ram_size_ / kPage; ++page) {
-      if (IsZero(ram + page * kPage)) continue;
-      if (!runs.empty() && runs.back().first + runs.back().pages == page)
-        ++runs.back().pages;
-      else
-        runs.push_back({page, 1});
-    }
-    snapshot::Encoder head;
-    head.U64(ram_size_);
-    head.U32(uint32_t(runs.size()));
-    uint64_t data = 0;
-    for (const PageRun& r : runs) {
-      head.U64(r.first);
-      head.U64(r.pages);
-      data += r.pages * kPage;
-    }
-    TRY(w.BeginSection(kRam, head.bytes().size() + data));
-    TRY(w.Append(head.bytes()));
-    for (const PageRun& r : runs)
-      TRY(w.Append(std::as_bytes(std::span(ram + r.first * kPage, r.pages * kPage))));
-    TRY(w.EndSection());
-
-    snapshot::Encoder domain;
-    domain_->Save(domain);
-    TRY(w.Section(kDomain, domain.bytes()));
-    snapshot::Encoder special;
-    const std::vector<uint64_t> gfns = domain_->SpecialGfns();
-    special.U32(uint32_t(gfns.size()));
-    std::vector<std::byte> page(kPage);
-    for (uint64_t gfn : gfns) {
-      TRY(memory_.Read(gfn << 12, page));
-      special.U64(gfn);
-      special.Raw(page);
-    }
-    TRY(w.Section(kSpecial, special.bytes()));
-    snapshot::Encoder engine;
-    engine_->Save(engine);
-    TRY(w.Section(kEngine, engine.bytes()));
-    snapshot::Encoder pages;
-    pages.U32(uint32_t(hypercall_pages_.size()));
-    for (const auto& p : hypercall_pages_) pages.U64(p.load(std::memory_order_acquire));
-    pages.U32(hypercall_pages_next_.load());
-    TRY(w.Section(kHypercallPages, pages.bytes()));
-    snapshot::Encoder clock;
-    clock.U64(clock_.NowNs());
-    clock.U32(clock_.tsc_khz());
-    TRY(w.Section(kClock, clock.bytes()));
-    snapshot::Encoder timers;
-    timers.U32(config_.vcpus);
-    for (uint32_t v = 0; v < config_.vcpus; ++v) {
-      const auto [deadline, period] = timers_->Get(v);
-      timers.U64(deadline);
-      timers.U64(period);
-    }
-    TRY(w.Section(kTimers, timers.bytes()));
-    snapshot::Encoder store;
-    store_.Save(store);
-    TRY(w.Section(kStore, store.bytes()));
-    snapshot::Encoder store_ring;
-    xs_ring_->Save(store_ring);
-    TRY(w.Section(kStoreRing, store_ring.bytes()));
-    snapshot::Encoder console;
-    console_ring_->Save(console);
-    TRY(w.Section(kConsoleRing, console.bytes()));
-    for (const auto& disk : disks_) {
-      snapshot::Encoder vbd;
-      vbd.U32(disk->config().devid);
-      disk->Save(vbd);
-      TRY(w.Section(kDisk, vbd.bytes()));
-    }
-    for (const auto& v : vcpus) TRY(w.Section(kVcpu, v));
-    TRY(w.Finish());
+    TRY(WriteState(w, vcpus, nullptr));
     if (::fsync(fd) != 0) return HostFail(errno, "fsync the snapshot file");
     return {};
   };
@@ -228,7 +245,12 @@ Result<> Machine::Restore(const std::string& path) {
   if (fd < 0) return HostFail(errno, "open the snapshot file");
   FdCloser closer{fd};
   const auto source = TRY(snapshot::FdSource::Open(fd));
-  const auto reader = TRY(snapshot::Reader::Open(source, snapshot::CurrentHostFacts()));
+  return RestoreFrom(TRY(snapshot::Reader::Open(source, snapshot::CurrentHostFacts())));
+}
+
+// RAM pages outside the RAM section's runs are left as they are: zero in a new machine, what the
+// pre-copy rounds wrote in a migration's destination.
+Result<> Machine::RestoreFrom(const snapshot::Reader& reader) {
   {
     const std::vector<std::byte> conf = TRY(LoadOnly(reader, kConf));
     snapshot::Decoder d(conf);
@@ -403,6 +425,11 @@ Result<> Machine::ResumeRestored() {
     timers_->Set(id, deadline, period);
   }
   for (uint32_t id = 0; id < runners_.size(); ++id) domain_->RefreshVcpuTime(id);
+  // An upcall may have been on its way when the guest was paused (an MSI waiting in the
+  // injector's retry, an ExtINT queued for a vCPU thread) and is in no saved state, while
+  // upcall_pending (in guest memory) is: raise again what is pending, as Xen does at every VM
+  // entry while upcall_pending is set. One too many is harmless (the handler finds nothing).
+  for (uint32_t id = 0; id < runners_.size(); ++id) RaiseUpcall(id);
   TRY(Resume());
   // Output the rings held when saved (replies, watch events) goes out now, not at the guest's
   // next notification, which may never come if it waits for them.

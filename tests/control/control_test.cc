@@ -71,6 +71,12 @@ class FakeTarget : public ControlTarget {
     saved = file;
     return {};
   }
+  Json Migrate(const std::string& uri) override {
+    MutexLock lock(mutex);
+    migrated_to = uri;
+    if (uri.rfind("unix:", 0) != 0) return {{"ok", false}, {"error", "bad target " + uri}};
+    return {{"ok", true}, {"downtime_ms", 1.5}};
+  }
   Result<> UnplugDisk(const std::string& vdev) override {
     if (vdev != "xvda") return Fail(XEN_ENOENT, "no PV disk by that name");
     MutexLock lock(mutex);
@@ -84,6 +90,7 @@ class FakeTarget : public ControlTarget {
   std::map<std::string, std::string> store XENKVM_GUARDED_BY(mutex);
   std::string keys XENKVM_GUARDED_BY(mutex);
   std::string saved XENKVM_GUARDED_BY(mutex);
+  std::string migrated_to XENKVM_GUARDED_BY(mutex);
   std::vector<std::string> unplugged XENKVM_GUARDED_BY(mutex);
 };
 
@@ -139,10 +146,25 @@ TEST_F(ProtocolTest, SendKeyAndSave) {
   Json r = Ask(R"({"command":"send-key","text":"ls\r\u0003"})");
   EXPECT_EQ(r["ok"], true);
   EXPECT_EQ(r["bytes"], 4);
-  EXPECT_EQ(Ask(R"({"command":"save","file":"/tmp/x.snap"})")["ok"], true);
+  r = Ask(R"({"command":"save","file":"/tmp/x.snap"})");
+  EXPECT_EQ(r["ok"], true);
+  EXPECT_TRUE(r["took_ms"].is_number()) << r;
   MutexLock lock(target.mutex);
   EXPECT_EQ(target.keys, std::string("ls\r\x03"));
   EXPECT_EQ(target.saved, "/tmp/x.snap");
+}
+
+// The target's whole reply comes back: its figures on success, its own line on failure.
+TEST_F(ProtocolTest, MigrateRepliesWithTheTargetsResult) {
+  Json r = Ask(R"({"command":"migrate","uri":"unix:/tmp/in"})");
+  EXPECT_EQ(r["ok"], true);
+  EXPECT_EQ(r["downtime_ms"], 1.5);
+  r = Ask(R"({"command":"migrate","uri":"tcp:host"})");
+  EXPECT_EQ(r["ok"], false);
+  EXPECT_EQ(r["error"], "bad target tcp:host");
+  EXPECT_EQ(Ask(R"({"command":"migrate"})")["ok"], false);  // uri is required
+  MutexLock lock(target.mutex);
+  EXPECT_EQ(target.migrated_to, "tcp:host");
 }
 
 TEST_F(ProtocolTest, DiskUnplugNamesTheDisk) {
