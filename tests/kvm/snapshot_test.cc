@@ -119,8 +119,8 @@ TEST(SnapshotCycles, IpiStormThroughThreeCyclesInARow) {
     const std::string next = dir.path + "/" + std::to_string(cycle) + ".snap";
     // Paused: ipi_storm may otherwise finish between a restore and the next save on a fast
     // host (a save after its PASS proves nothing). The running cycles are TwentySaveRestore's.
-    Vmm vmm({XENKVM_BINARY, "restore", snap, "--quiet", "--paused", "--timeout", "100",
-             "--control", sock});
+    Vmm vmm({XENKVM_BINARY, "restore", snap, "--quiet", "--paused", "--timeout", "100", "--control",
+             sock});
     ASSERT_TRUE(WaitForSocket(sock, 30s)) << vmm.output();
     SaveAndKill(vmm, sock, next);
     snap = next;
