@@ -16,19 +16,6 @@ GUEST_NAME("ipi_storm");
 
 static uint32_t nr_rounds = 25;
 
-static void read_rounds(void) {
-  const char* p = (const char*)(uintptr_t)start_info->cmdline_paddr;
-  for (; p && *p; p++) {
-    if (p[0] != 'r' || p[1] != 'o' || p[2] != 'u' || p[3] != 'n' || p[4] != 'd' || p[5] != 's' ||
-        p[6] != '=')
-      continue;
-    uint32_t n = 0;
-    for (p += 7; *p >= '0' && *p <= '9' && n < 1000000; p++) n = n * 10 + (uint32_t)(*p - '0');
-    if (n > 0) nr_rounds = n;
-    return;
-  }
-}
-
 static unsigned nr_vcpus;
 static evtchn_port_t port[GUEST_MAX_VCPUS][GUEST_MAX_VCPUS]; /* [receiver][sender] */
 static volatile uint32_t joined, go, finished;
@@ -66,7 +53,7 @@ static void ap_main(unsigned id) {
 
 void guest_main(void) {
   stage(10);
-  read_rounds();
+  nr_rounds = cmdline_number("rounds", 25);
   nr_vcpus = vcpu_count();
   CHECK(nr_vcpus >= 2, "needs at least 2 vCPUs, found %u", nr_vcpus);
   EXPECT_RC(shinfo_map(shinfo_pages[0]), 0);

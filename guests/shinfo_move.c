@@ -8,7 +8,8 @@
 GUEST_NAME("shinfo_move");
 
 #define NR_IPIS 64
-#define NR_MOVES 12
+/* "moves=N" on the command line sets how many times shared_info moves (default 12). */
+static uint32_t nr_moves = 12;
 
 static evtchn_port_t ipi[NR_IPIS];
 static volatile uint32_t go, sender_done;
@@ -32,6 +33,7 @@ static void move_to(unsigned page) {
 
 void guest_main(void) {
   stage(10);
+  nr_moves = cmdline_number("moves", 12);
   evtchn_setup_vector();
   for (int i = 0; i < NR_IPIS; i++) EXPECT_RC(evtchn_bind_ipi(0, &ipi[i]), 0);
   /* A masked loopback end with an event pending: both bits must survive the moves. */
@@ -50,7 +52,7 @@ void guest_main(void) {
   stage(11);
   EXPECT_RC(vcpu_start(1, sender), 0);
   __atomic_store_n(&go, 1, __ATOMIC_RELEASE);
-  for (uint32_t m = 0; m < NR_MOVES; m++) {
+  for (uint32_t m = 0; m < nr_moves; m++) {
     /* A timer due about now, raised from the VMM's timer thread while the page moves. */
     EXPECT_RC(set_singleshot_timer(now_ns() + (m % 4) * 50000), 0);
     EXPECT_RC(evtchn_send(e), 0);
@@ -62,7 +64,7 @@ void guest_main(void) {
   CHECK(WAIT_FOR(sender_done, 10000), "vcpu1 did not finish sending");
   for (int i = 0; i < NR_IPIS; i++)
     CHECK(WAIT_FOR(port_hits[ipi[i]] >= 1, 2000), "IPI port %u lost across %u moves", ipi[i],
-          NR_MOVES);
+          nr_moves);
   CHECK(!WAIT_FOR(port_hits[ipi[NR_IPIS - 1]] > 1, 20), "duplicate event");
   for (int i = 0; i < NR_IPIS; i++)
     CHECK(port_hits[ipi[i]] == 1, "IPI port %u delivered %u times", ipi[i], port_hits[ipi[i]]);
@@ -82,7 +84,7 @@ void guest_main(void) {
   uint8_t old_upcall = old->vcpu_info[0].evtchn_upcall_pending;
   for (uint32_t i = 0; i < 5; i++) {
     EXPECT_RC(evtchn_send(e), 0);
-    CHECK(WAIT_FOR(port_hits[e] == NR_MOVES + 2 + i, 2000), "echo after the moves lost");
+    CHECK(WAIT_FOR(port_hits[e] == nr_moves + 2 + i, 2000), "echo after the moves lost");
   }
   irq_disable();
   EXPECT_RC(evtchn_send(a), 0); /* b is masked: stays pending in the current page */
@@ -93,6 +95,6 @@ void guest_main(void) {
   /* Time keeps being published at the new place. */
   CHECK(time_available(), "vcpu_info.time empty after the move");
   CHECK(stray_events == 0, "%u stray events", stray_events);
-  printk("shinfo_move: %u moves, %u IPIs, %u echoes, %u timers, %u upcalls\n", NR_MOVES, NR_IPIS,
+  printk("shinfo_move: %u moves, %u IPIs, %u echoes, %u timers, %u upcalls\n", nr_moves, NR_IPIS,
          port_hits[e] - 1, port_hits[tm], upcall_count[0]);
 }

@@ -17,8 +17,9 @@
 // (GuestMemory::NoteHostWrite), and all of those pages are sent again in the final stop-and-copy.
 // They are few (shared_info, vcpu_info, hypercall argument pages, rings) and the vCPUs are
 // paused then. Special pages outside RAM travel whole in the state's SPCL section anyway.
-// Not covered: a grant mapping a PV disk backend made before the migration began and still
-// holds (disks are not in snapshots yet either: docs/snapshots.md).
+// A grant mapping a backend made before the migration began and still holds (a PV disk's ring
+// pages) was never translated while tracking: every page the grant table has pinned goes in
+// the final copy as well.
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -151,6 +152,10 @@ Machine::MigrationReport Machine::MigrateOut(snapshot::Channel& channel) {
     } unquiesce{*this};
     dirty.Merge(TRY(log.Fetch()));
     dirty.Merge(vmm_pages);
+    // Pages a backend mapped before the migration began and still holds (a PV disk's rings)
+    // were written through pointers no tracking saw: they go again too.
+    for (uint64_t gfn : domain_->grants().MappedGfns())
+      if (gfn < ram_pages) dirty.Mark(gfn);
     report.final_pages = dirty.Count();
     const std::vector<std::vector<std::byte>> vcpus = TRY(SaveVcpus());
     snapshot::VectorSink sink;

@@ -167,6 +167,9 @@ size_t strlen(const char* s);
 
 /* ---- boot info ---- */
 extern const struct hvm_start_info* start_info;
+/* The number after "key=" on the guest's command line (hvm_start_info), or `fallback` when the
+ * key is absent or its value is 0 or not a number. */
+uint32_t cmdline_number(const char* key, uint32_t fallback);
 extern uint32_t xen_cpuid_base;
 
 /* ---- vCPUs ---- */

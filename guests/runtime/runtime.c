@@ -320,6 +320,20 @@ bool time_available(void) {
   return vcpu_info_of(this_vcpu())->time.tsc_to_system_mul != 0;
 }
 
+uint32_t cmdline_number(const char* key, uint32_t fallback) {
+  const char* p = start_info ? (const char*)(uintptr_t)start_info->cmdline_paddr : 0;
+  for (; p && *p; p++) {
+    const char* k = key;
+    const char* q = p;
+    while (*k && *q == *k) k++, q++;
+    if (*k || *q != '=') continue;
+    uint32_t n = 0;
+    for (q++; *q >= '0' && *q <= '9' && n < 1000000; q++) n = n * 10 + (uint32_t)(*q - '0');
+    return n > 0 ? n : fallback;
+  }
+  return fallback;
+}
+
 uint64_t now_ns(void) {
   if (!shinfo) return 0;
   volatile struct vcpu_time_info* t = &vcpu_info_of(this_vcpu())->time;

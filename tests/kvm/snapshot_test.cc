@@ -68,8 +68,9 @@ void Control(Vmm& vmm, const std::string& sock, const std::string& command,
 
 struct GuestCase {
   const char* name;
-  const char* vcpus;  // as guests/CMakeLists.txt declares it
-  const char* stage;  // saved once the guest marks this stage: its main loop
+  const char* vcpus;    // as guests/CMakeLists.txt declares it
+  const char* stage;    // saved once the guest marks this stage: its main loop
+  const char* cmdline;  // the guest's command line: enough work to outlast a save's request
 };
 class Snapshot : public ::testing::TestWithParam<GuestCase> {};
 
@@ -77,14 +78,14 @@ class Snapshot : public ::testing::TestWithParam<GuestCase> {};
 TEST_P(Snapshot, SavedMidRunFinishesInANewProcess) {
   if (!xenkvm::kvm::KvmAvailable())
     GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
-  const auto [guest, vcpus, stage] = GetParam();
+  const auto [guest, vcpus, stage, cmdline] = GetParam();
   TempDir dir;
   ASSERT_FALSE(dir.path.empty());
   const std::string snap = dir.path + "/guest.snap", sock = dir.path + "/ctl";
   const std::string elf = std::string(XENKVM_GUESTS_DIR) + "/" + guest + ".elf";
   {
-    Vmm source(
-        {XENKVM_BINARY, "run", "--vcpus", vcpus, "--timeout", "100", "--control", sock, elf});
+    Vmm source({XENKVM_BINARY, "run", "--vcpus", vcpus, "--timeout", "100", "--control", sock,
+                "--cmdline", cmdline, elf});
     ASSERT_TRUE(source.WaitForOutput(std::string("stage ") + stage + "\n", 60s)) << source.output();
     SaveAndKill(source, sock, snap);
   }
@@ -95,9 +96,9 @@ TEST_P(Snapshot, SavedMidRunFinishesInANewProcess) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Guests, Snapshot,
-                         ::testing::Values(GuestCase{"ipi_storm", "4", "11"},
-                                           GuestCase{"poll_timer", "1", "12"},
-                                           GuestCase{"shinfo_move", "2", "10"}),
+                         ::testing::Values(GuestCase{"ipi_storm", "4", "11", "rounds=50"},
+                                           GuestCase{"poll_timer", "1", "12", ""},
+                                           GuestCase{"shinfo_move", "2", "10", "moves=400"}),
                          [](const auto& param_info) { return std::string(param_info.param.name); });
 
 TEST(SnapshotCycles, IpiStormThroughThreeCyclesInARow) {
@@ -110,7 +111,9 @@ TEST(SnapshotCycles, IpiStormThroughThreeCyclesInARow) {
   std::string snap = dir.path + "/0.snap";
   {
     const std::string sock = dir.path + "/ctl0";
-    Vmm source({XENKVM_BINARY, "run", "--vcpus", "4", "--timeout", "100", "--control", sock, elf});
+    // More rounds than the guest's 25: the storm must outlast the save's request.
+    Vmm source({XENKVM_BINARY, "run", "--vcpus", "4", "--timeout", "100", "--control", sock,
+                "--cmdline", "rounds=50", elf});
     ASSERT_TRUE(source.WaitForOutput("stage 11\n", 60s)) << source.output();
     SaveAndKill(source, sock, snap);
   }

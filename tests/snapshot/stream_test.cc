@@ -59,7 +59,9 @@ std::string ReceiveError(std::span<const std::byte> bytes, uint64_t max_length =
 }
 
 TEST(MigrationStream, FramesRoundTripBothWays) {
-  auto [a, b] = Pair();
+  auto pair = Pair();  // not a structured binding: the sender's lambda captures `a`
+  Channel& a = pair.first;
+  Channel& b = pair.second;
   const std::vector<std::byte> big = Bytes(3 << 20, 1);  // more than a socket buffer holds
   std::thread sender([&a, &big] {
     EXPECT_TRUE(a.Send(kTag, big));
