@@ -77,6 +77,7 @@ mount -t devpts -o ptmxmode=0666 devpts /host/dev/pts 2>/dev/null && ln -sf pts/
 mkdir -p /dev/shm && mount -t tmpfs -o size=256m,mode=1777 tmpfs /host/dev/shm 2>/dev/null
 job=$(sed -n 's/.*xenkvm_job=\([^ ]*\).*/\1/p' /proc/cmdline)
 (while :; do date >/host/"$job"/heartbeat; sleep 10; done) &  # the host's stall detector
+grep ' [tT] ' /proc/kallsyms >/host/"$job"/kallsyms 2>/dev/null  # names a stalled CPU's RIP
 if [ -f /host/"$job"/watch ]; then  # XENKVM_VM_WATCH: a snapshot of the VM every 20 s
   watch=/host/$(cat /host/"$job"/watch)
   (while sleep 20; do
@@ -126,7 +127,7 @@ trap '[ -z "$vm_group" ] || kill -TERM -- -"$vm_group" 2>/dev/null || true; rm -
 trap 'exit 143' TERM INT HUP
 
 show_cpus() {  # the VM's CPUs as QEMU's monitor sees them (where each one is stuck)
-  python3 - "$run/monitor" <<'PY' >&2 || true
+  python3 - "$run/monitor" "$run/kallsyms" <<'PY' >&2 || true
 import socket, sys, time
 s = socket.socket(socket.AF_UNIX); s.settimeout(3); s.connect(sys.argv[1])
 s.sendall(b"info registers -a\n"); time.sleep(2); out = b""
@@ -137,8 +138,22 @@ try:
         out += chunk
 except OSError:
     pass
+symbols = []  # the VM's kernel symbols (written at boot; nokaslr keeps them where they were)
+try:
+    for entry in open(sys.argv[2]):
+        addr, kind, name = entry.split()[:3]
+        if kind in "tT": symbols.append((int(addr, 16), name))
+except OSError:
+    pass
+symbols.sort()
+def symbol(rip):
+    import bisect
+    i = bisect.bisect_right(symbols, (rip, "~")) - 1
+    return f" = {symbols[i][1]}+{rip - symbols[i][0]:#x}" if i >= 0 and rip - symbols[i][0] < 1 << 20 else ""
 for line in out.decode(errors="replace").splitlines():
-    if line.startswith(("CPU#", "RAX", "EAX", "RIP", "EIP", "CS ", "CR0", "EFER")): print("kvm-vm:  ", line)
+    if line.startswith(("CPU#", "RAX", "EAX", "RIP", "EIP", "CS ", "CR0", "EFER")):
+        extra = symbol(int(line[4:20], 16)) if line.startswith("RIP=") else ""
+        print("kvm-vm:  ", line + extra)
 PY
 }
 
@@ -147,7 +162,7 @@ boot_vm() {  # one VM run: 0 once it ended (its result in $run/rc, if any), 3 if
   set -m
   (timeout --foreground -s KILL "${XENKVM_VM_TIMEOUT:-2400}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
     -nographic -no-reboot -kernel "$kernel" -initrd "$run/initrd.gz" \
-    -append "console=ttyS0 quiet loglevel=0 panic=-1 tsc=reliable xenkvm_job=$run" \
+    -append "console=ttyS0 quiet loglevel=0 panic=-1 tsc=reliable nokaslr xenkvm_job=$run" \
     -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,multidevs=remap,id=hostroot \
     -monitor "unix:$run/monitor,server=on,wait=off" \
     </dev/null | sed -u -e 's/\r$//' -e '/^\x1b\[/d' -e '/SeaBIOS\|iPXE\|Booting from ROM\|^$/d') &

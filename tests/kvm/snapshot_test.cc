@@ -97,7 +97,7 @@ TEST_P(Snapshot, SavedMidRunFinishesInANewProcess) {
 
 INSTANTIATE_TEST_SUITE_P(Guests, Snapshot,
                          ::testing::Values(GuestCase{"ipi_storm", "4", "11", "rounds=50"},
-                                           GuestCase{"poll_timer", "1", "12", ""},
+                                           GuestCase{"poll_timer", "1", "10", ""},
                                            GuestCase{"shinfo_move", "2", "10", "moves=400"}),
                          [](const auto& param_info) { return std::string(param_info.param.name); });
 
