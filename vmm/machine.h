@@ -228,6 +228,9 @@ class Machine final : public xen::Platform, public VcpuHost {
   BootEntry Boot() const override { return boot_; }
   void CalibrateClock(uint32_t vcpu, uint64_t guest_tsc, uint32_t tsc_khz) override {
     clock_.Calibrate(vcpu, guest_tsc, tsc_khz);
+    // The vCPU has time from its first instruction (a vCPU started after shared_info was
+    // mapped had none until a later exit: its guest's timed waits fell back to spin counts).
+    domain_->RefreshVcpuTime(vcpu);
   }
   uint64_t ClockMonotonicNs() const override { return clock_.MonotonicNs(); }
   void SampleClock(uint32_t vcpu, uint64_t guest_tsc, uint64_t mono_ns) override;
