@@ -111,4 +111,16 @@ inline std::atomic_ref<T> GuestAtomic(uint8_t* host) {
   return std::atomic_ref<T>(*reinterpret_cast<T*>(host));
 }
 
+// Whether a guest page (abi::kPageSize bytes) is all zero: snapshots and migration skip such
+// pages, since a new machine's RAM starts zero.
+inline bool IsZeroPage(const uint8_t* page) {
+  uint64_t acc = 0;
+  for (size_t i = 0; i < abi::kPageSize; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, page + i, 8);
+    acc |= w;
+  }
+  return acc == 0;
+}
+
 }  // namespace xenkvm::mem

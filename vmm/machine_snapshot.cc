@@ -48,16 +48,6 @@ struct PageRun {
   uint64_t pages = 0;
 };
 
-bool IsZero(const uint8_t* page) {
-  uint64_t acc = 0;
-  for (size_t i = 0; i < kPage; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, page + i, 8);
-    acc |= w;
-  }
-  return acc == 0;
-}
-
 // Closes an fd when it goes.
 struct FdCloser {
   int fd;
@@ -108,7 +98,7 @@ Result<> Machine::WriteState(snapshot::Writer& w, const std::vector<std::vector<
     for (uint64_t page : ram_pages->SetPages()) add(page);
   } else {
     for (uint64_t page = 0; page < ram_size_ / kPage; ++page)
-      if (!IsZero(ram + page * kPage)) add(page);
+      if (!mem::IsZeroPage(ram + page * kPage)) add(page);
   }
   snapshot::Encoder head;
   head.U64(ram_size_);

@@ -46,16 +46,6 @@ constexpr uint64_t kMaxReplyFrame = 4096;
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
-bool IsZeroPage(const uint8_t* page) {
-  uint64_t acc = 0;
-  for (size_t i = 0; i < kPage; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, page + i, 8);
-    acc |= w;
-  }
-  return acc == 0;
-}
-
 // Waits for the destination's answer: `want`, or FAIL with its line.
 Result<> Expect(snapshot::Channel& channel, uint32_t want, std::string* failure) {
   snapshot::Frame frame = TRY(channel.Receive(kMaxReplyFrame, kStreamIdle));
@@ -120,7 +110,7 @@ Machine::MigrationReport Machine::MigrateOut(snapshot::Channel& channel) {
     report.rounds = 1;
     TRY(send_pages([&](auto&& send) {
       for (uint64_t page = 0; page < ram_pages; ++page)
-        if (!IsZeroPage(ram + page * kPage) && !send(page)) return;
+        if (!mem::IsZeroPage(ram + page * kPage) && !send(page)) return;
     }));
     mem::DirtyBitmap dirty(ram_pages);
     uint64_t previous = UINT64_MAX;
