@@ -4,11 +4,13 @@
  * VIRQ_TIMER fire around each move; every event must arrive exactly once, and pending/mask
  * bits must move with the page (in Xen the page itself moves to the new frame). */
 #include "guest.h"
+#include "xs.h"
 
 GUEST_NAME("shinfo_move");
 
 #define NR_IPIS 64
-/* "moves=N" on the command line sets how many times shared_info moves (default 12). */
+/* "moves=N" on the command line sets how many times shared_info moves (default 12); with
+ * "hold=1" it goes on moving until the host releases it (xs.h). */
 static uint32_t nr_moves = 12;
 
 static evtchn_port_t ipi[NR_IPIS];
@@ -52,14 +54,19 @@ void guest_main(void) {
   stage(11);
   EXPECT_RC(vcpu_start(1, sender), 0);
   __atomic_store_n(&go, 1, __ATOMIC_RELEASE);
-  for (uint32_t m = 0; m < nr_moves; m++) {
+  bool holding = held();
+  uint32_t m;
+  /* Held: on until released, then to an even count (shared_info back on page 0). */
+  for (m = 0; m < nr_moves || holding || m % 2 != 0; m++) {
     /* A timer due about now, raised from the VMM's timer thread while the page moves. */
     EXPECT_RC(set_singleshot_timer(now_ns() + (m % 4) * 50000), 0);
     EXPECT_RC(evtchn_send(e), 0);
     move_to((m + 1) % 2);
     CHECK(WAIT_FOR(port_hits[e] == m + 2, 2000), "move %u: echo event lost", m);
     CHECK(WAIT_FOR(port_hits[tm] == m + 1, 2000), "move %u: timer event lost", m);
+    if (holding) holding = held();
   }
+  nr_moves = m;
   stage(12);
   CHECK(WAIT_FOR(sender_done, 10000), "vcpu1 did not finish sending");
   for (int i = 0; i < NR_IPIS; i++)

@@ -217,12 +217,20 @@ Result<> Machine::Pause() {
   timers_->Pause();
   for (auto& r : runners_) r->RequestPause();
   const auto deadline = std::chrono::steady_clock::now() + kPauseTimeout;
+  bool parked = true;
   for (auto& r : runners_) {
     if (!r->WaitParked(deadline)) {
-      for (auto& undo : runners_) undo->ResumeParked();
-      timers_->Resume();
-      return Fail(XEN_ETIMEDOUT, Stopping() ? "the guest is ending" : "a vCPU did not stop");
+      parked = false;
+      break;
     }
+  }
+  // A vCPU that asked for the end (SCHEDOP_shutdown) just before the request still parks: a
+  // pause then would be of a guest that is gone, so it fails as one that came too late.
+  if (!parked || Stopping()) {
+    for (auto& undo : runners_) undo->ResumeParked();
+    timers_->Resume();
+    return Stopping() ? Fail(XEN_ESRCH, "the guest is ending")
+                      : Fail(XEN_ETIMEDOUT, "a vCPU did not stop");
   }
   pause_count_ = 1;
   return {};

@@ -16,10 +16,12 @@ static uint64_t param(uint32_t index) {
 }
 
 void xs_init(void) {
+  if (ring) return; /* held() may have opened it first */
   uint64_t pfn = param(HVM_PARAM_STORE_PFN);
   port = (evtchn_port_t)param(HVM_PARAM_STORE_EVTCHN);
   CHECK(pfn != 0 && port != 0, "no xenstore ring (pfn %lx port %u)", (unsigned long)pfn, port);
   ring = (struct xenstore_domain_interface*)(uintptr_t)(pfn << 12);
+  if (shinfo) evtchn_mask(port); /* we poll the ring: its events are no upcalls (nor strays) */
 }
 
 static void ring_write(const void* data, uint32_t len) {
@@ -173,4 +175,21 @@ bool xs_next_event(struct xs_event* ev, uint64_t timeout_ms) {
   for (unsigned i = 1; i < nr_events; i++) events[i - 1] = events[i];
   nr_events--;
   return true;
+}
+
+bool held(void) {
+  static int state = -1; /* -1: not asked yet, 0: released (or never held), 1: held */
+  if (state == 0) return false;
+  if (state < 0) {
+    state = cmdline_number("hold", 0) != 0;
+    if (!state) return false;
+    xs_init();
+    printk("%s: held until data/release is written\n", guest_name);
+  }
+  char value[16];
+  if (xs_read(0, "data/release", value, sizeof(value)) == 0) {
+    state = 0;
+    printk("%s: released\n", guest_name);
+  }
+  return state == 1;
 }

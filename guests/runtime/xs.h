@@ -30,4 +30,10 @@ const char* xs_tx_end(uint32_t tx, bool commit);
 /* Waits (polling) for the next watch event; false after timeout_ms. */
 bool xs_next_event(struct xs_event* ev, uint64_t timeout_ms);
 
+/* "hold=1" on the command line: true until the host writes the guest's xenstore key
+ * data/release (relative to its home), so a test that saves or migrates a guest mid-run keeps it
+ * working until then however fast the host is. Without the key: false at once. vCPU0 only (the
+ * xenstore client is not shared); one xenstore read per call while held. */
+bool held(void);
+
 #endif

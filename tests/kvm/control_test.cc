@@ -37,14 +37,11 @@ std::string HypercallCounts(const std::string& socket) {
 TEST(XenkvmControl, DrivesARunningGuest) {
   if (!xenkvm::kvm::KvmAvailable())
     GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
-  // A unix socket needs a local filesystem: in the nested-KVM VM /tmp is the host's over 9p.
-  const bool shm = access("/dev/shm", W_OK) == 0;
-  char dir[64];
-  std::snprintf(dir, sizeof(dir), "%s/xenkvm-ctl-XXXXXX", shm ? "/dev/shm" : "/tmp");
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  const std::string sock = std::string(dir) + "/vm.sock";
+  TempDir dir;
+  ASSERT_FALSE(dir.path.empty());
+  const std::string sock = dir.path + "/vm.sock";
   // A PV disk the guest never opens, for disk-unplug.
-  const std::string disk = std::string(dir) + "/disk.img";
+  const std::string disk = dir.path + "/disk.img";
   {
     const int fd = open(disk.c_str(), O_CREAT | O_WRONLY, 0600);
     ASSERT_GE(fd, 0);
@@ -104,9 +101,8 @@ TEST(XenkvmControl, DrivesARunningGuest) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("unknown command"), std::string::npos) << r.output;
   EXPECT_EQ(Ctl(sock, {"xenstore-write", "/only-a-path"}).exit_code, 2);  // usage
-  r = Ctl(sock, {"save", std::string(dir) + "/vm.snap"});  // tests/kvm/snapshot_test.cc
+  r = Ctl(sock, {"save", dir.path + "/vm.snap"});  // tests/kvm/snapshot_test.cc
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  unlink((std::string(dir) + "/vm.snap").c_str());
 
   // Pause: every vCPU parked, so no hypercall at all while paused.
   r = Ctl(sock, {"pause"});
@@ -137,8 +133,6 @@ TEST(XenkvmControl, DrivesARunningGuest) {
   EXPECT_NE(out.find("xs_shutdown: poweroff requested"), std::string::npos) << out;
   EXPECT_NE(out.find("xenkvm-test: PASS xs_shutdown"), std::string::npos) << out;
   EXPECT_NE(lstat(sock.c_str(), &st), 0) << "the socket outlived the run";
-  unlink(disk.c_str());
-  rmdir(dir);
 }
 
 // One connection to the control socket, for requests back to back.
@@ -191,11 +185,9 @@ TEST_P(PauseCycles, GuestPassesThroughRepeatedPauses) {
   if (!xenkvm::kvm::KvmAvailable())
     GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
   const StormRun& run = GetParam();
-  const bool shm = access("/dev/shm", W_OK) == 0;
-  char dir[64];
-  std::snprintf(dir, sizeof(dir), "%s/xenkvm-ctl-XXXXXX", shm ? "/dev/shm" : "/tmp");
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  const std::string sock = std::string(dir) + "/vm.sock";
+  TempDir dir;
+  ASSERT_FALSE(dir.path.empty());
+  const std::string sock = dir.path + "/vm.sock";
   Vmm vmm({XENKVM_BINARY, "run", "--quiet", "--timeout", "150", "--vcpus",
            std::to_string(run.vcpus), "--control", sock,
            std::string(XENKVM_GUESTS_DIR) + "/" + run.guest + ".elf"});
@@ -238,7 +230,6 @@ TEST_P(PauseCycles, GuestPassesThroughRepeatedPauses) {
       "%s: %d pause/resume cycles during the run; median round trip pause %.0f us, "
       "resume %.0f us\n",
       run.guest, cycles, median(pause_us), median(resume_us));
-  rmdir(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(Guests, PauseCycles,

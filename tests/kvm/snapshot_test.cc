@@ -19,37 +19,11 @@ namespace {
 
 using namespace xenkvm::testing;
 
-struct TempDir {
-  TempDir() {
-    char tmpl[] = "/dev/shm/xenkvm-snap-XXXXXX";  // a local filesystem in the nested-KVM VM
-    path = mkdtemp(tmpl) ? tmpl : "";
-  }
-  ~TempDir() {
-    if (!path.empty()) std::system(("rm -rf '" + path + "'").c_str());
-  }
-  std::string path;
-};
-
-bool WaitForSocket(const std::string& sock, std::chrono::seconds limit) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  struct stat st {};
-  while (stat(sock.c_str(), &st) != 0) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(20ms);
-  }
-  return true;
-}
-
 // Saves the guest of the VMM at `sock` to `file`, then kills that VMM: what follows must come
-// from the file alone. The request goes straight from here (a `xenkvm ctl` process takes longer
-// to start in the nested-KVM VM than the guests take to finish).
+// from the file alone.
 void SaveAndKill(Vmm& vmm, const std::string& sock, const std::string& file) {
-  auto request = xenkvm::control::BuildRequest("save", {file});
-  ASSERT_TRUE(request);
-  auto reply = xenkvm::control::Call(sock, xenkvm::control::Dump(*request));
-  ASSERT_TRUE(reply) << xenkvm::Describe(reply.error()) << "\n" << vmm.output();
-  const Json parsed = Json::parse(*reply, nullptr, /*allow_exceptions=*/false);
-  ASSERT_TRUE(parsed.is_object() && parsed.value("ok", false)) << *reply << "\n" << vmm.output();
+  const Json reply = Request(sock, "save", {file});
+  ASSERT_TRUE(Ok(reply)) << reply << "\n" << vmm.output();
   EXPECT_EQ(vmm.output().find("xenkvm-test: PASS"), std::string::npos)
       << "the guest finished before it was saved: not a mid-run save";
   vmm.Wait(0s);  // SIGKILL
@@ -58,47 +32,45 @@ void SaveAndKill(Vmm& vmm, const std::string& sock, const std::string& file) {
 // One control request straight from here; the reply must be ok.
 void Control(Vmm& vmm, const std::string& sock, const std::string& command,
              const std::vector<std::string>& args = {}) {
-  auto request = xenkvm::control::BuildRequest(command, args);
-  ASSERT_TRUE(request);
-  auto reply = xenkvm::control::Call(sock, xenkvm::control::Dump(*request));
-  ASSERT_TRUE(reply) << xenkvm::Describe(reply.error()) << "\n" << vmm.output();
-  const Json parsed = Json::parse(*reply, nullptr, /*allow_exceptions=*/false);
-  ASSERT_TRUE(parsed.is_object() && parsed.value("ok", false)) << *reply << "\n" << vmm.output();
+  const Json reply = Request(sock, command, args);
+  ASSERT_TRUE(Ok(reply)) << reply << "\n" << vmm.output();
 }
 
 struct GuestCase {
   const char* name;
-  const char* vcpus;    // as guests/CMakeLists.txt declares it
-  const char* stage;    // saved once the guest marks this stage: its main loop
-  const char* cmdline;  // the guest's command line: enough work to outlast a save's request
+  const char* vcpus;  // as guests/CMakeLists.txt declares it
+  const char* stage;  // saved once the guest marks this stage: its main loop, held there
 };
 class Snapshot : public ::testing::TestWithParam<GuestCase> {};
 
-// Saved once the guest marks `stage` (its main loop: ports bound, events or timers flowing).
+// Saved once the guest marks `stage` (its main loop: ports bound, events or timers flowing),
+// where it is held working (guests/runtime/xs.h) until the restored process releases it.
 TEST_P(Snapshot, SavedMidRunFinishesInANewProcess) {
   if (!xenkvm::kvm::KvmAvailable())
     GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
-  const auto [guest, vcpus, stage, cmdline] = GetParam();
+  const auto [guest, vcpus, stage] = GetParam();
   TempDir dir;
   ASSERT_FALSE(dir.path.empty());
   const std::string snap = dir.path + "/guest.snap", sock = dir.path + "/ctl";
   const std::string elf = std::string(XENKVM_GUESTS_DIR) + "/" + guest + ".elf";
   {
     Vmm source({XENKVM_BINARY, "run", "--vcpus", vcpus, "--timeout", "100", "--control", sock,
-                "--cmdline", cmdline, elf});
+                "--cmdline", "hold=1", elf});
     ASSERT_TRUE(source.WaitForOutput(std::string("stage ") + stage + "\n", 60s)) << source.output();
     SaveAndKill(source, sock, snap);
   }
-  Vmm restored({XENKVM_BINARY, "restore", snap, "--quiet", "--timeout", "100"});
+  const std::string sock2 = dir.path + "/ctl2";
+  Vmm restored({XENKVM_BINARY, "restore", snap, "--quiet", "--timeout", "100", "--control", sock2});
+  EXPECT_TRUE(Ok(Release(sock2))) << restored.output();
   EXPECT_EQ(restored.Wait(110s), 0) << restored.output();
   EXPECT_NE(restored.output().find(std::string("xenkvm-test: PASS ") + guest), std::string::npos)
       << restored.output();
 }
 
 INSTANTIATE_TEST_SUITE_P(Guests, Snapshot,
-                         ::testing::Values(GuestCase{"ipi_storm", "4", "11", "rounds=50"},
-                                           GuestCase{"poll_timer", "1", "10", ""},
-                                           GuestCase{"shinfo_move", "2", "10", "moves=400"}),
+                         ::testing::Values(GuestCase{"ipi_storm", "4", "11"},
+                                           GuestCase{"poll_timer", "1", "12"},
+                                           GuestCase{"shinfo_move", "2", "11"}),
                          [](const auto& param_info) { return std::string(param_info.param.name); });
 
 TEST(SnapshotCycles, IpiStormThroughThreeCyclesInARow) {
@@ -111,24 +83,27 @@ TEST(SnapshotCycles, IpiStormThroughThreeCyclesInARow) {
   std::string snap = dir.path + "/0.snap";
   {
     const std::string sock = dir.path + "/ctl0";
-    // More rounds than the guest's 25: the storm must outlast the save's request.
+    // Held in its storm until the last process releases it.
     Vmm source({XENKVM_BINARY, "run", "--vcpus", "4", "--timeout", "100", "--control", sock,
-                "--cmdline", "rounds=50", elf});
+                "--cmdline", "hold=1", elf});
     ASSERT_TRUE(source.WaitForOutput("stage 11\n", 60s)) << source.output();
     SaveAndKill(source, sock, snap);
   }
   for (int cycle = 1; cycle <= kCycles; ++cycle) {
     const std::string sock = dir.path + "/ctl" + std::to_string(cycle);
     const std::string next = dir.path + "/" + std::to_string(cycle) + ".snap";
-    // Paused: ipi_storm may otherwise finish between a restore and the next save on a fast
-    // host (a save after its PASS proves nothing). The running cycles are TwentySaveRestore's.
-    Vmm vmm({XENKVM_BINARY, "restore", snap, "--quiet", "--paused", "--timeout", "100", "--control",
-             sock});
-    ASSERT_TRUE(WaitForSocket(sock, 30s)) << vmm.output();
+    // The middle one restored paused (`restore --paused`), the others storming until the save.
+    std::vector<std::string> args{XENKVM_BINARY, "restore", snap,        "--quiet",
+                                  "--timeout",   "100",     "--control", sock};
+    if (cycle == 2) args.push_back("--paused");
+    Vmm vmm(args);
+    ASSERT_TRUE(WaitForPath(sock, 30s)) << vmm.output();
     SaveAndKill(vmm, sock, next);
     snap = next;
   }
-  Vmm last({XENKVM_BINARY, "restore", snap, "--quiet", "--timeout", "100"});
+  const std::string sock = dir.path + "/ctl-last";
+  Vmm last({XENKVM_BINARY, "restore", snap, "--quiet", "--timeout", "100", "--control", sock});
+  EXPECT_TRUE(Ok(Release(sock))) << last.output();
   EXPECT_EQ(last.Wait(110s), 0) << last.output();
   EXPECT_NE(last.output().find("xenkvm-test: PASS ipi_storm"), std::string::npos) << last.output();
 
@@ -173,13 +148,13 @@ TEST(SnapshotCycles, TwentySaveRestoreCyclesInARow) {
                                   "--timeout",   "100",     "--control", sock};
     if (cycle % 2 == 0) args.push_back("--paused");
     Vmm vmm(args);
-    ASSERT_TRUE(WaitForSocket(sock, 30s)) << vmm.output();
+    ASSERT_TRUE(WaitForPath(sock, 30s)) << vmm.output();
     SaveAndKill(vmm, sock, next);
     snap = next;
   }
   const std::string sock = dir.path + "/ctl-last";
   Vmm last({XENKVM_BINARY, "restore", snap, "--timeout", "100", "--control", sock});
-  ASSERT_TRUE(WaitForSocket(sock, 30s)) << last.output();
+  ASSERT_TRUE(WaitForPath(sock, 30s)) << last.output();
   Control(last, sock, "shutdown");
   EXPECT_EQ(last.Wait(110s), 0) << last.output();
   EXPECT_NE(last.output().find("xs_shutdown: poweroff requested"), std::string::npos)
@@ -188,7 +163,7 @@ TEST(SnapshotCycles, TwentySaveRestoreCyclesInARow) {
       << last.output();
 }
 
-// Our blkfront guest saved while it does I/O (from stage 11 on: requests in flight), the
+// Our blkfront guest saved while it does I/O (held reading at stage 11: requests in flight), the
 // source kept paused so it writes nothing after the file, and restored with the same --disk:
 // the backends reconnect where the rings stood, the guest finishes every scenario, and the
 // images hold exactly what it wrote.
@@ -203,7 +178,8 @@ TEST(SnapshotDisk, BlkfrontSavedMidIoFinishesWithItsDataVerified) {
   std::string source_output;
   {
     Vmm source({XENKVM_BINARY, "run", "--timeout", "100", "--control", sock, "--disk", rw.path(),
-                "--disk", ro.path() + ",ro", XENKVM_GUESTS_DIR "/blkfront.elf"});
+                "--disk", ro.path() + ",ro", "--cmdline", "hold=1",
+                XENKVM_GUESTS_DIR "/blkfront.elf"});
     ASSERT_TRUE(source.WaitForOutput("stage 11\n", 60s)) << source.output();
     Control(source, sock, "pause");
     Control(source, sock, "save", {snap});
@@ -212,8 +188,10 @@ TEST(SnapshotDisk, BlkfrontSavedMidIoFinishesWithItsDataVerified) {
     source_output = source.output();
     source.Wait(0s);  // SIGKILL, still paused
   }
+  const std::string sock2 = dir.path + "/ctl2";
   Vmm restored({XENKVM_BINARY, "restore", snap, "--quiet", "--timeout", "100", "--disk", rw.path(),
-                "--disk", ro.path() + ",ro"});
+                "--disk", ro.path() + ",ro", "--control", sock2});
+  EXPECT_TRUE(Ok(Release(sock2))) << restored.output();
   EXPECT_EQ(restored.Wait(110s), 0) << restored.output();
   // Each scenario passed, before the save or after the restore; the last ones after it.
   const std::string out = source_output + restored.output();
@@ -255,7 +233,7 @@ TEST(SnapshotGrub, SavedAtItsPromptAnswersATypedCommand) {
   }
   const std::string sock2 = dir.path + "/ctl2";
   Vmm restored({XENKVM_BINARY, "restore", snap, "--quiet", "--timeout", "100", "--control", sock2});
-  ASSERT_TRUE(WaitForSocket(sock2, 30s)) << restored.output();
+  ASSERT_TRUE(WaitForPath(sock2, 30s)) << restored.output();
   Control(restored, sock2, "send-key", {"echo typed-after-$restore\r"});
   // The command's output: the text with $restore expanded to nothing (the typed line echoes
   // with it).

@@ -1,19 +1,25 @@
 // A `xenkvm` process for kvm tests, its stdout+stderr collected by a thread and a SIGKILL at
-// the end of its time, and `xenkvm ctl` calls against its control socket.
+// the end of its time; control requests against its socket (straight from the test, or through
+// `xenkvm ctl`); a scratch directory; the release of a guest run with "hold=1".
 #pragma once
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "control/protocol.h"
+#include "control/server.h"
 
 namespace xenkvm::testing {
 
@@ -124,6 +130,54 @@ inline CtlResult Ctl(const std::string& socket, const std::vector<std::string>& 
   r.reply = Json::parse(r.output, nullptr, /*allow_exceptions=*/false);
   if (r.reply.is_discarded()) r.reply = nullptr;
   return r;
+}
+
+// A scratch directory, removed with what it holds. Under /dev/shm: a unix socket needs a local
+// filesystem, and in the nested-KVM VM /tmp is the host's over 9p.
+struct TempDir {
+  TempDir() {
+    char tmpl[] = "/dev/shm/xenkvm-test-XXXXXX";
+    path = mkdtemp(tmpl) ? tmpl : "";
+  }
+  ~TempDir() {
+    if (!path.empty()) std::system(("rm -rf '" + path + "'").c_str());
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string path;
+};
+
+inline bool WaitForPath(const std::string& path, std::chrono::seconds limit) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  struct stat st {};
+  while (stat(path.c_str(), &st) != 0) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
+// One request straight from the test (a `xenkvm ctl` process is slow to start in the nested VM):
+// the parsed reply, {"call_failed": why} when the socket did not answer, or null.
+inline Json Request(const std::string& sock, const std::string& command,
+                    const std::vector<std::string>& args = {}) {
+  auto request = xenkvm::control::BuildRequest(command, args);
+  if (!request) return nullptr;
+  auto reply = xenkvm::control::Call(sock, xenkvm::control::Dump(*request));
+  if (!reply) return {{"call_failed", xenkvm::Describe(reply.error())}};
+  const Json parsed = Json::parse(*reply, nullptr, /*allow_exceptions=*/false);
+  return parsed.is_discarded() ? Json(nullptr) : parsed;
+}
+inline bool Ok(const Json& reply) { return reply.is_object() && reply.value("ok", false); }
+
+// A guest run with "hold=1" (guests/runtime/xs.h) goes on with its work until this: its
+// xenstore key data/release, written through the control socket of the VMM it runs in now.
+inline Json Release(const std::string& sock) {
+  if (!WaitForPath(sock, 30s)) return {{"call_failed", "no control socket at " + sock}};
+  const Json status = Request(sock, "status");
+  if (!Ok(status)) return status;
+  const std::string home = "/local/domain/" + std::to_string(status.value("domid", 0));
+  return Request(sock, "xenstore-write", {home + "/data/release", "1"});
 }
 
 }  // namespace xenkvm::testing
