@@ -61,7 +61,8 @@ build/tsan/tests/capi/capi_test
 
 stage "fuzz: each target for ${FUZZ_SECONDS:-10} s"
 cmake --preset fuzz >/dev/null
-targets=(evtchn_ops evtchn_fifo hypercall elf_loader xenstore blkif_requests control_protocol snapshot_loader)
+targets=(evtchn_ops evtchn_fifo hypercall elf_loader xenstore blkif_requests control_protocol snapshot_loader
+  migration_stream)
 cmake --build --preset fuzz --target "${targets[@]/%/_fuzz}"
 for t in "${targets[@]}"; do
   scratch=$(mktemp -d)  # new inputs go here; the checked-in corpus stays as it is
