@@ -252,6 +252,19 @@ class Machine final : public xen::Platform, public VcpuHost {
   Result<> WriteState(snapshot::Writer& writer, const std::vector<std::vector<std::byte>>& vcpus,
                       const mem::DirtyBitmap* ram_pages);
   Result<> RestoreFrom(const snapshot::Reader& reader);
+  // PV disks with every request in flight answered (answers and notifications already in RAM
+  // and the vCPUs' state) and none taken, for as long as this lives: what Save and a
+  // migration's stop-and-copy read. Taken while paused.
+  class DisksQuiesced {
+   public:
+    explicit DisksQuiesced(Machine& machine);
+    ~DisksQuiesced();
+    DisksQuiesced(const DisksQuiesced&) = delete;
+    DisksQuiesced& operator=(const DisksQuiesced&) = delete;
+
+   private:
+    Machine& machine_;
+  };
   std::atomic<bool> migrating_{false};  // MigrateOut: one at a time
   struct Restored {  // what only the vCPU threads can load, and what waits for them
     std::vector<kvm::VcpuSnapshot> vcpus;

@@ -167,6 +167,13 @@ Result<> Machine::WriteState(snapshot::Writer& w, const std::vector<std::vector<
   return w.Finish();
 }
 
+Machine::DisksQuiesced::DisksQuiesced(Machine& machine) : machine_(machine) {
+  for (const auto& disk : machine_.disks_) disk->Quiesce();
+}
+Machine::DisksQuiesced::~DisksQuiesced() {
+  for (const auto& disk : machine_.disks_) disk->Resume();
+}
+
 Result<> Machine::Save(const std::string& path) {
   // A save asked for before Run put the guest's state into the vCPUs (the control socket serves
   // from before the first vCPU runs: `restore --paused`, a fast client) waits for that.
@@ -181,15 +188,7 @@ Result<> Machine::Save(const std::string& path) {
     Machine& m;
     ~Unpause() { (void)m.Resume(); }
   } unpause{*this};
-  // PV disks: requests in flight complete and are answered before anything is read (their
-  // answers and notifications land in RAM and the vCPUs' state); none is taken until the end.
-  for (const auto& disk : disks_) disk->Quiesce();
-  struct Unquiesce {
-    Machine& m;
-    ~Unquiesce() {
-      for (const auto& disk : m.disks_) disk->Resume();
-    }
-  } unquiesce{*this};
+  const DisksQuiesced quiesced(*this);
 
   // vCPU state first, on their threads.
   const std::vector<std::vector<std::byte>> vcpus = TRY(SaveVcpus());

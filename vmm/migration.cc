@@ -132,14 +132,7 @@ Machine::MigrationReport Machine::MigrateOut(snapshot::Channel& channel) {
     TRY(Pause());
     paused = true;
     paused_at = Clock::now();
-    // PV disks: requests in flight are answered before anything is read, as in Save.
-    for (const auto& disk : disks_) disk->Quiesce();
-    struct Unquiesce {
-      Machine& m;
-      ~Unquiesce() {
-        for (const auto& disk : m.disks_) disk->Resume();
-      }
-    } unquiesce{*this};
+    const DisksQuiesced quiesced(*this);
     dirty.Merge(TRY(log.Fetch()));
     dirty.Merge(vmm_pages);
     // Pages a backend mapped before the migration began and still holds (a PV disk's rings)

@@ -27,8 +27,12 @@
 
 #include "kvm/system.h"
 #include "tests/kvm/disk_image.h"
+#include "tests/kvm/vmm_process.h"
 
 namespace {
+
+using xenkvm::testing::Child;
+using xenkvm::testing::Spawn;
 
 using xenkvm::testing::DiskImage;
 
@@ -72,21 +76,9 @@ struct Outcome {
 Outcome RunXenkvm(const std::vector<std::string>& args, std::chrono::seconds limit,
                   std::chrono::milliseconds signal_after = std::chrono::milliseconds(0),
                   int sig = SIGTERM) {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) return {};
-  pid_t pid = fork();
-  if (pid == 0) {
-    const int null = open("/dev/null", O_RDONLY);
-    dup2(null, 0);  // the console ring reads stdin: never the tester's terminal
-    dup2(fds[1], 1);
-    dup2(fds[1], 2);
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  close(fds[1]);
+  const Child child = Spawn(args);
+  if (child.pid < 0) return {};
+  const pid_t pid = child.pid;
   Outcome out;
   const auto deadline = std::chrono::steady_clock::now() + limit;
   const auto signal_at = std::chrono::steady_clock::now() + signal_after;
@@ -104,15 +96,15 @@ Outcome RunXenkvm(const std::vector<std::string>& args, std::chrono::seconds lim
       killed = true;
       break;
     }
-    pollfd p{fds[0], POLLIN, 0};
+    pollfd p{child.out_fd, POLLIN, 0};
     if (poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), signalled ? 1000 : 50))) <= 0)
       continue;
     char buf[4096];
-    ssize_t n = read(fds[0], buf, sizeof(buf));
+    ssize_t n = read(child.out_fd, buf, sizeof(buf));
     if (n <= 0) break;
     out.output.append(buf, static_cast<size_t>(n));
   }
-  close(fds[0]);
+  close(child.out_fd);
   int status = 0;
   waitpid(pid, &status, 0);
   out.exit_code = (!killed && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
@@ -124,21 +116,10 @@ Outcome RunXenkvm(const std::vector<std::string>& args, std::chrono::seconds lim
 // `sig`. SIGKILL after `limit`.
 Outcome RunInteractive(const std::vector<std::string>& args, std::chrono::seconds limit,
                        const std::string& marker, const std::string& input, int sig = 0) {
-  int out_fds[2], in_fds[2];
-  if (pipe2(out_fds, O_CLOEXEC) != 0 || pipe2(in_fds, O_CLOEXEC) != 0) return {};
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(in_fds[0], 0);
-    dup2(out_fds[1], 1);
-    dup2(out_fds[1], 2);
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  close(out_fds[1]);
-  close(in_fds[0]);
+  const Child child = Spawn(args, /*stdin_pipe=*/true);
+  if (child.pid < 0) return {};
+  const pid_t pid = child.pid;
+  int in_fd = child.in_fd;  // closed once the input is written: EOF
   Outcome out;
   const auto deadline = std::chrono::steady_clock::now() + limit;
   bool acted = false, killed = false;
@@ -146,9 +127,9 @@ Outcome RunInteractive(const std::vector<std::string>& args, std::chrono::second
     if (!acted && out.output.find(marker) != std::string::npos) {
       acted = true;
       if (!input.empty()) {
-        EXPECT_EQ(write(in_fds[1], input.data(), input.size()), static_cast<ssize_t>(input.size()));
-        close(in_fds[1]);
-        in_fds[1] = -1;
+        EXPECT_EQ(write(in_fd, input.data(), input.size()), static_cast<ssize_t>(input.size()));
+        close(in_fd);
+        in_fd = -1;
       }
       if (sig != 0) kill(pid, sig);
     }
@@ -159,15 +140,15 @@ Outcome RunInteractive(const std::vector<std::string>& args, std::chrono::second
       killed = true;
       break;
     }
-    pollfd p{out_fds[0], POLLIN, 0};
+    pollfd p{child.out_fd, POLLIN, 0};
     if (poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 200))) <= 0) continue;
     char buf[4096];
-    ssize_t n = read(out_fds[0], buf, sizeof(buf));
+    ssize_t n = read(child.out_fd, buf, sizeof(buf));
     if (n <= 0) break;
     out.output.append(buf, static_cast<size_t>(n));
   }
-  close(out_fds[0]);
-  if (in_fds[1] >= 0) close(in_fds[1]);
+  close(child.out_fd);
+  if (in_fd >= 0) close(in_fd);
   int status = 0;
   waitpid(pid, &status, 0);
   out.exit_code = (!killed && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;

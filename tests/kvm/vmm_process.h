@@ -26,26 +26,51 @@ namespace xenkvm::testing {
 using Json = nlohmann::json;
 using namespace std::chrono_literals;
 
+// A child running `args` (args[0] a path) with stdout and stderr on one pipe (out_fd), and
+// stdin on another (in_fd) or on /dev/null: the console ring reads stdin, never the tester's
+// terminal. pid -1 if it could not start.
+struct Child {
+  pid_t pid = -1;
+  int out_fd = -1;
+  int in_fd = -1;
+};
+inline Child Spawn(const std::vector<std::string>& args, bool stdin_pipe = false) {
+  int out[2], in[2] = {-1, -1};
+  if (pipe2(out, O_CLOEXEC) != 0) return {};
+  if (stdin_pipe && pipe2(in, O_CLOEXEC) != 0) {
+    close(out[0]);
+    close(out[1]);
+    return {};
+  }
+  std::vector<char*> argv;  // built before the fork: the child only dups and execs
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(stdin_pipe ? in[0] : open("/dev/null", O_RDONLY), 0);
+    dup2(out[1], 1);
+    dup2(out[1], 2);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(out[1]);
+  if (stdin_pipe) close(in[0]);
+  if (pid < 0) {
+    close(out[0]);
+    if (stdin_pipe) close(in[1]);
+    return {};
+  }
+  return {pid, out[0], in[1]};
+}
+
 // A xenkvm run with its stdout+stderr collected by a thread.
 class Vmm {
  public:
   explicit Vmm(const std::vector<std::string>& args) {
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0) return;
-    pid_ = fork();
-    if (pid_ == 0) {
-      const int null = open("/dev/null", O_RDONLY);
-      dup2(null, 0);
-      dup2(fds[1], 1);
-      dup2(fds[1], 2);
-      std::vector<char*> argv;
-      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(fds[1]);
-    reader_ = std::thread([this, fd = fds[0]] {
+    const Child child = Spawn(args);
+    pid_ = child.pid;
+    if (pid_ < 0) return;
+    reader_ = std::thread([this, fd = child.out_fd] {
       char buf[4096];
       ssize_t n;
       while ((n = read(fd, buf, sizeof(buf))) > 0) {
