@@ -414,11 +414,16 @@ Result<> Machine::ResumeRestored() {
     timers_->Set(id, deadline, period);
   }
   for (uint32_t id = 0; id < runners_.size(); ++id) domain_->RefreshVcpuTime(id);
-  // An upcall may have been on its way when the guest was paused (an MSI waiting in the
-  // injector's retry, an ExtINT queued for a vCPU thread) and is in no saved state, while
-  // upcall_pending (in guest memory) is: raise again what is pending, as Xen does at every VM
-  // entry while upcall_pending is set. One too many is harmless (the handler finds nothing).
-  for (uint32_t id = 0; id < runners_.size(); ++id) RaiseUpcall(id);
+  // What the source still owed each vCPU is in no saved state: a selector bit in its shadow
+  // (the event came while its vcpu_info was being remapped; the vCPU would have folded it in at
+  // its next entry, a request that was taken but not yet done when it parked) and an upcall on
+  // its way (an MSI waiting in the injector's retry, an ExtINT queued for its thread). Fold the
+  // shadow in now, then raise again what is pending, as Xen does at every VM entry while
+  // upcall_pending is set. One too many is harmless (the handler finds nothing).
+  for (uint32_t id = 0; id < runners_.size(); ++id) {
+    engine_->SyncVcpu(id);
+    RaiseUpcall(id);
+  }
   TRY(Resume());
   // Output the rings held when saved (replies, watch events) goes out now, not at the guest's
   // next notification, which may never come if it waits for them.

@@ -137,6 +137,46 @@ TEST(EngineSnapshot, CompatAbiAndShadowSelectorsCarryOver) {
   EXPECT_EQ(SaveBytes(*r.engine), saved);
 }
 
+// A selector bit parked in a vCPU's shadow (its vcpu_info was unmapped when the event came)
+// travels in the snapshot and lands, with one upcall, at the first SyncVcpu after the restore:
+// what Machine::ResumeRestored does for every vCPU before any runs (the source's vCPU would have
+// synced at its next entry, a request no snapshot holds).
+TEST(EngineSnapshot, AShadowedSelectorLandsAtTheFirstSyncAfterRestore) {
+  using Word = abi::Layout64::Word;
+  FakeGuest<abi::Layout64> a(2);
+  auto page = testing::AllocPages(abi::kPageSize);
+  ASSERT_TRUE(a.memory.AddSlot(5, testing::kMovedGpa, abi::kPageSize, page.get()));
+  ASSERT_TRUE(a.engine->SetVcpuInfoGpa(1, testing::kMovedGpa));  // raises an upcall (as Xen)
+  a.engine->SyncVcpu(1);
+  std::fill(page.get(), page.get() + abi::kPageSize, uint8_t{0});  // the guest took it
+  ASSERT_TRUE(a.memory.RemoveSlot(5));  // vCPU 1's vcpu_info is not backed right now
+  evtchn_bind_ipi ipi{.vcpu = 1, .port = 0};
+  ASSERT_TRUE(a.engine->BindIpi(ipi));
+  const int injects_before = a.sinks[1].injects.load();
+  ASSERT_TRUE(a.engine->Send({.port = ipi.port}));
+  ASSERT_TRUE(a.Pending(ipi.port));
+  ASSERT_EQ(a.sinks[1].injects.load(), injects_before);  // shadowed: nothing injected yet
+  ASSERT_GE(a.sinks[1].sync_requests.load(), 1);
+  const std::vector<std::byte> saved = SaveBytes(*a.engine);
+
+  FakeGuest<abi::Layout64> r(2);
+  CopyMemory(a, r);
+  auto restored_page = testing::AllocPages(abi::kPageSize);  // vcpu_info's page, as saved
+  ASSERT_TRUE(r.memory.AddSlot(5, testing::kMovedGpa, abi::kPageSize, restored_page.get()));
+  ASSERT_TRUE(RestoreBytes(*r.engine, saved));
+  const auto selector = [&] {
+    return *reinterpret_cast<Word*>(restored_page.get() + abi::Layout64::kPendingSel);
+  };
+  EXPECT_EQ(selector(), Word(0));
+  r.engine->SyncVcpu(1);
+  EXPECT_EQ(selector(), Word(1) << (ipi.port / abi::Layout64::kBitsPerWord));
+  EXPECT_EQ(restored_page.get()[abi::Layout64::kUpcallPending], 1);
+  EXPECT_EQ(r.sinks[1].injects.load(), 1);
+  EXPECT_TRUE(r.engine->UpcallPending(1));
+  r.engine->SyncVcpu(1);  // folded once: nothing more
+  EXPECT_EQ(r.sinks[1].injects.load(), 1);
+}
+
 TEST(EngineSnapshot, FifoRoundTripsExactly) {
   FifoGuest a(2);
   ASSERT_TRUE(a.InitAndExpand(2, 2));

@@ -178,49 +178,61 @@ void PrintTo(const StormRun& r, std::ostream* os) { *os << r.guest << " on " << 
 
 class PauseCycles : public ::testing::TestWithParam<StormRun> {};
 
-// Pause and resume back to back for the whole run (boot included): the guest's exact counts
-// (IPIs that must neither coalesce nor get lost; timers, polls and blocks against system
-// time) still come out right and it powers off with PASS.
+// Pause and resume back to back for the whole run, boot included (`run --paused`): the guest's
+// exact counts (IPIs that must neither coalesce nor get lost; timers, polls and blocks against
+// system time) still come out right and it powers off with PASS. The guest is held at its main
+// loop (`hold=1`) for the first kCycles cycles, so they all happen however fast the host, then
+// released; cycles go on until it ends.
 TEST_P(PauseCycles, GuestPassesThroughRepeatedPauses) {
   if (!xenkvm::kvm::KvmAvailable())
     GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  constexpr int kCycles = 40;
   const StormRun& run = GetParam();
   TempDir dir;
   ASSERT_FALSE(dir.path.empty());
   const std::string sock = dir.path + "/vm.sock";
   Vmm vmm({XENKVM_BINARY, "run", "--quiet", "--timeout", "150", "--vcpus",
-           std::to_string(run.vcpus), "--control", sock,
+           std::to_string(run.vcpus), "--control", sock, "--paused", "--cmdline", "hold=1",
            std::string(XENKVM_GUESTS_DIR) + "/" + run.guest + ".elf"});
-  struct stat st {};
-  for (int i = 0; i < 1000 && lstat(sock.c_str(), &st) != 0 && !vmm.Exited(); ++i)
-    std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(WaitForPath(sock, 30s)) << vmm.output();
   Connection conn(sock);
   ASSERT_TRUE(conn.ok()) << vmm.output();
   int cycles = 0;
+  bool released = false;
   std::vector<double> pause_us, resume_us;  // request round trips, printed (not asserted)
   for (;;) {
+    // Paused here (by --paused, then by the pause below): resume, then pause again.
     auto t0 = std::chrono::steady_clock::now();
-    Json paused = conn.Ask("pause");
-    auto t1 = std::chrono::steady_clock::now();
-    if (!paused.is_object() || paused["ok"] != true) break;  // the guest is ending or gone
-    Json status = conn.Ask("status");
-    if (status.is_object()) {
-      EXPECT_EQ(status["state"], "paused");
-    }
-    auto t2 = std::chrono::steady_clock::now();
     Json resumed = conn.Ask("resume");
-    auto t3 = std::chrono::steady_clock::now();
-    pause_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
-    resume_us.push_back(std::chrono::duration<double, std::micro>(t3 - t2).count());
+    auto t1 = std::chrono::steady_clock::now();
     ASSERT_TRUE(resumed.is_object()) << "no reply to resume; the VMM said:\n" << vmm.output();
     ASSERT_EQ(resumed["ok"], true) << resumed.dump();
+    resume_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    if (cycles == kCycles && !released) {
+      ASSERT_TRUE(Ok(Release(sock))) << vmm.output();
+      released = true;
+    }
+    t0 = std::chrono::steady_clock::now();
+    Json paused = conn.Ask("pause");
+    t1 = std::chrono::steady_clock::now();
+    if (!paused.is_object() || paused["ok"] != true) {
+      // Only a guest that has been released may end.
+      ASSERT_TRUE(released) << "pause " << cycles
+                            << " failed while the guest was held: " << paused.dump() << "\n"
+                            << vmm.output();
+      break;
+    }
+    pause_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    Json status = conn.Ask("status");
+    ASSERT_TRUE(status.is_object()) << vmm.output();
+    EXPECT_EQ(status["state"], "paused");
     ++cycles;
   }
   const int code = vmm.Wait(150s);
   const std::string out = vmm.output();
   EXPECT_EQ(code, 0) << out;
   EXPECT_NE(out.find(std::string("xenkvm-test: PASS ") + run.guest), std::string::npos) << out;
-  EXPECT_GT(cycles, 0) << "no pause completed during the run";
+  EXPECT_GE(cycles, kCycles);
   auto median = [](std::vector<double> v) {
     if (v.empty()) return 0.0;
     std::sort(v.begin(), v.end());
