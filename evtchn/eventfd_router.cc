@@ -111,6 +111,11 @@ void EventfdRouter::Loop() {
     for (int i = 0; i < n; ++i) {
       const int fd = events[i].data.fd;
       if (fd == stop_fd_) return;
+      reads_started_.fetch_add(1, std::memory_order_seq_cst);
+      struct Done {  // however this signal ends: raised, dropped, or nothing read
+        std::atomic<uint64_t>& done;
+        ~Done() { done.fetch_add(1, std::memory_order_seq_cst); }
+      } done{reads_done_};
       uint64_t count;
       if (read(fd, &count, sizeof(count)) != sizeof(count)) continue;  // raced with another read
       Route route;

@@ -69,6 +69,12 @@ class EventfdRouter {
   uint64_t signals_handled() const { return signals_handled_.load(std::memory_order_acquire); }
   // Signals on an eventfd whose route id had no route at the time.
   uint64_t signals_dropped() const { return signals_dropped_.load(std::memory_order_acquire); }
+  // No signal read from an eventfd and not yet raised. With the eventfd found empty, what was
+  // written to it before has been raised (a device that reports "all delivered" waits for it).
+  bool Settled() const {
+    return reads_done_.load(std::memory_order_seq_cst) ==
+           reads_started_.load(std::memory_order_seq_cst);
+  }
 
  private:
   enum class Kind : uint8_t { kPort, kPirq, kRoute };
@@ -95,6 +101,8 @@ class EventfdRouter {
       std::make_unique<std::atomic<uint64_t>[]>(kMaxRoutes);
   std::atomic<uint64_t> signals_handled_{0};
   std::atomic<uint64_t> signals_dropped_{0};
+  std::atomic<uint64_t> reads_started_{0};  // Settled(): bumped before a read, done after its raise
+  std::atomic<uint64_t> reads_done_{0};
   std::thread thread_;
 };
 

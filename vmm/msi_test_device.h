@@ -53,6 +53,8 @@ class MsiTestDevice {
   // The guest changed the MSI: point the route (PIRQ) or the KVM MSI route at it.
   void ProgramLocked() XENKVM_REQUIRES(mutex_);
   void Loop();
+  // Until the router has read `fd` empty and raised what it read (bounded by kAckTimeout).
+  void WaitRouteSettled(int fd);
 
   kvm::Vm& vm_;
   evtchn::EventfdRouter& router_;
