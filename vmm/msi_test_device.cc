@@ -134,7 +134,11 @@ void MsiTestDevice::Access(uint64_t gpa, std::span<uint8_t> data, bool is_write)
     case XENKVM_TEST_DEVICE_ACK:
       if (!acked_) {
         acked_ = true;
-        ack_ns_ = ack_ns;
+        if (awaiting_ack_) {
+          awaiting_ack_ = false;
+          std::vector<uint64_t>& samples = fired_kind_ == Kind::kPirq ? pirq_ns_ : msi_ns_;
+          if (samples.size() < kMaxSamples) samples.push_back(ack_ns - fired_ns_);
+        }
         cv_.notify_all();
       }
       return;
@@ -180,16 +184,18 @@ void MsiTestDevice::Loop() {
     }
     seq_.fetch_add(1, std::memory_order_release);
     if (!paced) continue;
+    awaiting_ack_ = true;
+    fired_ns_ = start;
+    fired_kind_ = kind;
     if (!cv_.wait_for(lock.native(), kAckTimeout, [&] {
           mutex_.AssertHeld();
           return stopping_ || acked_;
         })) {
       to_fire_ = 0;  // the guest stopped answering: give the run up
+      awaiting_ack_ = false;
       continue;
     }
     if (stopping_) return;
-    std::vector<uint64_t>& samples = kind == Kind::kPirq ? pirq_ns_ : msi_ns_;
-    if (samples.size() < kMaxSamples) samples.push_back(ack_ns_ - start);
   }
 }
 

@@ -69,7 +69,11 @@ class MsiTestDevice {
   uint64_t to_fire_ XENKVM_GUARDED_BY(mutex_) = 0;
   bool paced_ XENKVM_GUARDED_BY(mutex_) = false;
   bool acked_ XENKVM_GUARDED_BY(mutex_) = false;
-  uint64_t ack_ns_ XENKVM_GUARDED_BY(mutex_) = 0;  // when the last ACK came
+  // The paced signal waiting for its ACK: when it was sent and on which kind. The ACK records
+  // its latency itself, so a guest that acks its last one and powers off at once loses none.
+  bool awaiting_ack_ XENKVM_GUARDED_BY(mutex_) = false;
+  uint64_t fired_ns_ XENKVM_GUARDED_BY(mutex_) = 0;
+  Kind fired_kind_ XENKVM_GUARDED_BY(mutex_) = Kind::kNone;
   bool stopping_ XENKVM_GUARDED_BY(mutex_) = false;
   // Signal -> ACK latencies of paced runs, per kind (bounded: the first kMaxSamples).
   static constexpr size_t kMaxSamples = 100000;
