@@ -183,7 +183,10 @@ void guest_main(void) {
     dev_write(XENKVM_TEST_DEVICE_MSI_DATA, UPCALL_VECTOR);
     seq0 = dev_read(XENKVM_TEST_DEVICE_SEQ);
     dev_write(XENKVM_TEST_DEVICE_FIRE_PACED, BENCH_ROUND);
-    CHECK(WAIT_FOR(msi_hits == msi0 + BENCH_ROUND &&
+    /* At least: the hook sees every interrupt on the upcall vector, and an upcall raised again
+     * for an event already taken (which Xen allows and the handler ignores) counts too. The
+     * device's own count of ACKed signals (its summary line) is the exact one. */
+    CHECK(WAIT_FOR(msi_hits >= msi0 + BENCH_ROUND &&
                        dev_read(XENKVM_TEST_DEVICE_SEQ) == seq0 + BENCH_ROUND,
                    20000),
           "ordinary MSI: %u of %u", msi_hits - msi0, BENCH_ROUND);
