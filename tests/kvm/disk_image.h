@@ -3,11 +3,13 @@
 #pragma once
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <fstream>
 #include <string>
@@ -80,5 +82,29 @@ class DiskImage {
   std::string path_;
   bool ok_ = false;
 };
+
+// The scenarios guests/blkfront.c prints as "blkfront: PASS <name>" (discard, whose line
+// says whether it was offered, is checked by its own test).
+inline constexpr std::array<const char*, 9> kBlkfrontScenarios = {
+    "reads",     "writes",      "flush",     "indirect",
+    "reconnect", "multi-queue", "full ring", "x86_32-abi layout",
+    "read-only"};
+
+// What guests/blkfront.c writes, run with `--disk rw --disk ro,ro` on images made with seeds
+// 0xa1 and 0xb2, landed where it said and nowhere else. The discarded sectors (1024..1151) are
+// the caller's: zeros or the pattern, depending on whether the image can punch holes.
+inline void ExpectBlkfrontWrites(const DiskImage& rw, const DiskImage& ro) {
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 0, 200), -1);
+  EXPECT_EQ(rw.FirstNotPattern(0xc3, 200, 32), -1);  // write + barrier write
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 232, 1024 - 232), -1);
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 1152, 2048 - 1152), -1);
+  EXPECT_EQ(rw.FirstNotPattern(0xd4, 2048, 256), -1);  // the indirect write
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 2304, 3000 - 2304), -1);
+  EXPECT_EQ(rw.FirstNotPattern(0xe5, 3000, 16), -1);  // written through queue 1
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 3016, 5120 - 3016), -1);
+  EXPECT_EQ(rw.FirstNotPattern(0xf6, 5120, 64), -1);  // written in the x86_32-abi layout
+  EXPECT_EQ(rw.FirstNotPattern(0xa1, 5184, 8192 - 5184), -1);
+  EXPECT_EQ(ro.FirstNotPattern(0xb2, 0, 2048), -1) << "the read-only image changed";
+}
 
 }  // namespace xenkvm::testing
