@@ -7,9 +7,12 @@
 #define XENKVM_CPUID_BASE 0x40000000u
 #define XENKVM_HYPERCALL_PAGE_MSR 0x40000000u
 
-/* Hypercall page stubs are `mov $nr,%eax; out %eax,$XENKVM_HYPERCALL_PORT; ret` padded to 32
- * bytes. `out` with an immediate port takes 8 bits and leaves edx (argument 3) untouched. */
+/* The hypercall trap is `out %eax,$XENKVM_HYPERCALL_PORT` (2 bytes: e7 e0; an immediate port
+ * leaves edx, argument 3, untouched). Hypercall page stubs are that trap then `ret`, padded to
+ * 32 bytes: the VMM takes the number from the stub's slot, not from eax. An inline trap (no
+ * page) carries the number in eax. */
 #define XENKVM_HYPERCALL_PORT 0xe0u
+#define XENKVM_HYPERCALL_TRAP_LENGTH 2u
 #define XENKVM_HYPERCALL_STUB_SIZE 32u
 
 /* 32-bit OUT: a guest's progress marker (stage number); the VMM logs it and reports the last

@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "abi/platform.h"
+#include "kvm/pio_exit_probe.h"
 #include "xen/domain.h"
 
 namespace xenkvm::vmm {
@@ -35,6 +37,12 @@ inline xen::HypercallCall DecodeHypercall(uint32_t vcpu, uint32_t nr, const kvm_
     call.args = {regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8};
   }
   return call;
+}
+
+// Where the trapping `out %eax,$XENKVM_HYPERCALL_PORT` starts, from the rip KVM reported at its
+// exit: hardware KVM reports the `out` itself, PVM the instruction after it.
+inline uint64_t HypercallTrapRip(uint64_t exit_rip, kvm::PioExitRip kind) {
+  return exit_rip - kvm::PioExitRipOffset(kind, XENKVM_HYPERCALL_TRAP_LENGTH);
 }
 
 // Where the stub's `ret` finds the return address: 8 bytes at rsp for a 64-bit caller, 4 at

@@ -104,6 +104,7 @@ Result<> Machine::Setup() {
   TRY(vm_->TrapMsrs(XENKVM_HYPERCALL_PAGE_MSR, 1));
   if (!system_->CheckExtension(KVM_CAP_SYNC_REGS))
     return HostFail(ENOSYS, "KVM_CHECK_EXTENSION(KVM_CAP_SYNC_REGS)");
+  pio_exit_rip_ = TRY(kvm::ProbePioExitRip(*system_));
 
   ram_size_ = config_.memory_mib << 20;
   ram_ = ::mmap(nullptr, ram_size_, PROT_READ | PROT_WRITE,
@@ -130,7 +131,8 @@ Result<> Machine::Setup() {
                            .console_io_max_bytes = config_.limits.console_io_max_bytes});
   injector_ = std::make_unique<UpcallInjector>(*vm_, *engine_, config_.vcpus);
   for (uint32_t i = 0; i < config_.vcpus; ++i) {
-    runners_.push_back(std::make_unique<VcpuRunner>(*this, *injector_, TRY(vm_->CreateVcpu(i))));
+    runners_.push_back(
+        std::make_unique<VcpuRunner>(*this, *injector_, TRY(vm_->CreateVcpu(i)), pio_exit_rip_));
     injector_->Attach(i, runners_.back().get());
     TRY(engine_->AddVcpu(i, runners_.back().get()));
   }
@@ -386,21 +388,8 @@ void Machine::SampleClock(uint32_t vcpu, uint64_t guest_tsc, uint64_t mono_ns) {
 Result<> Machine::WriteHypercallPage(uint64_t msr_value, bool compat) {
   domain_->LatchShinfoLayout(compat);
   TRY(xen::WriteHypercallPage(memory_, msr_value));
-  const uint64_t gpa = msr_value & ~uint64_t{0xfff};
-  for (const auto& page : hypercall_pages_)
-    if (page.load(std::memory_order_acquire) == (gpa | 1)) return {};
-  const size_t i = hypercall_pages_next_.fetch_add(1) % hypercall_pages_.size();
-  hypercall_pages_[i].store(gpa | 1, std::memory_order_release);
+  hypercall_pages_.Add(msr_value & ~uint64_t{0xfff});
   return {};
-}
-
-int Machine::HypercallSlot(uint64_t gpa) const {
-  if (gpa % XENKVM_HYPERCALL_STUB_SIZE != 0) return -1;
-  for (const auto& page : hypercall_pages_) {
-    if (page.load(std::memory_order_acquire) == ((gpa & ~uint64_t{0xfff}) | 1))
-      return static_cast<int>((gpa & 0xfff) / XENKVM_HYPERCALL_STUB_SIZE);
-  }
-  return -1;
 }
 
 Result<std::vector<kvm_cpuid_entry2>> Machine::Cpuid(uint32_t vcpu) {

@@ -32,6 +32,7 @@
 #include "backends/xenstore_ring.h"
 #include "evtchn/engine.h"
 #include "evtchn/eventfd_router.h"
+#include "kvm/pio_exit_probe.h"
 #include "kvm/system.h"
 #include "kvm/vcpu_snapshot.h"
 #include "kvm/vm.h"
@@ -47,6 +48,7 @@
 #include "vmm/timers.h"
 #include "vmm/vcpu_host.h"
 #include "xen/domain.h"
+#include "xen/hypercall_page.h"
 #include "xen/platform.h"
 #include "xenstore/store.h"
 
@@ -120,6 +122,8 @@ class Machine final : public xen::Platform, public VcpuHost {
   xenstore::Store& store() { return store_; }
   xenstore::ConnId store_dom0() const { return dom0_; }
   const MachineConfig& config() const { return config_; }
+  // Where this host's KVM leaves rip at a port-I/O exit (the kind of KVM: PVM is past it).
+  kvm::PioExitRip pio_exit_rip() const { return pio_exit_rip_; }
 
   // ---- pause (docs/control.md): any thread but a vCPU's ----
   // Counted like Xen's domain pause: each Pause needs its Resume. The first one parks every
@@ -215,7 +219,7 @@ class Machine final : public xen::Platform, public VcpuHost {
   // ---- VcpuHost (Stopping, Stop and SystemTimeNs above) ----
   long Hypercall(const xen::HypercallCall& call) override { return domain_->Hypercall(call); }
   Result<> WriteHypercallPage(uint64_t msr_value, bool compat) override;
-  int HypercallSlot(uint64_t gpa) const override;
+  int HypercallSlot(uint64_t gpa) const override { return hypercall_pages_.Slot(gpa); }
   Result<> ReadGuest(uint64_t gpa, std::span<std::byte> out) const override {
     return memory_.Read(gpa, out);
   }
@@ -287,6 +291,7 @@ class Machine final : public xen::Platform, public VcpuHost {
   GuestClock clock_;
   std::optional<kvm::System> system_;
   std::optional<kvm::Vm> vm_;
+  kvm::PioExitRip pio_exit_rip_ = kvm::PioExitRip::kAtInstruction;
   mem::GuestMemory memory_;
   std::unique_ptr<evtchn::Engine> engine_;
   std::unique_ptr<xen::Domain> domain_;
@@ -297,10 +302,7 @@ class Machine final : public xen::Platform, public VcpuHost {
   std::unique_ptr<backends::XenstoreRing> xs_ring_;
   std::unique_ptr<backends::ConsoleRing> console_ring_;
   std::thread input_thread_;
-  // The last few hypercall pages written (GPA | 1; 0 = none), for HypercallSlot: the stubs
-  // there trap with any eax. A guest writing more pages than this loses its oldest.
-  std::array<std::atomic<uint64_t>, 4> hypercall_pages_{};
-  std::atomic<uint32_t> hypercall_pages_next_{0};
+  xen::HypercallPageSet hypercall_pages_;  // for HypercallSlot
   // Xen pages the guest placed outside RAM: gfn -> (memslot, host page). Slot 0 is RAM.
   struct SpecialPage {
     uint32_t slot;

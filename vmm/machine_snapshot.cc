@@ -68,7 +68,10 @@ Result<std::vector<std::vector<std::byte>>> Machine::SaveVcpus() {
     snapshot::Encoder e;
     e.U32(id);
     e.U8(uint8_t(runners_[id]->lifecycle()));
-    TRY(kvm::SaveVcpu(vcpu)).Encode(e);
+    kvm::VcpuSnapshot state = TRY(kvm::SaveVcpu(vcpu));
+    // Parked inside a hypercall (SCHEDOP_block/poll): the restored vCPU runs its `out` again.
+    if (auto out_rip = runners_[id]->HypercallInFlightRip()) state.regs.rip = *out_rip;
+    state.Encode(e);
     vcpus[id] = e.Take();
     return {};
   }));
@@ -132,9 +135,7 @@ Result<> Machine::WriteState(snapshot::Writer& w, const std::vector<std::vector<
   engine_->Save(engine);
   TRY(w.Section(kEngine, engine.bytes()));
   snapshot::Encoder pages;
-  pages.U32(uint32_t(hypercall_pages_.size()));
-  for (const auto& p : hypercall_pages_) pages.U64(p.load(std::memory_order_acquire));
-  pages.U32(hypercall_pages_next_.load());
+  hypercall_pages_.Save(pages);
   TRY(w.Section(kHypercallPages, pages.bytes()));
   snapshot::Encoder clock;
   clock.U64(clock_.NowNs());
@@ -330,14 +331,7 @@ Result<> Machine::RestoreFrom(const snapshot::Reader& reader) {
   {
     const std::vector<std::byte> bytes = TRY(LoadOnly(reader, kHypercallPages));
     snapshot::Decoder d(bytes);
-    if (d.U32() != hypercall_pages_.size()) d.Invalid("snapshot: bad hypercall page list");
-    std::array<uint64_t, 4> pages{};
-    for (uint64_t& p : pages) p = d.U64();
-    const uint32_t next = d.U32();
-    TRY(d.Finish());
-    for (size_t i = 0; i < pages.size(); ++i)
-      hypercall_pages_[i].store(pages[i], std::memory_order_release);
-    hypercall_pages_next_.store(next);
+    TRY(hypercall_pages_.Restore(d));
   }
   auto restored = std::make_unique<Restored>();
   {

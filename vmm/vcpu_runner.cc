@@ -59,11 +59,13 @@ MachineEnd EndWith(EndReason reason, const char* format, auto... args) {
 }
 }  // namespace
 
-VcpuRunner::VcpuRunner(VcpuHost& host, UpcallInjector& injector, kvm::Vcpu vcpu)
+VcpuRunner::VcpuRunner(VcpuHost& host, UpcallInjector& injector, kvm::Vcpu vcpu,
+                       kvm::PioExitRip pio_exit_rip)
     : host_(host),
       injector_(injector),
       vcpu_(std::move(vcpu)),
       id_(vcpu_.id()),
+      pio_exit_rip_(pio_exit_rip),
       state_(id_ == 0 ? VcpuState::kUp : VcpuState::kOffline) {}
 
 VcpuRunner::~VcpuRunner() { Join(); }
@@ -457,12 +459,14 @@ void VcpuRunner::HandleIo() {
   const bool out = run->io.direction == KVM_EXIT_IO_OUT;
   const uint16_t port = run->io.port;
   if (out && port == XENKVM_HYPERCALL_PORT && run->io.size == 4 && run->io.count == 1) {
-    // A stub of the hypercall page names the number by its slot; an inline `out` (no page)
-    // passes it in eax.
-    if (const int slot = StubSlot(); slot >= 0) return HandleStubHypercall(uint32_t(slot));
+    // The trap is `out %eax,$imm8` (2 bytes: abi/platform.h). A stub of the hypercall page
+    // names the number by its slot; an inline `out` (no page) passes it in eax.
+    const uint64_t out_rip = HypercallTrapRip(run->s.regs.regs.rip, pio_exit_rip_);
+    if (const int slot = StubSlot(out_rip); slot >= 0)
+      return HandleStubHypercall(uint32_t(slot), out_rip);
     uint32_t nr;
     std::memcpy(&nr, data, 4);
-    return HandleHypercall(nr);
+    return HandleHypercall(nr, out_rip);
   }
   if (out && port == XENKVM_STAGE_PORT && run->io.size == 4) {
     uint32_t stage;
@@ -481,15 +485,16 @@ void VcpuRunner::HandleIo() {
   if (!out) std::memset(data, 0xff, size_t{run->io.size} * run->io.count);
 }
 
-int VcpuRunner::StubSlot() {
-  auto gpa = host_.TranslateGva(id_, vcpu_.run()->s.regs.regs.rip, xen::Access::kFetch);
+int VcpuRunner::StubSlot(uint64_t out_rip) {
+  auto gpa = host_.TranslateGva(id_, out_rip, xen::Access::kFetch);
   return gpa ? host_.HypercallSlot(*gpa) : -1;
 }
 
 // A stub trapped: run the hypercall, then its `ret` here (one exit, no guest instruction after
-// the trap). KVM skips the `out` on re-entry only if rip still points at it, so moving rip is
-// all it takes. If the return address can't be read, the guest runs the stub's own `ret`.
-void VcpuRunner::HandleStubHypercall(uint32_t nr) {
+// the trap). Hardware KVM skips the `out` on re-entry only if rip still points at it, and PVM
+// has already moved past it, so moving rip is all it takes on both. If the return address
+// can't be read, the guest runs the stub's own `ret` (the next instruction on both).
+void VcpuRunner::HandleStubHypercall(uint32_t nr, uint64_t out_rip) {
   kvm_regs& regs = vcpu_.run()->s.regs.regs;
   const kvm_sregs& sregs = vcpu_.run()->s.regs.sregs;
   const ReturnSlot slot = StubReturnSlot(regs, sregs);
@@ -502,14 +507,19 @@ void VcpuRunner::HandleStubHypercall(uint32_t nr) {
         return_address = value;
     }
   }
-  HandleHypercall(nr);
+  HandleHypercall(nr, out_rip);
   if (return_address) CompleteStubReturn(regs, sregs, *return_address);
 }
 
 // The hypercall trapped with its number known, arguments in registers.
-void VcpuRunner::HandleHypercall(uint32_t nr) {
+void VcpuRunner::HandleHypercall(uint32_t nr, uint64_t out_rip) {
   kvm_regs& regs = vcpu_.run()->s.regs.regs;
   const xen::HypercallCall call = DecodeHypercall(id_, nr, regs, vcpu_.run()->s.regs.sregs);
+  hypercall_out_rip_ = out_rip;
+  struct Done {  // however the call returns
+    std::optional<uint64_t>& in_flight;
+    ~Done() { in_flight.reset(); }
+  } done{hypercall_out_rip_};
   trace::Recorder* const t = trace::Active();
   trace::Stats* const stats = trace::ActiveStats();
   if (!t && !stats) [[likely]] {

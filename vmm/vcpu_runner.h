@@ -30,6 +30,7 @@
 #include "abi/result.h"
 #include "abi/sync.h"
 #include "evtchn/engine.h"
+#include "kvm/pio_exit_probe.h"
 #include "kvm/vcpu.h"
 #include "vmm/page_walk.h"
 #include "vmm/upcall_injector.h"
@@ -44,7 +45,9 @@ enum class VcpuState : uint8_t { kOffline, kDown, kUp };
 
 class VcpuRunner final : public evtchn::VcpuSink, public UpcallInjector::Target {
  public:
-  VcpuRunner(VcpuHost& host, UpcallInjector& injector, kvm::Vcpu vcpu);
+  // `pio_exit_rip`: where this KVM leaves rip at a port-I/O exit (kvm::ProbePioExitRip).
+  VcpuRunner(VcpuHost& host, UpcallInjector& injector, kvm::Vcpu vcpu,
+             kvm::PioExitRip pio_exit_rip);
   ~VcpuRunner() override;
 
   uint32_t id() const { return id_; }
@@ -78,6 +81,10 @@ class VcpuRunner final : public evtchn::VcpuSink, public UpcallInjector::Target 
 
   // Own thread: the paging state of the last exit (sync regs).
   PagingState Paging() const;
+  // Own thread (parked work): while a hypercall trapped by port I/O is under way (parked in
+  // SCHEDOP_block/poll), the rip of its `out`. A saved state must hold that rip so the restored
+  // guest runs the hypercall again; a KVM that reports rip past the `out` (PVM) does not.
+  std::optional<uint64_t> HypercallInFlightRip() const { return hypercall_out_rip_; }
 
   // ---- pause (any thread but this vCPU's) ----
   void RequestPause();
@@ -103,9 +110,11 @@ class VcpuRunner final : public evtchn::VcpuSink, public UpcallInjector::Target 
   void HandleExit();
   void RefreshClock();
   void HandleIo();
-  void HandleHypercall(uint32_t nr);
-  void HandleStubHypercall(uint32_t nr);
-  int StubSlot();  // the hypercall-page slot of the exit's rip, or -1
+  // `out_rip`: where the trapping `out` starts (the exit's rip on hardware KVM, 2 bytes before
+  // it on PVM).
+  void HandleHypercall(uint32_t nr, uint64_t out_rip);
+  void HandleStubHypercall(uint32_t nr, uint64_t out_rip);
+  int StubSlot(uint64_t out_rip);  // the hypercall-page slot an `out` at out_rip is in, or -1
   bool OnOwnThread() const {
     return std::this_thread::get_id() == thread_id_.load(std::memory_order_acquire);
   }
@@ -114,6 +123,8 @@ class VcpuRunner final : public evtchn::VcpuSink, public UpcallInjector::Target 
   UpcallInjector& injector_;
   kvm::Vcpu vcpu_;
   const uint32_t id_;
+  const kvm::PioExitRip pio_exit_rip_;
+  std::optional<uint64_t> hypercall_out_rip_;  // own thread: see HypercallInFlightRip
   std::thread thread_;
   std::atomic<std::thread::id> thread_id_{};
   VcpuRequests requests_;

@@ -26,4 +26,42 @@ Result<> WriteHypercallPage(mem::GuestMemory& memory, uint64_t msr_value) {
   return memory.Write(msr_value & ~uint64_t{0xfff}, std::as_bytes(std::span(page)));
 }
 
+void HypercallPageSet::Add(uint64_t page_gpa) {
+  for (const auto& page : pages_)
+    if (page.load(std::memory_order_acquire) == (page_gpa | 1)) return;
+  const size_t i = next_.fetch_add(1) % pages_.size();
+  pages_[i].store(page_gpa | 1, std::memory_order_release);
+}
+
+int HypercallPageSet::Slot(uint64_t trap_gpa) const {
+  if (trap_gpa % XENKVM_HYPERCALL_STUB_SIZE != 0) return -1;
+  for (const auto& page : pages_) {
+    if (page.load(std::memory_order_acquire) == ((trap_gpa & ~uint64_t{0xfff}) | 1))
+      return static_cast<int>((trap_gpa & 0xfff) / XENKVM_HYPERCALL_STUB_SIZE);
+  }
+  return -1;
+}
+
+void HypercallPageSet::Save(snapshot::Encoder& e) const {
+  e.U32(uint32_t(pages_.size()));
+  for (const auto& p : pages_) e.U64(p.load(std::memory_order_acquire));
+  e.U32(next_.load());
+}
+
+Result<> HypercallPageSet::Restore(snapshot::Decoder& d) {
+  if (d.U32() != pages_.size()) d.Invalid("snapshot: bad hypercall page list");
+  std::array<uint64_t, kPages> pages{};
+  for (uint64_t& p : pages) p = d.U64();
+  const uint32_t next = d.U32();
+  TRY(d.Finish());
+  for (size_t i = 0; i < pages.size(); ++i) {
+    // Only page-aligned GPAs marked present, as Add writes them.
+    if (pages[i] != 0 && (pages[i] & 0xfff) != 1)
+      return Fail(XEN_EINVAL, "snapshot: bad hypercall page address");
+  }
+  for (size_t i = 0; i < pages.size(); ++i) pages_[i].store(pages[i], std::memory_order_release);
+  next_.store(next);
+  return {};
+}
+
 }  // namespace xenkvm::xen

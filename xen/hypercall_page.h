@@ -5,11 +5,14 @@
 // the trap scheme), so a hypercall is one guest instruction and one exit.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <span>
 
 #include "abi/result.h"
 #include "mem/guest_memory.h"
+#include "snapshot/codec.h"
 
 namespace xenkvm::xen {
 
@@ -22,5 +25,23 @@ void FillHypercallPage(std::span<uint8_t, 4096> page);
 // Handles a write of `msr_value` to the hypercall-page MSR: bits 63:12 are the GFN, bits 11:0
 // the page index (only page 0 exists). -EINVAL for another index, -EFAULT for non-RAM.
 Result<> WriteHypercallPage(mem::GuestMemory& memory, uint64_t msr_value);
+
+// The last few hypercall pages the guest installed: a trap at the start of a slot there names
+// its hypercall by the slot. A guest that installs more loses its oldest. Threads: any
+// (lock-free; Add from the vCPU that wrote the MSR, Slot from any trapping vCPU).
+class HypercallPageSet {
+ public:
+  static constexpr size_t kPages = 4;
+  void Add(uint64_t page_gpa);
+  // The slot whose trap starts at `trap_gpa`, or -1: not the start of a stub.
+  int Slot(uint64_t trap_gpa) const;
+  // Snapshots (the guest is paused).
+  void Save(snapshot::Encoder& e) const;
+  Result<> Restore(snapshot::Decoder& d);
+
+ private:
+  std::array<std::atomic<uint64_t>, kPages> pages_{};  // GPA | 1; 0 = none
+  std::atomic<uint32_t> next_{0};
+};
 
 }  // namespace xenkvm::xen

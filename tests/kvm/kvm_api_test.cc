@@ -4,11 +4,13 @@
 // exits to user space. Skips visibly without /dev/kvm.
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstring>
 #include <thread>
 
+#include "kvm/pio_exit_probe.h"
 #include "kvm/system.h"
 #include "kvm/vm.h"
 #include "vmm/x86_state.h"
@@ -18,6 +20,21 @@ namespace {
 
 constexpr uint64_t kMem = 0x10000;
 constexpr uint64_t kCode = 0x1000;
+
+// The probe names this KVM's kind: PVM (the kvm_pvm module) reports rip past a port-I/O
+// instruction, every other KVM at it. Asked twice, it answers the same.
+TEST(KvmApi, PioExitRipProbeNamesThisKvm) {
+  if (!KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  auto system = System::Open();
+  ASSERT_TRUE(system) << system.error().message;
+  auto rip = ProbePioExitRip(*system);
+  ASSERT_TRUE(rip) << rip.error().message;
+  const bool pvm = ::access("/sys/module/kvm_pvm", F_OK) == 0;
+  std::printf("this KVM: %s; rip at a port-I/O exit: %s\n", pvm ? "PVM" : "not PVM",
+              PioExitRipName(*rip));
+  EXPECT_EQ(*rip, pvm ? PioExitRip::kPastInstruction : PioExitRip::kAtInstruction);
+  EXPECT_EQ(*ProbePioExitRip(*system), *rip);
+}
 
 TEST(KvmApi, RunExitKickAndMsr) {
   if (!KvmAvailable()) GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";

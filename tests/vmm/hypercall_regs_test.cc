@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include "xen/hypercall_page.h"
+
 namespace xenkvm::vmm {
 namespace {
 
@@ -97,6 +99,49 @@ TEST(StubReturn, CompatModePopsFourBytesAtSsBasePlusEsp) {
   s.ss.base = 0xffff'f000u;
   r.rsp = 0x2000;  // linear address wraps at 4 GiB
   EXPECT_EQ(StubReturnSlot(r, s).gva, 0x1000u);
+}
+
+// Where each kind of KVM leaves rip at the stub's exit: at the `out` (hardware KVM), or 2 bytes
+// past it (PVM). Either way the trap starts at the slot, which names the hypercall; read the
+// other way, the rip is not a slot start and the number would be taken from eax instead.
+TEST(HypercallTrap, EachKindOfKvmFindsTheStubSlot) {
+  xen::HypercallPageSet pages;
+  pages.Add(0x10'1000);
+  constexpr uint64_t kSlot29 = 0x10'1000 + 29 * XENKVM_HYPERCALL_STUB_SIZE;
+  const uint64_t at_rip = kSlot29;                                   // hardware KVM
+  const uint64_t past_rip = kSlot29 + XENKVM_HYPERCALL_TRAP_LENGTH;  // PVM
+  EXPECT_EQ(pages.Slot(HypercallTrapRip(at_rip, kvm::PioExitRip::kAtInstruction)), 29);
+  EXPECT_EQ(pages.Slot(HypercallTrapRip(past_rip, kvm::PioExitRip::kPastInstruction)), 29);
+  EXPECT_EQ(pages.Slot(HypercallTrapRip(past_rip, kvm::PioExitRip::kAtInstruction)), -1);
+  EXPECT_EQ(pages.Slot(HypercallTrapRip(at_rip, kvm::PioExitRip::kPastInstruction)), -1);
+  // Slot 0: on PVM rip is past the page's first stub, still in the page.
+  EXPECT_EQ(pages.Slot(HypercallTrapRip(0x10'1002, kvm::PioExitRip::kPastInstruction)), 0);
+}
+
+// An inline trap (no page; Linux's rewritten hypercall sites): the `out` that a snapshot must
+// re-run is where the trap starts on either kind.
+TEST(HypercallTrap, InlineTrapStartIsTheOutOnEitherKind) {
+  EXPECT_EQ(HypercallTrapRip(0xffff'ffff'8100'2000ull, kvm::PioExitRip::kAtInstruction),
+            0xffff'ffff'8100'2000ull);
+  EXPECT_EQ(HypercallTrapRip(0xffff'ffff'8100'2002ull, kvm::PioExitRip::kPastInstruction),
+            0xffff'ffff'8100'2000ull);
+}
+
+// The VMM completes the stub's `ret` the same way on both kinds: rip to the return address.
+// (Hardware KVM skips the `out` on re-entry only if rip still points at it; PVM is already
+// past it. Moving rip is right for both.)
+TEST(HypercallTrap, StubReturnIsTheSameFromEitherExitRip) {
+  kvm_sregs s{};
+  s.efer = kEferLma;
+  s.cs.l = 1;
+  for (uint64_t exit_rip : {0x10'1000ull + 64, 0x10'1000ull + 66}) {
+    kvm_regs r{};
+    r.rip = exit_rip;
+    r.rsp = 0x8000;
+    CompleteStubReturn(r, s, 0x20'0000);
+    EXPECT_EQ(r.rip, 0x20'0000u);
+    EXPECT_EQ(r.rsp, 0x8008u);
+  }
 }
 
 }  // namespace

@@ -391,6 +391,50 @@ TEST(HypercallPage, StubsTrapAtTheSlotStart) {
   }
 }
 
+TEST(HypercallPageSet, SlotsOfTheLastFourPages) {
+  HypercallPageSet pages;
+  EXPECT_EQ(pages.Slot(0x5000), -1);
+  pages.Add(0x5000);
+  pages.Add(0x5000);  // again: still one entry
+  EXPECT_EQ(pages.Slot(0x5000), 0);
+  EXPECT_EQ(pages.Slot(0x5000 + 127 * 32), 127);
+  EXPECT_EQ(pages.Slot(0x5000 + 2), -1);   // not a slot start
+  EXPECT_EQ(pages.Slot(0x5000 + 33), -1);  // not a slot start
+  EXPECT_EQ(pages.Slot(0x6000), -1);       // not a hypercall page
+  for (uint64_t gpa : {0x6000, 0x7000, 0x8000}) pages.Add(gpa);
+  EXPECT_EQ(pages.Slot(0x5000), 0);
+  pages.Add(0x9000);  // a fifth: the oldest goes
+  EXPECT_EQ(pages.Slot(0x5000), -1);
+  EXPECT_EQ(pages.Slot(0x9000 + 64), 2);
+}
+
+TEST(HypercallPageSet, SnapshotRoundTripAndHostileInput) {
+  HypercallPageSet pages;
+  pages.Add(0x5000);
+  pages.Add(0x7000);
+  snapshot::Encoder e;
+  pages.Save(e);
+  HypercallPageSet restored;
+  snapshot::Decoder d(e.bytes());
+  ASSERT_TRUE(restored.Restore(d));
+  EXPECT_EQ(restored.Slot(0x7000 + 32), 1);
+  EXPECT_EQ(restored.Slot(0x5000), 0);
+
+  snapshot::Encoder bad;  // a page address that Add never writes
+  bad.U32(4);
+  for (uint64_t p : {0x5001ull, 0x6003ull, 0ull, 0ull}) bad.U64(p);
+  bad.U32(2);
+  HypercallPageSet refused;
+  snapshot::Decoder bad_d(bad.bytes());
+  EXPECT_FALSE(refused.Restore(bad_d));
+  EXPECT_EQ(refused.Slot(0x6000), -1);
+
+  snapshot::Encoder short_list;  // a different page count
+  short_list.U32(3);
+  snapshot::Decoder short_d(short_list.bytes());
+  EXPECT_FALSE(refused.Restore(short_d));
+}
+
 TEST(XenCpuid, Leaves) {
   auto sig = XenCpuid(XENKVM_CPUID_BASE, 0, 0, 1);
   ASSERT_TRUE(sig);
