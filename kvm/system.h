@@ -21,6 +21,9 @@ class System {
   // KVM_CHECK_EXTENSION on the system fd: 0 = absent, else capability-specific value.
   int CheckExtension(long cap) const;
   int VcpuMmapSize() const { return vcpu_mmap_size_; }
+  // KVM_CAP_XEN_HVM: the KVM_XEN_HVM_CONFIG_* flags the host kernel offers (0 where it was
+  // built without CONFIG_KVM_XEN, as Debian's 6.1; 6.12 has them all, 0x1ff).
+  uint32_t XenHvmFlags() const { return static_cast<uint32_t>(CheckExtension(KVM_CAP_XEN_HVM)); }
   // KVM_GET_SUPPORTED_CPUID: the leaves the host can expose.
   Result<std::vector<kvm_cpuid_entry2>> SupportedCpuid() const;
 

@@ -65,6 +65,16 @@ Result<> Vm::EnableUserSpaceMsrExits() {
   return EnableCap(KVM_CAP_X86_USER_SPACE_MSR, KVM_MSR_EXIT_REASON_FILTER);
 }
 
+Result<> Vm::InterceptXenHypercalls() {
+  if (!(system_->XenHvmFlags() & KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL))
+    return HostFail(ENOTSUP, "KVM_CHECK_EXTENSION(KVM_CAP_XEN_HVM) has no INTERCEPT_HCALL");
+  kvm_xen_hvm_config config{};
+  config.flags = KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL;
+  if (::ioctl(fd_.get(), KVM_XEN_HVM_CONFIG, &config) < 0)
+    return HostFail(errno, "KVM_XEN_HVM_CONFIG(INTERCEPT_HCALL)");
+  return {};
+}
+
 Result<> Vm::TrapMsrs(uint32_t base, uint32_t count) {
   // A range's bitmap bit = 1 allows the access in the kernel; 0 denies it, which (with
   // KVM_MSR_EXIT_REASON_FILTER) becomes a user-space exit. All-zero bitmap: trap them all.

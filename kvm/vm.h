@@ -36,6 +36,13 @@ class Vm {
   Result<> EnableUserSpaceMsrExits();
   // Trap reads and writes of [base, base + count) to user space; everything else default-allow.
   Result<> TrapMsrs(uint32_t base, uint32_t count);
+  // KVM_XEN_HVM_CONFIG with only KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL (arch/x86/kvm/xen.c): every
+  // vmcall/vmmcall leaves KVM_RUN as KVM_EXIT_XEN (type KVM_EXIT_XEN_HCALL), except that at
+  // CPL0 KVM answers SCHEDOP_yield, and SCHEDOP_poll as a yield, itself (result 0: without
+  // EVTCHN_SEND it cannot poll). msr = 0: KVM claims no hypercall-page MSR, so the MSR filter
+  // (TrapMsrs) keeps that MSR in user space; no blob, as INTERCEPT_HCALL requires. ENOTSUP when
+  // the host lacks the flag (System::XenHvmFlags).
+  Result<> InterceptXenHypercalls();
   // A fixed-destination MSI through the in-kernel LAPICs. Returns false if the guest blocked
   // it (e.g. a software-disabled LAPIC), which KVM reports as 0.
   Result<bool> SignalMsi(uint64_t address, uint32_t data);

@@ -11,16 +11,27 @@
 # VM is slow (TCG: the VMM's own code runs ~10-30x slower than natively) but it is a real,
 # unmodified KVM: hardware-KVM semantics, unlike a PVM host. Compare speed only inside one run.
 # XENKVM_VM_MEM (MiB, default 4096) and XENKVM_VM_CPUS (default: nproc) size the VM.
+# XENKVM_VM_KERNEL=6.1|6.12 (default 6.1) picks Debian 12's kernel for it: 6.1 is the default
+# linux-image-amd64 (no CONFIG_KVM_XEN: KVM_CAP_XEN_HVM is 0), 6.12 the linux-image-6.12-amd64
+# backport (CONFIG_KVM_XEN=y: KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL and KVM_EXIT_XEN exist). Each
+# kernel has its own cache. XENKVM_FORCE_VM=1 uses the VM even where /dev/kvm works here (a PVM
+# host's KVM is too slow for Linux guests and has no Xen support).
 set -euo pipefail
 
 kvm_usable() {
   [ -c /dev/kvm ] && python3 -c 'import os; os.close(os.open("/dev/kvm", os.O_RDWR))' 2>/dev/null
 }
-if kvm_usable || [ "${XENKVM_IN_VM:-}" = 1 ]; then
+if [ "${XENKVM_IN_VM:-}" = 1 ] || { [ "${XENKVM_FORCE_VM:-}" != 1 ] && kvm_usable; }; then
   exec "$@"
 fi
 
 cache=${XENKVM_VM_CACHE:-/var/cache/xenkvm-vm}
+vm_kernel=${XENKVM_VM_KERNEL:-6.1}
+case "$vm_kernel" in
+  6.1) meta=linux-image-amd64 ;;        # the cache as it always was
+  6.12) meta=linux-image-6.12-amd64; cache="$cache/k6.12" ;;
+  *) echo "kvm-vm: XENKVM_VM_KERNEL must be 6.1 or 6.12, not '$vm_kernel'" >&2; exit 2 ;;
+esac
 sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
@@ -34,9 +45,13 @@ fi
 # A Debian kernel with kvm-amd and 9p as modules, unpacked once into the cache.
 $sudo mkdir -p "$cache"
 if [ ! -f "$cache/ready" ]; then
-  echo "kvm-vm: fetching a Debian kernel for the VM" >&2
-  pkg=$(apt-cache depends linux-image-amd64 | sed -n 's/.*Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -n1)
-  [ -n "$pkg" ] || { echo "kvm-vm: no linux-image package found (apt-get update?)" >&2; exit 2; }
+  echo "kvm-vm: fetching a Debian $vm_kernel kernel for the VM" >&2
+  pkg=$(apt-cache depends "$meta" 2>/dev/null | sed -n 's/.*Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -n1)
+  if [ -z "$pkg" ]; then
+    $sudo apt-get update -qq
+    pkg=$(apt-cache depends "$meta" | sed -n 's/.*Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -n1)
+  fi
+  [ -n "$pkg" ] || { echo "kvm-vm: no linux-image package found for $meta" >&2; exit 2; }
   work=$(mktemp -d)
   (cd "$work" && apt-get download "$pkg" >/dev/null 2>&1) || { $sudo apt-get update -qq; (cd "$work" && apt-get download "$pkg" >/dev/null); }
   $sudo rm -rf "$cache/root"
@@ -53,20 +68,51 @@ run=$(mktemp -d /tmp/xenkvm-vm.XXXXXX)
 trap 'rm -rf "$run"' EXIT
 mkdir -p "$run/initrd/bin" "$run/initrd/mod" "$run/initrd/host" "$run/initrd/proc" "$run/initrd/sys" "$run/initrd/dev"
 cp /bin/busybox "$run/initrd/bin/"
-modules=(virt/lib/irqbypass arch/x86/kvm/kvm drivers/crypto/ccp/ccp arch/x86/kvm/kvm-amd
-         drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev
-         drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci net/9p/9pnet
-         net/9p/9pnet_virtio fs/netfs/netfs fs/fscache/fscache fs/9p/9p)
-for m in "${modules[@]}"; do
-  [ -f "$moddir/$m.ko" ] && cp "$moddir/$m.ko" "$run/initrd/mod/"
-done
+# The modules for kvm-amd, virtio-pci and 9p, with what each needs first (the `depends=` of
+# its .modinfo: the package has no modules.dep), uncompressed here (6.12 ships .ko.xz, which
+# busybox's insmod can't read), in load order (/mod/order). Built-in ones are skipped.
+python3 - "$moddir" "$run/initrd/mod" kvm-amd virtio_pci 9pnet_virtio 9p <<'PY' >"$run/initrd/mod/order"
+import lzma, os, struct, sys
+moddir, dest, wanted = sys.argv[1], sys.argv[2], sys.argv[3:]
+files = {}
+for root, _, names in os.walk(moddir):
+    for n in names:
+        for suffix in (".ko", ".ko.xz"):
+            if n.endswith(suffix):
+                files[n[: -len(suffix)].replace("-", "_")] = os.path.join(root, n)
+def depends(elf):  # the module's .modinfo "depends=a,b" field
+    shoff, = struct.unpack_from("<Q", elf, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQ", elf, shoff + i * shentsize) for i in range(shnum)]
+    names = sections[shstrndx][4]
+    for name, _, _, _, off, size in sections:
+        if elf[names + name : elf.index(b"\0", names + name)] == b".modinfo":
+            for field in elf[off : off + size].split(b"\0"):
+                if field.startswith(b"depends="):
+                    return [d.decode().replace("-", "_") for d in field[8:].split(b",") if d]
+    return []
+order, seen = [], set()
+def visit(name):
+    if name in seen or name not in files:  # not in files: built into the kernel
+        seen.add(name)
+        return
+    seen.add(name)
+    data = open(files[name], "rb").read()
+    elf = lzma.decompress(data) if files[name].endswith(".xz") else data
+    for d in depends(elf):
+        visit(d)
+    open(os.path.join(dest, name + ".ko"), "wb").write(elf)
+    order.append(name)
+for w in wanted:
+    visit(w.replace("-", "_"))
+print(" ".join(order))
+PY
 cat >"$run/initrd/init" <<'EOF'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
-for m in irqbypass kvm ccp kvm-amd virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev \
-         virtio_pci 9pnet 9pnet_virtio netfs fscache 9p; do
-  [ -f /mod/$m.ko ] && insmod /mod/$m.ko 2>/dev/null
+for m in $(cat /mod/order); do
+  insmod /mod/$m.ko 2>/dev/null || echo "kvm-vm: module $m did not load"
 done
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 hostroot /host
 for d in proc sys dev; do mount --bind /$d /host/$d; done
@@ -107,7 +153,8 @@ if [ -n "${XENKVM_VM_WATCH:-}" ]; then realpath -m "$XENKVM_VM_WATCH" >"$run/wat
 
 mem=${XENKVM_VM_MEM:-4096}
 cpus=${XENKVM_VM_CPUS:-$(nproc)}
-echo "kvm-vm: no usable /dev/kvm here: running in a nested-KVM VM (QEMU TCG, $cpus vCPUs, $mem MiB)" >&2
+why="no usable /dev/kvm here"; [ "${XENKVM_FORCE_VM:-}" = 1 ] && why="XENKVM_FORCE_VM=1"
+echo "kvm-vm: $why: running in a nested-KVM VM (Linux $kver, QEMU TCG, $cpus vCPUs, $mem MiB)" >&2
 # A hard limit on the whole VM run (XENKVM_VM_TIMEOUT seconds), so nothing can hang CI. The VM
 # runs in its own process group, stopped with this script: a killed caller (a test timeout, ^C)
 # must not leave an orphaned QEMU eating the machine's cores (--foreground keeps `timeout` in

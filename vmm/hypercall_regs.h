@@ -45,6 +45,24 @@ inline uint64_t HypercallTrapRip(uint64_t exit_rip, kvm::PioExitRip kind) {
   return exit_rip - kvm::PioExitRipOffset(kind, XENKVM_HYPERCALL_TRAP_LENGTH);
 }
 
+// KVM_EXIT_XEN of type KVM_EXIT_XEN_HCALL (the host's KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL, kvm/vm.h):
+// KVM decoded the vmcall/vmmcall itself (arch/x86/kvm/xen.c), with the same convention: longmode
+// is a 64-bit code segment in long mode, input is all of rax, params are rdi rsi rdx r10 r8 r9
+// (compat: ebx ecx edx esi edi ebp, already 32 bits), cpl the caller's. A compat caller's
+// number is eax, as Xen reads it; a 64-bit one's is all of rax (a number above 32 bits is
+// unknown, -ENOSYS, as in Xen).
+inline xen::HypercallCall DecodeXenHypercallExit(uint32_t vcpu, const kvm_xen_exit& exit) {
+  constexpr uint64_t k32 = 0xffffffffu;
+  xen::HypercallCall call;
+  call.vcpu = vcpu;
+  call.compat = exit.u.hcall.longmode == 0;
+  call.nr = call.compat ? exit.u.hcall.input & k32 : exit.u.hcall.input;
+  call.cpl = static_cast<uint8_t>(exit.u.hcall.cpl & 3);
+  for (size_t i = 0; i < call.args.size(); ++i)
+    call.args[i] = call.compat ? exit.u.hcall.params[i] & k32 : exit.u.hcall.params[i];
+  return call;
+}
+
 // Where the stub's `ret` finds the return address: 8 bytes at rsp for a 64-bit caller, 4 at
 // ss.base + esp (a 32-bit linear address) for a 32-bit one (flat 32-bit stacks: SS.B = 1).
 struct ReturnSlot {
@@ -72,6 +90,13 @@ inline void CompleteStubReturn(kvm_regs& regs, const kvm_sregs& sregs, uint64_t 
 // 32-bit register write does) for a compat caller.
 inline uint64_t EncodeHypercallResult(bool compat, long result) {
   return compat ? static_cast<uint32_t>(result) : static_cast<uint64_t>(result);
+}
+
+// Completes a KVM_EXIT_XEN hypercall: KVM moves the result into rax at the next KVM_RUN and
+// skips the vmcall, but only while rip is still the vmcall's (kvm_xen_hypercall_complete_
+// userspace): so rip and rax are left to KVM, nothing else is written.
+inline void CompleteXenHypercallExit(kvm_xen_exit& exit, bool compat, long result) {
+  exit.u.hcall.result = EncodeHypercallResult(compat, result);
 }
 
 }  // namespace xenkvm::vmm

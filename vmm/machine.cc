@@ -11,6 +11,8 @@
 #include <cstring>
 
 #include "abi/platform.h"
+#include "boot/hypercall_sites.h"
+#include "mem/layout_guard.h"
 #include "vmm/pvh_loader.h"
 #include "vmm/upcall_injector.h"
 #include "vmm/vcpu_runner.h"
@@ -102,6 +104,13 @@ Result<> Machine::Setup() {
   TRY(vm_->EnableSplitIrqchip());
   TRY(vm_->EnableUserSpaceMsrExits());
   TRY(vm_->TrapMsrs(XENKVM_HYPERCALL_PAGE_MSR, 1));
+  // With the host's Xen intercept every vmcall/vmmcall reaches us as KVM_EXIT_XEN, so nothing
+  // in the image needs rewriting (LoadGuest); the hypercall page works either way.
+  if (config_.xen_intercept &&
+      (system_->XenHvmFlags() & KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL) != 0) {
+    TRY(vm_->InterceptXenHypercalls());
+    hypercall_path_ = HypercallPath::kIntercept;
+  }
   if (!system_->CheckExtension(KVM_CAP_SYNC_REGS))
     return HostFail(ENOSYS, "KVM_CHECK_EXTENSION(KVM_CAP_SYNC_REGS)");
   pio_exit_rip_ = TRY(kvm::ProbePioExitRip(*system_));
@@ -289,7 +298,40 @@ void Machine::InputLoop() {
 Result<> Machine::LoadGuest(std::span<const uint8_t> elf_image) {
   PvhBoot boot = TRY(LoadPvhImage(elf_image, memory_, ram_size_, config_.cmdline, memory_map_));
   boot_ = BootEntry{boot.entry, boot.start_info_gpa};
+  if (hypercall_path_ != HypercallPath::kIntercept) TRY(RewriteHypercallSites(boot.code));
   return {};
+}
+
+// Without the host's intercept a Linux (6.1.121+, 6.6.67+, 6.12.6+) vmcall/vmmcall would get
+// -KVM_ENOSYS: its two sites become the port trap (boot/hypercall_sites.h), in the loaded
+// executable segments only. A kernel loaded by the guest itself (pvgrub) is out of reach.
+Result<> Machine::RewriteHypercallSites(std::span<const PvhBoot::Range> code) {
+  size_t sites = 0;
+  for (const PvhBoot::Range& range : code) {
+    mem::LayoutGuard guard = mem::LayoutGuard::Acquire(memory_);
+    uint8_t* host = TRY(memory_.TranslateGuarded(range.gpa, range.size));
+    const size_t n = boot::RewriteXenHypercallSites({host, range.size}, range.gpa);
+    if (n != 0) memory_.NoteHostWrite(range.gpa, range.size);
+    sites += n;
+  }
+  rewritten_hypercall_sites_ = sites;
+  if (sites != 0) {
+    hypercall_path_ = HypercallPath::kRewritten;
+    std::fprintf(stderr, "xenkvm: %zu Xen hypercall sites rewritten to port I/O\n", sites);
+  }
+  return {};
+}
+
+const char* HypercallPathName(HypercallPath path) {
+  switch (path) {
+    case HypercallPath::kRewritten:
+      return "rewritten";
+    case HypercallPath::kIntercept:
+      return "intercept";
+    case HypercallPath::kPagePort:
+      break;
+  }
+  return "page+port";
 }
 
 MachineEnd Machine::Run() {

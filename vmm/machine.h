@@ -44,6 +44,7 @@
 #include "vmm/guest_clock.h"
 #include "vmm/machine_end.h"
 #include "vmm/msi_test_device.h"
+#include "vmm/pvh_loader.h"
 #include "vmm/terminal_filter.h"
 #include "vmm/timers.h"
 #include "vmm/vcpu_host.h"
@@ -74,6 +75,15 @@ struct ConsoleConfig {
   int input_fd = 0;  // read into the ring's input side until EOF
 };
 
+// How the guest's hypercalls reach the VMM (docs/hypercall_sites.md); --stats and the control
+// socket's status name it. The hypercall page's `out` stubs (and an inline `out`) work in all.
+enum class HypercallPath : uint8_t {
+  kPagePort,   // only those: a vmcall/vmmcall gets KVM's -KVM_ENOSYS (-1000)
+  kRewritten,  // plus Linux's vmcall/vmmcall sites, rewritten to `out` as the image was loaded
+  kIntercept,  // plus every vmcall/vmmcall, through KVM_EXIT_XEN (the host has CONFIG_KVM_XEN)
+};
+const char* HypercallPathName(HypercallPath path);  // "page+port", "rewritten", "intercept"
+
 struct MachineConfig {
   uint32_t vcpus = 1;
   uint64_t memory_mib = 128;
@@ -85,6 +95,9 @@ struct MachineConfig {
   ResourceLimits limits;
   std::vector<backends::VbdConfig> disks;  // PV disks (--disk), in order
   bool test_device = false;                // --test-device: the MSI test device (abi/platform.h)
+  // Use the host kernel's Xen hypercall intercept where it has one (else the loaded image's
+  // Linux hypercall sites are rewritten); false (--no-xen-intercept) always rewrites.
+  bool xen_intercept = true;
 };
 
 // --stats: one PV disk's counters.
@@ -124,6 +137,9 @@ class Machine final : public xen::Platform, public VcpuHost {
   const MachineConfig& config() const { return config_; }
   // Where this host's KVM leaves rip at a port-I/O exit (the kind of KVM: PVM is past it).
   kvm::PioExitRip pio_exit_rip() const { return pio_exit_rip_; }
+  // Fixed once LoadGuest (or Restore) returned, so any thread may read them after that.
+  HypercallPath hypercall_path() const { return hypercall_path_; }
+  size_t rewritten_hypercall_sites() const { return rewritten_hypercall_sites_; }
 
   // ---- pause (docs/control.md): any thread but a vCPU's ----
   // Counted like Xen's domain pause: each Pause needs its Resume. The first one parks every
@@ -244,6 +260,8 @@ class Machine final : public xen::Platform, public VcpuHost {
   Result<> Setup();
   // The special pages (xenstore and console rings at libxc's gfns), the store and its tree.
   Result<> SetupRings();
+  // LoadGuest without the host's intercept: Linux's hypercall sites in `code` to port I/O.
+  Result<> RewriteHypercallSites(std::span<const PvhBoot::Range> code);
   void KickAll();
   // Run() of a restored guest: the vCPU threads start parked; their saved state is loaded on
   // them, then they go.
@@ -318,6 +336,8 @@ class Machine final : public xen::Platform, public VcpuHost {
   std::unique_ptr<evtchn::EventfdRouter> router_;
   std::unique_ptr<MsiTestDevice> test_device_;
   BootEntry boot_;
+  HypercallPath hypercall_path_ = HypercallPath::kPagePort;  // see hypercall_path()
+  size_t rewritten_hypercall_sites_ = 0;
 
   // Pause state (Pause/Resume): taken before the runners' and the timers' locks.
   Mutex pause_mutex_;

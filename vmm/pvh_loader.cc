@@ -20,6 +20,7 @@ constexpr uint64_t kBootDataSize = 0x3000;  // start_info + memmap page + cmdlin
 
 struct Segment {
   uint64_t paddr, offset, filesz, memsz;
+  bool executable = false;  // PF_X
 };
 
 struct ParsedElf {
@@ -71,6 +72,7 @@ Result<ParsedElf> ParsePhdrs(std::span<const uint8_t> image) {
       return Fail(XEN_EINVAL, "ELF segment truncated");
     if (ph.p_type == PT_LOAD && s.memsz != 0) {
       if (s.filesz > s.memsz) return Fail(XEN_EINVAL, "ELF filesz > memsz");
+      s.executable = (ph.p_flags & PF_X) != 0;
       out.loads.push_back(s);
     } else if (ph.p_type == PT_NOTE) {
       out.notes.push_back(s);
@@ -152,6 +154,7 @@ Result<PvhBoot> LoadPvhImage(std::span<const uint8_t> image, mem::GuestMemory& m
     if (s.filesz != 0) TRY(memory.Write(s.paddr, std::as_bytes(image.subspan(s.offset, s.filesz))));
     if (s.memsz > s.filesz) TRY(ZeroFill(memory, s.paddr + s.filesz, s.memsz - s.filesz));
     boot.image_end = std::max(boot.image_end, s.paddr + s.memsz);
+    if (s.executable && s.filesz != 0) boot.code.push_back({s.paddr, s.filesz});
   }
 
   uint64_t base = kBootDataLow;

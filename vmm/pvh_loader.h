@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "abi/result.h"
 #include "mem/guest_memory.h"
@@ -17,6 +18,12 @@ struct PvhBoot {
   uint32_t entry = 0;           // 32-bit physical entry point (XEN_ELFNOTE_PHYS32_ENTRY)
   uint64_t start_info_gpa = 0;  // goes in ebx
   uint64_t image_end = 0;       // first byte after the highest loaded segment
+  // The executable (PF_X) PT_LOAD segments as loaded, where boot/hypercall_sites.h looks.
+  struct Range {
+    uint64_t gpa = 0;
+    uint64_t size = 0;
+  };
+  std::vector<Range> code;
 };
 
 // Threads: the VMM's main thread, before any vCPU runs. Errors carry a message for the user

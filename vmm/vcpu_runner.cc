@@ -397,6 +397,8 @@ void VcpuRunner::HandleExit() {
       return;
     case KVM_EXIT_IO:
       return HandleIo();
+    case KVM_EXIT_XEN:
+      return HandleXenExit();
     case KVM_EXIT_X86_WRMSR:
       if (run->msr.index == XENKVM_HYPERCALL_PAGE_MSR) {
         {
@@ -515,26 +517,41 @@ void VcpuRunner::HandleStubHypercall(uint32_t nr, uint64_t out_rip) {
 void VcpuRunner::HandleHypercall(uint32_t nr, uint64_t out_rip) {
   kvm_regs& regs = vcpu_.run()->s.regs.regs;
   const xen::HypercallCall call = DecodeHypercall(id_, nr, regs, vcpu_.run()->s.regs.sregs);
-  hypercall_out_rip_ = out_rip;
+  regs.rax = EncodeHypercallResult(call.compat, RunHypercall(call, out_rip));
+  vcpu_.MarkRegsDirty();
+}
+
+// The host kernel intercepted a vmcall/vmmcall (kvm/vm.h InterceptXenHypercalls) and decoded
+// it; the result goes back through the exit, not the registers (hypercall_regs.h). rip is
+// still the instruction's until the next KVM_RUN completes it, so a snapshot re-runs it.
+void VcpuRunner::HandleXenExit() {
+  kvm_xen_exit& exit = vcpu_.run()->xen;
+  if (exit.type != KVM_EXIT_XEN_HCALL) {
+    return host_.Stop(EndWith(EndReason::kInternalError, "vCPU %u: KVM_EXIT_XEN of type %u", id_,
+                              exit.type));
+  }
+  const xen::HypercallCall call = DecodeXenHypercallExit(id_, exit);
+  CompleteXenHypercallExit(exit, call.compat, RunHypercall(call, vcpu_.run()->s.regs.regs.rip));
+}
+
+long VcpuRunner::RunHypercall(const xen::HypercallCall& call, uint64_t trap_rip) {
+  hypercall_out_rip_ = trap_rip;
   struct Done {  // however the call returns
     std::optional<uint64_t>& in_flight;
     ~Done() { in_flight.reset(); }
   } done{hypercall_out_rip_};
   trace::Recorder* const t = trace::Active();
   trace::Stats* const stats = trace::ActiveStats();
-  if (!t && !stats) [[likely]] {
-    regs.rax = EncodeHypercallResult(call.compat, host_.Hypercall(call));
-    vcpu_.MarkRegsDirty();
-    return;
-  }
+  if (!t && !stats) [[likely]]
+    return host_.Hypercall(call);
   const uint64_t start = trace::NowNs();
   trace::SetHypercallStart(start);
   const long result = host_.Hypercall(call);
   trace::SetHypercallStart(0);
-  regs.rax = EncodeHypercallResult(call.compat, result);
-  vcpu_.MarkRegsDirty();
   if (stats) stats->hypercall.Record(trace::NowNs() - start);
+  const auto nr = static_cast<uint32_t>(std::min<uint64_t>(call.nr, UINT32_MAX));
   if (t) t->Slice(HypercallName(nr), start, {"nr", nr}, {"result", result});
+  return result;
 }
 
 }  // namespace xenkvm::vmm
