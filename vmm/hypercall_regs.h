@@ -45,10 +45,10 @@ inline uint64_t HypercallTrapRip(uint64_t exit_rip, kvm::PioExitRip kind) {
   return exit_rip - kvm::PioExitRipOffset(kind, XENKVM_HYPERCALL_TRAP_LENGTH);
 }
 
-// KVM_EXIT_XEN of type KVM_EXIT_XEN_HCALL (the host's KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL, kvm/vm.h):
-// KVM decoded the vmcall/vmmcall itself (arch/x86/kvm/xen.c), with the same convention: longmode
-// is a 64-bit code segment in long mode, input is all of rax, params are rdi rsi rdx r10 r8 r9
-// (compat: ebx ecx edx esi edi ebp, already 32 bits), cpl the caller's. A compat caller's
+// KVM_EXIT_XEN of type KVM_EXIT_XEN_HCALL (the host's KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL,
+// kvm/vm.h): KVM decoded the vmcall/vmmcall itself (arch/x86/kvm/xen.c), with the same convention:
+// longmode is a 64-bit code segment in long mode, input is all of rax, params are rdi rsi rdx r10
+// r8 r9 (compat: ebx ecx edx esi edi ebp, already 32 bits), cpl the caller's. A compat caller's
 // number is eax, as Xen reads it; a 64-bit one's is all of rax (a number above 32 bits is
 // unknown, -ENOSYS, as in Xen).
 inline xen::HypercallCall DecodeXenHypercallExit(uint32_t vcpu, const kvm_xen_exit& exit) {

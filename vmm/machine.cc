@@ -106,8 +106,7 @@ Result<> Machine::Setup() {
   TRY(vm_->TrapMsrs(XENKVM_HYPERCALL_PAGE_MSR, 1));
   // With the host's Xen intercept every vmcall/vmmcall reaches us as KVM_EXIT_XEN, so nothing
   // in the image needs rewriting (LoadGuest); the hypercall page works either way.
-  if (config_.xen_intercept &&
-      (system_->XenHvmFlags() & KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL) != 0) {
+  if (config_.xen_intercept && (system_->XenHvmFlags() & KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL) != 0) {
     TRY(vm_->InterceptXenHypercalls());
     hypercall_path_ = HypercallPath::kIntercept;
   }

@@ -527,8 +527,8 @@ void VcpuRunner::HandleHypercall(uint32_t nr, uint64_t out_rip) {
 void VcpuRunner::HandleXenExit() {
   kvm_xen_exit& exit = vcpu_.run()->xen;
   if (exit.type != KVM_EXIT_XEN_HCALL) {
-    return host_.Stop(EndWith(EndReason::kInternalError, "vCPU %u: KVM_EXIT_XEN of type %u", id_,
-                              exit.type));
+    return host_.Stop(
+        EndWith(EndReason::kInternalError, "vCPU %u: KVM_EXIT_XEN of type %u", id_, exit.type));
   }
   const xen::HypercallCall call = DecodeXenHypercallExit(id_, exit);
   CompleteXenHypercallExit(exit, call.compat, RunHypercall(call, vcpu_.run()->s.regs.regs.rip));

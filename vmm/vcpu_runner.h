@@ -1,7 +1,7 @@
 // One vCPU's thread: owns the KVM vCPU fd and kvm_run, applies its start state (x86_state.h),
 // enters the guest and decodes exits (hypercall port I/O, KVM_EXIT_XEN hypercalls, debugcon,
-// stage marker, hypercall-page MSR). It is the engine's evtchn::VcpuSink and the UpcallInjector's Target for
-// this vCPU; the injector decides how upcalls go in (docs/upcalls.md).
+// stage marker, hypercall-page MSR). It is the engine's evtchn::VcpuSink and the UpcallInjector's
+// Target for this vCPU; the injector decides how upcalls go in (docs/upcalls.md).
 //
 // Requests from other threads are bits in requests_ (vcpu_requests.h) followed by one
 // kick-and-wake (Request). The lifecycle is `state_`; VCPUOP_initialise's context waits in
@@ -115,7 +115,7 @@ class VcpuRunner final : public evtchn::VcpuSink, public UpcallInjector::Target 
   void HandleHypercall(uint32_t nr, uint64_t out_rip);
   void HandleStubHypercall(uint32_t nr, uint64_t out_rip);
   int StubSlot(uint64_t out_rip);  // the hypercall-page slot an `out` at out_rip is in, or -1
-  void HandleXenExit();  // KVM_EXIT_XEN: the host's hypercall intercept
+  void HandleXenExit();            // KVM_EXIT_XEN: the host's hypercall intercept
   // Dispatch with trace and --stats; `trap_rip` is where the trapping instruction starts
   // (HypercallInFlightRip while it runs).
   long RunHypercall(const xen::HypercallCall& call, uint64_t trap_rip);
