@@ -193,28 +193,28 @@ std::vector<uint8_t> BuildMadt(uint32_t vcpus) {
 std::vector<uint8_t> BuildFadt(uint64_t dsdt_gpa) {
   Bytes b;
   Header(b, "FACP", kFadtRevision);
-  b.U32(0);                                  // 36 FIRMWARE_CTRL: no FACS (reduced hardware)
-  b.U32(static_cast<uint32_t>(dsdt_gpa));    // 40 DSDT
-  b.U8(0);                                   // 44 reserved
-  b.U8(0);                                   // 45 preferred PM profile: unspecified
-  b.U16(0);                                  // 46 SCI_INT: none
-  b.U32(0);                                  // 48 SMI_CMD: no SMM, ACPI mode is fixed
-  b.Zeros(4);                                // 52 ACPI_ENABLE, ACPI_DISABLE, S4BIOS_REQ, PSTATE_CNT
-  b.Zeros(32);                               // 56 PM1a..GPE1 block addresses: none
-  b.Zeros(8);                                // 88 their lengths, GPE1_BASE, CST_CNT
-  b.U16(0x0fff);                             // 96 P_LVL2_LAT > 100: no C2
-  b.U16(0x0fff);                             // 98 P_LVL3_LAT > 1000: no C3
-  b.Zeros(9);                                // 100 flush, duty cycle, RTC alarm/century
-  b.U16(kBootNoVga | kBootNoCmosRtc);        // 109 IAPC_BOOT_ARCH
-  b.U8(0);                                   // 111 reserved
+  b.U32(0);                                // 36 FIRMWARE_CTRL: no FACS (reduced hardware)
+  b.U32(static_cast<uint32_t>(dsdt_gpa));  // 40 DSDT
+  b.U8(0);                                 // 44 reserved
+  b.U8(0);                                 // 45 preferred PM profile: unspecified
+  b.U16(0);                                // 46 SCI_INT: none
+  b.U32(0);                                // 48 SMI_CMD: no SMM, ACPI mode is fixed
+  b.Zeros(4);                              // 52 ACPI_ENABLE, ACPI_DISABLE, S4BIOS_REQ, PSTATE_CNT
+  b.Zeros(32);                             // 56 PM1a..GPE1 block addresses: none
+  b.Zeros(8);                              // 88 their lengths, GPE1_BASE, CST_CNT
+  b.U16(0x0fff);                           // 96 P_LVL2_LAT > 100: no C2
+  b.U16(0x0fff);                           // 98 P_LVL3_LAT > 1000: no C3
+  b.Zeros(9);                              // 100 flush, duty cycle, RTC alarm/century
+  b.U16(kBootNoVga | kBootNoCmosRtc);      // 109 IAPC_BOOT_ARCH
+  b.U8(0);                                 // 111 reserved
   b.U32(kFadtWbinvd | kFadtProcC1 | kFadtPwrButton | kFadtSlpButton | kFadtHwReduced);  // 112
-  NullGas(b);                                // 116 RESET_REG: none (flag RESET_REG_SUP clear)
-  b.U8(0);                                   // 128 RESET_VALUE
-  b.U16(0);                                  // 129 ARM_BOOT_ARCH
-  b.U8(0);                                   // 131 FADT minor version
-  b.U64(0);                                  // 132 X_FIRMWARE_CTRL
-  b.U64(dsdt_gpa);                           // 140 X_DSDT
-  for (int i = 0; i < 10; ++i) NullGas(b);   // 148 X_PM1a_EVT_BLK .. 256 SLEEP_STATUS_REG
+  NullGas(b);                               // 116 RESET_REG: none (flag RESET_REG_SUP clear)
+  b.U8(0);                                  // 128 RESET_VALUE
+  b.U16(0);                                 // 129 ARM_BOOT_ARCH
+  b.U8(0);                                  // 131 FADT minor version
+  b.U64(0);                                 // 132 X_FIRMWARE_CTRL
+  b.U64(dsdt_gpa);                          // 140 X_DSDT
+  for (int i = 0; i < 10; ++i) NullGas(b);  // 148 X_PM1a_EVT_BLK .. 256 SLEEP_STATUS_REG
   return Finish(b);
 }
 
@@ -230,7 +230,7 @@ std::vector<uint8_t> BuildRsdp(uint64_t xsdt_gpa) {
   b.Chars("RSD PTR ");
   b.U8(0);  // checksum of the first 20 bytes
   b.Raw(kOemId, sizeof(kOemId));
-  b.U8(2);  // revision 2: the XSDT fields follow
+  b.U8(2);   // revision 2: the XSDT fields follow
   b.U32(0);  // RSDT address: none, the XSDT is the root
   b.U32(static_cast<uint32_t>(kRsdpSize));
   b.U64(xsdt_gpa);
