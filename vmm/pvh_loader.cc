@@ -3,8 +3,10 @@
 
 #include <elf.h>
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "abi/xen.h"
@@ -82,9 +84,10 @@ Result<ParsedElf> ParsePhdrs(std::span<const uint8_t> image) {
   return out;
 }
 
-// Scans ELF notes for owner "Xen", type XEN_ELFNOTE_PHYS32_ENTRY (a 32- or 64-bit value).
-std::optional<uint32_t> FindPhys32Entry(std::span<const uint8_t> image,
-                                        const std::vector<Segment>& notes) {
+// The descriptor of the first ELF note of owner "Xen" and type `type`, if any.
+std::optional<std::span<const uint8_t>> FindXenNote(std::span<const uint8_t> image,
+                                                    const std::vector<Segment>& notes,
+                                                    uint32_t wanted) {
   for (const Segment& s : notes) {
     uint64_t pos = s.offset;
     const uint64_t end = s.offset + s.filesz;
@@ -97,16 +100,37 @@ std::optional<uint32_t> FindPhys32Entry(std::span<const uint8_t> image,
       const uint64_t desc_at = name_at + ((uint64_t{namesz} + 3) & ~3ull);
       const uint64_t next = desc_at + ((uint64_t{descsz} + 3) & ~3ull);
       if (next > end) break;
-      if (type == XEN_ELFNOTE_PHYS32_ENTRY && namesz == 4 &&
-          std::memcmp(image.data() + name_at, "Xen", 4) == 0 && (descsz == 4 || descsz == 8)) {
-        uint64_t value = 0;
-        std::memcpy(&value, image.data() + desc_at, descsz);
-        if (value <= UINT32_MAX) return static_cast<uint32_t>(value);
-      }
+      if (type == wanted && namesz == 4 && std::memcmp(image.data() + name_at, "Xen", 4) == 0)
+        return image.subspan(desc_at, descsz);
       pos = next;
     }
   }
   return std::nullopt;
+}
+
+// XEN_ELFNOTE_PHYS32_ENTRY: a 32- or 64-bit value below 4 GiB.
+std::optional<uint32_t> FindPhys32Entry(std::span<const uint8_t> image,
+                                        const std::vector<Segment>& notes) {
+  const auto desc = FindXenNote(image, notes, XEN_ELFNOTE_PHYS32_ENTRY);
+  if (!desc || (desc->size() != 4 && desc->size() != 8)) return std::nullopt;
+  uint64_t value = 0;
+  std::memcpy(&value, desc->data(), desc->size());
+  if (value > UINT32_MAX) return std::nullopt;
+  return static_cast<uint32_t>(value);
+}
+
+// XEN_ELFNOTE_GUEST_OS: a NUL-terminated name ("linux" for Linux); bounded, printable only.
+std::string FindGuestOs(std::span<const uint8_t> image, const std::vector<Segment>& notes) {
+  constexpr size_t kMaxName = 32;
+  const auto desc = FindXenNote(image, notes, XEN_ELFNOTE_GUEST_OS);
+  std::string name;
+  if (!desc) return name;
+  for (uint8_t c : desc->first(std::min(desc->size(), kMaxName))) {
+    if (c == 0) break;
+    if (c < 0x20 || c > 0x7e) return {};
+    name.push_back(static_cast<char>(c));
+  }
+  return name;
 }
 
 // Zeroes guest memory in place (no buffer the size of the range).
@@ -124,7 +148,7 @@ bool Overlaps(uint64_t a, uint64_t a_len, uint64_t b, uint64_t b_len) {
 
 Result<PvhBoot> LoadPvhImage(std::span<const uint8_t> image, mem::GuestMemory& memory,
                              uint64_t ram_size, const std::string& cmdline,
-                             std::span<const xen::MemoryMapEntry> memory_map) {
+                             std::span<const xen::MemoryMapEntry> memory_map, uint64_t rsdp_paddr) {
   if (image.size() < EI_NIDENT || std::memcmp(image.data(), ELFMAG, SELFMAG) != 0) {
     return Fail(XEN_EINVAL, "not an ELF file");
   }
@@ -138,6 +162,7 @@ Result<PvhBoot> LoadPvhImage(std::span<const uint8_t> image, mem::GuestMemory& m
 
   PvhBoot boot;
   boot.entry = *entry;
+  boot.guest_os = FindGuestOs(image, elf.notes);
   // Work is bounded by guest RAM: every segment lies in RAM and together they fit in it (so
   // thousands of overlapping huge segments can't make loading take hours).
   uint64_t total = 0;
@@ -182,6 +207,7 @@ Result<PvhBoot> LoadPvhImage(std::span<const uint8_t> image, mem::GuestMemory& m
   info.cmdline_paddr = cmdline_gpa;
   info.memmap_paddr = memmap_gpa;
   info.memmap_entries = static_cast<uint32_t>(table.size());
+  info.rsdp_paddr = rsdp_paddr;
   TRY(memory.WriteObj(base, info));
   boot.start_info_gpa = base;
   return boot;

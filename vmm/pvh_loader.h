@@ -24,12 +24,15 @@ struct PvhBoot {
     uint64_t size = 0;
   };
   std::vector<Range> code;
+  std::string guest_os;  // XEN_ELFNOTE_GUEST_OS ("linux"), empty without one
 };
 
+// `rsdp_paddr` goes in hvm_start_info (0: no ACPI tables).
 // Threads: the VMM's main thread, before any vCPU runs. Errors carry a message for the user
 // (the errno is XEN_EINVAL for a bad image, XEN_EFAULT for a segment outside RAM).
 Result<PvhBoot> LoadPvhImage(std::span<const uint8_t> image, mem::GuestMemory& memory,
                              uint64_t ram_size, const std::string& cmdline,
-                             std::span<const xen::MemoryMapEntry> memory_map);
+                             std::span<const xen::MemoryMapEntry> memory_map,
+                             uint64_t rsdp_paddr = 0);
 
 }  // namespace xenkvm::vmm
