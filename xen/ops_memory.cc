@@ -196,8 +196,8 @@ Domain::Ret Domain::HvmOp(const HypercallCall& c) {
           }
           if (!per_vcpu)
             std::fprintf(stderr,
-                       "xenkvm: HVM_PARAM_CALLBACK_IRQ type %llu not supported; no upcalls\n",
-                       static_cast<unsigned long long>(type));
+                         "xenkvm: HVM_PARAM_CALLBACK_IRQ type %llu not supported; no upcalls\n",
+                         static_cast<unsigned long long>(type));
           platform_.SetCallbackVector(0);
         }
       }
