@@ -124,7 +124,8 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
                   "how vCPUs 1.. start: init-sipi (wait for the guest's INIT-SIPI, as Linux "
                   "starts them), vcpuop (offline until VCPUOP_initialise/up) or auto (init-sipi "
                   "for a Linux image, by its XEN_ELFNOTE_GUEST_OS; docs/acpi-smp.md)")
-      ->transform(CLI::CheckedTransformer(ap_modes, CLI::ignore_case))
+      ->transform(CLI::CheckedTransformer(ap_modes, CLI::ignore_case).description(""))
+      ->type_name("auto|vcpuop|init-sipi")
       ->default_str("auto");
   run->add_flag("--test-device", o.machine.test_device,
                 "add the MSI test device (MMIO page at 0xfe800000; docs/library.md)");
