@@ -335,18 +335,6 @@ Result<> Machine::LoadGuest(std::span<const uint8_t> elf_image) {
   return {};
 }
 
-const char* ApStartName(ApStart mode) {
-  switch (mode) {
-    case ApStart::kXenVcpuOp:
-      return "vcpuop";
-    case ApStart::kInitSipi:
-      return "init-sipi";
-    case ApStart::kAuto:
-      break;
-  }
-  return "auto";
-}
-
 // Without the host's intercept a Linux (6.1.121+, 6.6.67+, 6.12.6+) vmcall/vmmcall would get
 // -KVM_ENOSYS: its two sites become the port trap (boot/hypercall_sites.h), in the loaded
 // executable segments only. A kernel loaded by the guest itself (pvgrub) is out of reach.

@@ -90,7 +90,6 @@ enum class ApStart : uint8_t {
   kXenVcpuOp,  // offline until the guest's VCPUOP_initialise + VCPUOP_up (our test guests, XTF)
   kInitSipi,   // in KVM's wait-for-SIPI state: the guest's BSP starts them through its LAPIC
 };
-const char* ApStartName(ApStart mode);  // "auto", "vcpuop", "init-sipi"
 
 struct MachineConfig {
   uint32_t vcpus = 1;
