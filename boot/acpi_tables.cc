@@ -15,7 +15,6 @@ constexpr size_t kChecksumAt = 9;     // its checksum byte
 constexpr size_t kRsdpSize = 36;      // RSDP revision 2 (5.2.5.3)
 constexpr size_t kRsdpV1Size = 20;    // the part the first checksum covers
 constexpr size_t kFadtSize = 268;     // FADT revision 5 ends after SLEEP_STATUS_REG
-constexpr size_t kMadtFixed = 44;     // header + local APIC address + flags
 constexpr size_t kMadtLapicSize = 8;  // processor Local APIC structure (5.2.12.2)
 
 constexpr uint8_t kFadtRevision = 5;
