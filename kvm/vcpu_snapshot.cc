@@ -58,7 +58,8 @@ Result<VcpuSnapshot> VcpuSnapshot::Decode(snapshot::Decoder& in) {
   if (in.ok() && !xsave.empty() && (xsave.size() < sizeof(kvm_xsave) || xsave.size() % 4 != 0))
     in.Invalid("snapshot: bad XSAVE area");
   s.xsave.resize(xsave.size() / 4);
-  std::memcpy(s.xsave.data(), xsave.data(), s.xsave.size() * 4);
+  // Empty where this KVM saves no XSAVE area (PVM): memcpy's pointers must not be null then.
+  if (!s.xsave.empty()) std::memcpy(s.xsave.data(), xsave.data(), s.xsave.size() * 4);
   s.fpu = in.Pod<kvm_fpu>();
   s.has_xcrs = in.Bool();
   s.xcrs = in.Pod<kvm_xcrs>();
