@@ -3,8 +3,10 @@
 
 #include <elf.h>
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
+#include <string>
 
 #include "abi/xen.h"
 
@@ -38,10 +40,11 @@ Result<> AddSectionNotes(std::span<const uint8_t> image, const Ehdr& eh,
   return {};
 }
 
-// Scans notes for owner "Xen", type XEN_ELFNOTE_PHYS32_ENTRY (a 32- or 64-bit value; Linux
-// emits it with _ASM_PTR, 8 bytes on x86_64). Every area lies inside the image (checked).
-std::optional<uint32_t> FindPhys32Entry(std::span<const uint8_t> image,
-                                        const std::vector<NoteArea>& notes) {
+// The descriptor of the first note of owner "Xen" and type `wanted`, if any. Every area lies
+// inside the image (checked by the caller); a note running past its area ends the search.
+std::optional<std::span<const uint8_t>> FindXenNote(std::span<const uint8_t> image,
+                                                    const std::vector<NoteArea>& notes,
+                                                    uint32_t wanted) {
   for (const NoteArea& area : notes) {
     uint64_t pos = area.offset;
     const uint64_t end = area.offset + area.size;
@@ -54,16 +57,38 @@ std::optional<uint32_t> FindPhys32Entry(std::span<const uint8_t> image,
       const uint64_t desc_at = name_at + ((uint64_t{namesz} + 3) & ~3ull);
       const uint64_t next = desc_at + ((uint64_t{descsz} + 3) & ~3ull);
       if (next > end) break;
-      if (type == XEN_ELFNOTE_PHYS32_ENTRY && namesz == 4 &&
-          std::memcmp(image.data() + name_at, "Xen", 4) == 0 && (descsz == 4 || descsz == 8)) {
-        uint64_t value = 0;
-        std::memcpy(&value, image.data() + desc_at, descsz);
-        if (value <= UINT32_MAX) return static_cast<uint32_t>(value);
-      }
+      if (type == wanted && namesz == 4 && std::memcmp(image.data() + name_at, "Xen", 4) == 0)
+        return image.subspan(desc_at, descsz);
       pos = next;
     }
   }
   return std::nullopt;
+}
+
+// XEN_ELFNOTE_PHYS32_ENTRY: a 32- or 64-bit value below 4 GiB (Linux emits it with _ASM_PTR,
+// 8 bytes on x86_64).
+std::optional<uint32_t> FindPhys32Entry(std::span<const uint8_t> image,
+                                        const std::vector<NoteArea>& notes) {
+  const auto desc = FindXenNote(image, notes, XEN_ELFNOTE_PHYS32_ENTRY);
+  if (!desc || (desc->size() != 4 && desc->size() != 8)) return std::nullopt;
+  uint64_t value = 0;
+  std::memcpy(&value, desc->data(), desc->size());
+  if (value > UINT32_MAX) return std::nullopt;
+  return static_cast<uint32_t>(value);
+}
+
+// XEN_ELFNOTE_GUEST_OS: a NUL-terminated name ("linux" for Linux); bounded, printable only.
+std::string FindGuestOs(std::span<const uint8_t> image, const std::vector<NoteArea>& notes) {
+  constexpr size_t kMaxName = 32;
+  const auto desc = FindXenNote(image, notes, XEN_ELFNOTE_GUEST_OS);
+  std::string name;
+  if (!desc) return name;
+  for (uint8_t c : desc->first(std::min(desc->size(), kMaxName))) {
+    if (c == 0) break;
+    if (c < 0x20 || c > 0x7e) return {};
+    name.push_back(static_cast<char>(c));
+  }
+  return name;
 }
 
 template <class Ehdr, class Phdr, class Shdr>
@@ -100,6 +125,7 @@ Result<ElfImage> Parse(std::span<const uint8_t> image) {
   if (!entry) return Fail(XEN_EINVAL, "no XEN_ELFNOTE_PHYS32_ENTRY note: not a PVH image");
   if (out.loads.empty()) return Fail(XEN_EINVAL, "ELF has no loadable segment");
   out.pvh_entry = *entry;
+  out.guest_os = FindGuestOs(image, notes);
   return out;
 }
 

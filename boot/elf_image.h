@@ -1,10 +1,12 @@
 // A PVH kernel's ELF file, parsed as Xen's libelf reads it (xen/common/libelf): an x86 ELF64 or
 // ELF32 image, its loadable segments by physical address, and the XEN_ELFNOTE_PHYS32_ENTRY note
-// (xen/include/public/elfnote.h) from its PT_NOTE segments or, without any, SHT_NOTE sections.
+// and XEN_ELFNOTE_GUEST_OS (xen/include/public/elfnote.h) from its PT_NOTE segments or, without
+// any, SHT_NOTE sections.
 #pragma once
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "abi/result.h"
@@ -26,6 +28,7 @@ struct ElfImage {
   uint32_t pvh_entry = 0;  // XEN_ELFNOTE_PHYS32_ENTRY: 32-bit physical entry point
   bool elf64 = false;
   std::vector<ElfSegment> loads;  // PT_LOAD segments with memsz != 0, in file order
+  std::string guest_os;           // XEN_ELFNOTE_GUEST_OS ("linux"), empty without one
 };
 
 // Starts with the ELF magic.

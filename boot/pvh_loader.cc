@@ -29,6 +29,7 @@ Result<PvhBoot> LoadPvhGuest(const BootImage& image, mem::GuestMemory& memory,
   const ElfImage elf = TRY(ParseElfImage(kernel.elf));
   PvhBoot boot;
   boot.entry = elf.pvh_entry;
+  boot.guest_os = elf.guest_os;
   boot.bzimage = kernel.bzimage;
   boot.compression = kernel.compression;
   boot.elf_size = kernel.elf.size();

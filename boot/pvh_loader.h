@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -45,6 +46,7 @@ struct PvhBoot {
   bool bzimage = false;                          // the kernel came as a bzImage...
   Compression compression = Compression::kNone;  // ...with its payload in this format
   uint64_t elf_size = 0;                         // the (decompressed) ELF's size
+  std::string guest_os;  // XEN_ELFNOTE_GUEST_OS ("linux"), empty without one
 };
 
 // Threads: the VMM's main thread, before any vCPU runs. Nothing is written to guest memory

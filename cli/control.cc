@@ -82,6 +82,8 @@ Json MachineControl::Status() {
           {"vcpus", machine_.VcpuCount()},
           {"vcpus_up", up},
           {"memory_mib", machine_.config().memory_mib},
+          {"hypercall_path", vmm::HypercallPathName(machine_.hypercall_path())},
+          {"pio_exit_rip", kvm::PioExitRipName(machine_.pio_exit_rip())},
           {"system_time_ns", machine_.SystemTimeNs()},
           {"last_stage", machine_.LastStage()}};
 }

@@ -55,7 +55,12 @@ std::atomic<bool> stats_printed{false};
 std::atomic<const xenkvm::trace::Stats*> latency_stats{nullptr};
 
 void PrintStats(xenkvm::vmm::Machine& m) {
-  std::fprintf(stderr, "xenkvm: event channel counters\n");
+  std::fprintf(stderr, "xenkvm: KVM: rip at a port-I/O exit %s; hypercalls: %s",
+               xenkvm::kvm::PioExitRipName(m.pio_exit_rip()),
+               xenkvm::vmm::HypercallPathName(m.hypercall_path()));
+  if (m.hypercall_path() == xenkvm::vmm::HypercallPath::kRewritten)
+    std::fprintf(stderr, " (%zu sites)", m.rewritten_hypercall_sites());
+  std::fprintf(stderr, "\nxenkvm: event channel counters\n");
   std::fprintf(stderr, "  %6s %10s %10s %10s %10s %10s\n", "port", "sent", "delivered", "coalesced",
                "masked", "deferred");
   for (const auto& [port, c] : m.engine().AllCounters()) {

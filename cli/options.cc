@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <cctype>
 #include <cmath>
+#include <map>
 
 #include "cli/console_targets.h"
 #include "control/protocol.h"
@@ -122,6 +123,16 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
                   "PV disk PATH[,ro][,vdev=xvda] (repeatable; vdev defaults to xvda, xvdb, ...)")
       ->allow_extra_args(false)
       ->type_name("SPEC");
+  const std::map<std::string, vmm::ApStart> ap_modes{{"auto", vmm::ApStart::kAuto},
+                                                     {"vcpuop", vmm::ApStart::kXenVcpuOp},
+                                                     {"init-sipi", vmm::ApStart::kInitSipi}};
+  run->add_option("--ap-start", o.machine.ap_start,
+                  "how vCPUs 1.. start: init-sipi (wait for the guest's INIT-SIPI, as Linux "
+                  "starts them), vcpuop (offline until VCPUOP_initialise/up) or auto (init-sipi "
+                  "for a Linux image, by its XEN_ELFNOTE_GUEST_OS; docs/acpi-smp.md)")
+      ->transform(CLI::CheckedTransformer(ap_modes, CLI::ignore_case).description(""))
+      ->type_name("auto|vcpuop|init-sipi")
+      ->default_str("auto");
   run->add_flag("--test-device", o.machine.test_device,
                 "add the MSI test device (MMIO page at 0xfe800000; docs/library.md)");
   run->add_option("--control", o.control_path,

@@ -21,7 +21,18 @@ set -euo pipefail
 kvm_usable() {
   [ -c /dev/kvm ] && python3 -c 'import os; os.close(os.open("/dev/kvm", os.O_RDWR))' 2>/dev/null
 }
+# The kind of KVM a command gets (docs/design.md, "Kinds of KVM"): PVM is KVM's software
+# backend (kvm_pvm loaded); the nested VM reports itself from inside (XENKVM_IN_VM).
+kvm_kind() {
+  local xen  # KVM_CHECK_EXTENSION (0xae03) of KVM_CAP_XEN_HVM (38): its flags, 0 without
+  xen=$(python3 -c 'import fcntl, os; print(hex(fcntl.ioctl(os.open("/dev/kvm", os.O_RDWR), 0xAE03, 38)))' 2>/dev/null || echo "?")
+  xen="KVM_CAP_XEN_HVM $xen"
+  if [ "${XENKVM_IN_VM:-}" = 1 ]; then echo "nested KVM in the QEMU TCG VM (Linux $(uname -r), $xen)"
+  elif [ -d /sys/module/kvm_pvm ]; then echo "this machine's /dev/kvm: PVM ($xen)"
+  else echo "this machine's /dev/kvm: hardware KVM ($xen)"; fi
+}
 if [ "${XENKVM_IN_VM:-}" = 1 ] || { [ "${XENKVM_FORCE_VM:-}" != 1 ] && kvm_usable; }; then
+  echo "kvm-vm: running on $(kvm_kind)" >&2
   exec "$@"
 fi
 

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "abi/platform.h"
+#include "boot/acpi_tables.h"
 #include "boot/hypercall_sites.h"
 #include "mem/layout_guard.h"
 #include "vmm/pvh_loader.h"
@@ -75,6 +76,7 @@ Machine::~Machine() {
   runners_.clear();
   injector_.reset();
   if (ram_ != nullptr && !stuck_) ::munmap(ram_, ram_size_);
+  if (acpi_ != nullptr && !stuck_) ::munmap(acpi_, acpi_size_);
   if (!stuck_) {
     MutexLock lock(special_mutex_);
     for (const auto& [gfn, page] : special_pages_) ::munmap(page.host, abi::kPageSize);
@@ -131,6 +133,7 @@ Result<> Machine::Setup() {
   if (config_.test_device)
     memory_map_.insert(memory_map_.begin() + 1,
                        {XENKVM_TEST_DEVICE_GPA, 0x1000, XEN_HVM_MEMMAP_TYPE_RESERVED});
+  TRY(SetupAcpi());
 
   engine_ = std::make_unique<evtchn::Engine>(memory_, evtchn::Engine::Options{});
   domain_ = std::make_unique<xen::Domain>(
@@ -163,6 +166,29 @@ Result<> Machine::Setup() {
     disk.domid = domain_->domid();
     disks_.push_back(TRY(backends::Vbd::Create(store_, *engine_, domain_->grants(), disk)));
   }
+  return {};
+}
+
+// As libxl does for every PVH guest: RSDP, XSDT, FADT, MADT and DSDT for config_.vcpus in a
+// memslot of their own at boot::kAcpiTablesGpa (above RAM, below the test device and LAPIC),
+// typed ACPI in the memory map so the guest never takes it for RAM. Built here, not at load, so
+// a restored machine has the same tables at the same place.
+Result<> Machine::SetupAcpi() {
+  const boot::AcpiTables tables = TRY(boot::BuildAcpiTables(config_.vcpus));
+  acpi_size_ = tables.bytes.size();
+  acpi_ = ::mmap(nullptr, acpi_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (acpi_ == MAP_FAILED) {
+    acpi_ = nullptr;
+    return HostFail(errno, "mmap ACPI tables");
+  }
+  std::memcpy(acpi_, tables.bytes.data(), acpi_size_);
+  TRY(vm_->SetMemory(kAcpiSlot, tables.base_gpa, acpi_size_, acpi_));
+  TRY(memory_.AddSlot(kAcpiSlot, tables.base_gpa, acpi_size_, acpi_));
+  const xen::MemoryMapEntry entry{tables.base_gpa, acpi_size_, XEN_HVM_MEMMAP_TYPE_ACPI};
+  auto at = memory_map_.begin();
+  while (at != memory_map_.end() && at->addr < entry.addr) ++at;
+  memory_map_.insert(at, entry);
+  rsdp_gpa_ = tables.rsdp_gpa;
   return {};
 }
 
@@ -296,8 +322,8 @@ void Machine::InputLoop() {
 }
 
 Result<> Machine::LoadGuest(std::span<const uint8_t> kernel, std::span<const uint8_t> initrd) {
-  PvhBoot boot =
-      TRY(LoadPvhImage(kernel, memory_, ram_size_, config_.cmdline, memory_map_, initrd));
+  PvhBoot boot = TRY(
+      LoadPvhImage(kernel, memory_, ram_size_, config_.cmdline, memory_map_, initrd, rsdp_gpa_));
   if (boot.bzimage)
     std::fprintf(stderr, "xenkvm: bzImage: %s payload, %" PRIu64 " KiB ELF\n",
                  boot::CompressionName(boot.compression), boot.elf_size >> 10);
@@ -306,6 +332,13 @@ Result<> Machine::LoadGuest(std::span<const uint8_t> kernel, std::span<const uin
                  boot.initrd_size >> 10, boot.initrd_gpa);
   boot_ = BootEntry{boot.entry, boot.start_info_gpa};
   if (hypercall_path_ != HypercallPath::kIntercept) TRY(RewriteHypercallSites(boot.code));
+  // Linux starts its APs as on bare metal (INIT-SIPI-SIPI, smp_hvm.c keeps native cpu_up);
+  // guests written for the Xen vCPU ops start them with VCPUOP_initialise. One choice for all.
+  ap_start_ = config_.ap_start;
+  if (ap_start_ == ApStart::kAuto)
+    ap_start_ = boot.guest_os == "linux" ? ApStart::kInitSipi : ApStart::kXenVcpuOp;
+  if (ap_start_ == ApStart::kInitSipi)
+    for (uint32_t i = 1; i < runners_.size(); ++i) TRY(runners_[i]->StartWaitingForSipi());
   return {};
 }
 
@@ -501,11 +534,11 @@ void Machine::ReleaseRam(uint64_t gpa, uint64_t size) {
 Result<> Machine::MapSpecialPage(uint64_t gfn) {
   MutexLock lock(special_mutex_);
   if (special_pages_.count(gfn)) return Fail(XEN_EEXIST, "special page already mapped");
-  uint32_t slot = kRamSlot + 1;
+  uint32_t slot = kAcpiSlot + 1;
   for (const auto& [mapped_gfn, page] : special_pages_) slot = std::max(slot, page.slot + 1);
   if (slot >= mem::GuestMemory::kMaxSlots) {
     // Reuse a hole in the numbering before giving up.
-    for (slot = kRamSlot + 1; slot < mem::GuestMemory::kMaxSlots; ++slot) {
+    for (slot = kAcpiSlot + 1; slot < mem::GuestMemory::kMaxSlots; ++slot) {
       bool used = false;
       for (const auto& [mapped_gfn, page] : special_pages_) used |= page.slot == slot;
       if (!used) break;

@@ -84,6 +84,13 @@ enum class HypercallPath : uint8_t {
 };
 const char* HypercallPathName(HypercallPath path);  // "page+port", "rewritten", "intercept"
 
+// How vCPUs 1..N-1 start (docs/acpi-smp.md), chosen once when the image is loaded.
+enum class ApStart : uint8_t {
+  kAuto,       // kInitSipi for an image whose XEN_ELFNOTE_GUEST_OS is "linux", else kXenVcpuOp
+  kXenVcpuOp,  // offline until the guest's VCPUOP_initialise + VCPUOP_up (our test guests, XTF)
+  kInitSipi,   // in KVM's wait-for-SIPI state: the guest's BSP starts them through its LAPIC
+};
+
 struct MachineConfig {
   uint32_t vcpus = 1;
   uint64_t memory_mib = 128;
@@ -95,9 +102,13 @@ struct MachineConfig {
   ResourceLimits limits;
   std::vector<backends::VbdConfig> disks;  // PV disks (--disk), in order
   bool test_device = false;                // --test-device: the MSI test device (abi/platform.h)
-  // Use the host kernel's Xen hypercall intercept where it has one (else the loaded image's
-  // Linux hypercall sites are rewritten); false (--no-xen-intercept) always rewrites.
-  bool xen_intercept = true;
+  // Use the host kernel's Xen hypercall intercept where it has one, else rewrite the loaded
+  // image's Linux hypercall sites. Off by default: in the nested VM on Debian's 6.12 host
+  // kernel (KVM_CAP_XEN_HVM 0x1ff) a vmmcall still got KVM's -KVM_ENOSYS with it configured
+  // (XenkvmCli.HypercallInstructionsTakeTheHostsPath), so the rewrite, which works on every
+  // kind, stays the path until that is understood.
+  bool xen_intercept = false;
+  ApStart ap_start = ApStart::kAuto;  // --ap-start
 };
 
 // --stats: one PV disk's counters.
@@ -141,6 +152,7 @@ class Machine final : public xen::Platform, public VcpuHost {
   // Fixed once LoadGuest (or Restore) returned, so any thread may read them after that.
   HypercallPath hypercall_path() const { return hypercall_path_; }
   size_t rewritten_hypercall_sites() const { return rewritten_hypercall_sites_; }
+  ApStart ap_start() const { return ap_start_; }  // never kAuto once LoadGuest returned
 
   // ---- pause (docs/control.md): any thread but a vCPU's ----
   // Counted like Xen's domain pause: each Pause needs its Resume. The first one parks every
@@ -303,7 +315,12 @@ class Machine final : public xen::Platform, public VcpuHost {
   void InputLoop();
 
   const MachineConfig config_;
-  static constexpr uint32_t kRamSlot = 0;  // guest RAM from GPA 0, in KVM and GuestMemory
+  static constexpr uint32_t kRamSlot = 0;   // guest RAM from GPA 0, in KVM and GuestMemory
+  static constexpr uint32_t kAcpiSlot = 1;  // the ACPI tables (SetupAcpi); special pages follow
+  Result<> SetupAcpi();
+  void* acpi_ = nullptr;  // the ACPI region's host pages (acpi_size_ bytes)
+  uint64_t acpi_size_ = 0;
+  uint64_t rsdp_gpa_ = 0;
   uint64_t ram_size_ = 0;
   void* ram_ = nullptr;
   std::vector<xen::MemoryMapEntry> memory_map_;
@@ -338,6 +355,7 @@ class Machine final : public xen::Platform, public VcpuHost {
   std::unique_ptr<MsiTestDevice> test_device_;
   BootEntry boot_;
   HypercallPath hypercall_path_ = HypercallPath::kPagePort;  // see hypercall_path()
+  ApStart ap_start_ = ApStart::kXenVcpuOp;                   // see ap_start()
   size_t rewritten_hypercall_sites_ = 0;
 
   // Pause state (Pause/Resume): taken before the runners' and the timers' locks.

@@ -148,6 +148,14 @@ Result<> VcpuRunner::Initialise(const vcpu_hvm_context& context) {
   return {};
 }
 
+Result<> VcpuRunner::StartWaitingForSipi() {
+  MutexLock lock(wake_mutex_);
+  if (id_ == 0 || started_) return Fail(XEN_EINVAL, "only an AP not yet running waits for SIPI");
+  wait_for_sipi_ = true;
+  state_.store(VcpuState::kUp, std::memory_order_release);
+  return {};
+}
+
 Result<> VcpuRunner::Up() {
   {
     MutexLock lock(wake_mutex_);
@@ -318,6 +326,15 @@ Result<> VcpuRunner::ApplyContext(const vcpu_hvm_context& context) {
   return vcpu_.SetMpState(KVM_MP_STATE_RUNNABLE);
 }
 
+// KVM gives an AP this state at creation when the LAPIC is in the kernel; set here so the
+// choice is ours, not a default. KVM_RUN then blocks in the kernel until the LAPIC takes an
+// INIT and a SIPI (a kick still gets us out: KVM_EXIT_INTR).
+Result<> VcpuRunner::ApplyWaitForSipi() {
+  TRY(vcpu_.SetMpState(KVM_MP_STATE_UNINITIALIZED));
+  host_.CalibrateClock(id_, TRY(vcpu_.GetMsr(kMsrIa32Tsc)), 0);
+  return {};
+}
+
 void VcpuRunner::StopWithError(const char* what, const Error& error) {
   host_.Stop(EndWith(EndReason::kHostError, "vCPU %u: %s: %s", id_, what, Describe(error).c_str()));
 }
@@ -343,6 +360,8 @@ void VcpuRunner::ThreadMain() {
   vcpu_.EnableSyncRegs();
   if (id_ == 0) {
     if (auto r = ApplyBootState(); !r) return StopWithError("boot state", r.error());
+  } else if (wait_for_sipi_) {
+    if (auto r = ApplyWaitForSipi(); !r) return StopWithError("wait-for-SIPI state", r.error());
   }
   while (!host_.Stopping()) {
     if (state_.load(std::memory_order_acquire) != VcpuState::kUp) {

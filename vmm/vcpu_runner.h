@@ -68,6 +68,11 @@ class VcpuRunner final : public evtchn::VcpuSink, public UpcallInjector::Target 
 
   // ---- lifecycle (VCPUOP_*, any thread) ----
   Result<> Initialise(const vcpu_hvm_context& context);
+  // ApStart::kInitSipi, before StartThread (main thread): this AP is up from the start and its
+  // thread enters KVM_RUN in KVM's wait-for-SIPI state, so the guest's BSP starts it through
+  // the in-kernel LAPIC (INIT, SIPI: real mode at the SIPI vector's page). VCPUOP_initialise
+  // on it then fails with XEN_EEXIST, as on Xen for a running vCPU.
+  Result<> StartWaitingForSipi();
   Result<> Up();
   void Down();
   bool IsUp() const { return state_.load(std::memory_order_acquire) == VcpuState::kUp; }
@@ -106,6 +111,7 @@ class VcpuRunner final : public evtchn::VcpuSink, public UpcallInjector::Target 
   void NoteExited();
   Result<> ApplyBootState();
   Result<> ApplyContext(const vcpu_hvm_context& context);
+  Result<> ApplyWaitForSipi();
   void StopWithError(const char* what, const Error& error);
   void HandleExit();
   void RefreshClock();
@@ -133,6 +139,7 @@ class VcpuRunner final : public evtchn::VcpuSink, public UpcallInjector::Target 
   std::atomic<std::thread::id> thread_id_{};
   VcpuRequests requests_;
   uint64_t clock_sampled_ns_ = 0;  // own thread: host time of this vCPU's last clock reading
+  bool wait_for_sipi_ = false;     // StartWaitingForSipi; set before the thread starts
 
   std::atomic<VcpuState> state_;  // written under wake_mutex_, read anywhere
 

@@ -187,9 +187,17 @@ Domain::Ret Domain::HvmOp(const HypercallCall& c) {
           platform_.SetCallbackVector(static_cast<uint8_t>(p.value & 0xff));
         } else {
           // GSI / PCI INTx callbacks need an emulated IOAPIC or PCI device, which we don't have.
-          std::fprintf(stderr,
-                       "xenkvm: HVM_PARAM_CALLBACK_IRQ type %llu not supported; no upcalls\n",
-                       static_cast<unsigned long long>(type));
+          // Linux writes GSI 1 after its per-vCPU vectors ("to look enlightened"); Xen accepts
+          // it and keeps delivering through those vectors, so that case is quiet here too.
+          bool per_vcpu;
+          {
+            MutexLock lock(mutex_);
+            per_vcpu = vcpu0_upcall_vector_;
+          }
+          if (!per_vcpu)
+            std::fprintf(stderr,
+                         "xenkvm: HVM_PARAM_CALLBACK_IRQ type %llu not supported; no upcalls\n",
+                         static_cast<unsigned long long>(type));
           platform_.SetCallbackVector(0);
         }
       }
@@ -209,6 +217,13 @@ Domain::Ret Domain::HvmOp(const HypercallCall& c) {
         vcpu0_upcall_vector_ = true;
       }
       return 0;
+    }
+    case HVMOP_pagetable_dying: {
+      // Xen (hvm.c) acts on this hint only for shadow paging; with HAP, as here, -EINVAL.
+      // gpa is uint64_aligned_t: one layout for 64-bit and compat callers.
+      auto op = TRY(guest.guest().ReadObj<xen_hvm_pagetable_dying_t>(arg));
+      if (!ValidDomid(op.domid)) return Fail(XEN_ESRCH, "pagetable_dying domid");
+      return Fail(XEN_EINVAL, "pagetable_dying without shadow paging");
     }
     case HVMOP_get_time: {
       xen_hvm_get_time_t t{platform_.SystemTimeNs()};

@@ -224,6 +224,35 @@ TEST(XenkvmCli, TimeoutEndsAVcpuHungInVmcall) {
   EXPECT_NE(o.exit_code, 0) << o.output;
 }
 
+// Linux-style hypercalls by instruction (guests/hypercall_insn.c) take the path this host
+// offers: KVM's Xen intercept where KVM_CAP_XEN_HVM has it, else the two sites rewritten.
+TEST(XenkvmCli, HypercallInstructionsTakeTheHostsPath) {
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  auto system = xenkvm::kvm::System::Open();
+  ASSERT_TRUE(system.has_value());
+  const bool host_has_it = (system->XenHvmFlags() & KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL) != 0;
+  Outcome o = RunXenkvm({XENKVM_BINARY, "run", "--stats", "--timeout", "60",
+                         std::string(XENKVM_GUESTS_DIR) + "/hypercall_insn.elf"},
+                        std::chrono::seconds(75));
+  SCOPED_TRACE("guest output:\n" + o.output);
+  EXPECT_EQ(o.exit_code, 0);
+  EXPECT_NE(o.output.find("xenkvm-test: PASS hypercall_insn"), std::string::npos);
+  EXPECT_NE(o.output.find("console_io by instruction"), std::string::npos);
+  // The intercept is used only where the host has it, and only when the VMM enables it
+  // (vmm/machine.h MachineConfig::xen_intercept: off by default for now).
+  const bool intercept = o.output.find("hypercalls: intercept") != std::string::npos;
+  EXPECT_TRUE(host_has_it || !intercept);
+  if (intercept) {
+    EXPECT_NE(o.output.find("hypercalls: intercept"), std::string::npos);
+    EXPECT_NE(o.output.find("hypercall sites as written"), std::string::npos);
+  } else {
+    EXPECT_NE(o.output.find("xenkvm: 2 Xen hypercall sites rewritten"), std::string::npos);
+    EXPECT_NE(o.output.find("hypercalls: rewritten (2 sites)"), std::string::npos);
+    EXPECT_NE(o.output.find("hypercall sites rewritten to port I/O"), std::string::npos);
+  }
+}
+
 // An int3 with an empty IDT: a triple fault on hardware KVM; PVM's 32-bit emulator reports an
 // emulation failure instead (docs/design.md §7). Either way: one clear line and its exit code.
 TEST(XenkvmCli, FatalGuestFaultIsReported) {

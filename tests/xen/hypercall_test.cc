@@ -117,6 +117,30 @@ TEST_F(HypercallTest, HvmParams) {
   EXPECT_EQ(Call(__HYPERVISOR_hvm_op, HVMOP_get_param, kArg), -XEN_ESRCH);
 }
 
+TEST_F(HypercallTest, PagetableDyingIsEinvalWithoutShadowPaging) {
+  xen_hvm_pagetable_dying_t op{};
+  op.domid = DOMID_SELF;
+  op.gpa = ~uint64_t{0};  // Linux's probe
+  Put(kArg, op);
+  EXPECT_EQ(Call(__HYPERVISOR_hvm_op, HVMOP_pagetable_dying, kArg), -XEN_EINVAL);
+  op.domid = 7;
+  Put(kArg, op);
+  EXPECT_EQ(Call(__HYPERVISOR_hvm_op, HVMOP_pagetable_dying, kArg), -XEN_ESRCH);
+  EXPECT_EQ(Call(__HYPERVISOR_hvm_op, HVMOP_pagetable_dying, kRamSize + 0x1000), -XEN_EFAULT);
+}
+
+TEST_F(HypercallTest, CallbackGsiAfterPerVcpuVectorIsAccepted) {
+  Put(kArg, xen_hvm_evtchn_upcall_vector_t{0, 0xf3});
+  EXPECT_EQ(Call(__HYPERVISOR_hvm_op, HVMOP_set_evtchn_upcall_vector, kArg), 0);
+  xen_hvm_param_t p{};
+  p.domid = DOMID_SELF;
+  p.index = HVM_PARAM_CALLBACK_IRQ;
+  p.value = 1;  // type 0 (GSI), GSI 1: what Linux writes after its per-vCPU vectors
+  Put(kArg, p);
+  EXPECT_EQ(Call(__HYPERVISOR_hvm_op, HVMOP_set_param, kArg), 0);
+  EXPECT_EQ(platform_.upcall_vectors[0], 0xf3);
+}
+
 TEST_F(HypercallTest, MemoryMapAndReservation) {
   uint32_t nr = 1;
   Put(kArg, nr);

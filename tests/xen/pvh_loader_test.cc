@@ -83,6 +83,44 @@ TEST_F(PvhLoaderTest, LoadsImageAndStartInfo) {
   EXPECT_EQ(e.type, XEN_HVM_MEMMAP_TYPE_RAM);
 }
 
+// rsdp_paddr reaches start_info; no ACPI tables leave it 0; no GUEST_OS note, no name.
+TEST_F(PvhLoaderTest, RsdpAddressInStartInfo) {
+  auto img = MakeElf(true);
+  auto boot = LoadPvhImage(img, memory_, kRam, "", map_, {}, 0xfc000000);
+  ASSERT_TRUE(boot) << boot.error().message;
+  hvm_start_info si;
+  std::memcpy(&si, ram_.get() + boot->start_info_gpa, sizeof(si));
+  EXPECT_EQ(si.rsdp_paddr, 0xfc000000u);
+  EXPECT_EQ(boot->guest_os, "");
+  boot = LoadPvhImage(img, memory_, kRam, "", map_);
+  ASSERT_TRUE(boot);
+  std::memcpy(&si, ram_.get() + boot->start_info_gpa, sizeof(si));
+  EXPECT_EQ(si.rsdp_paddr, 0u);
+}
+
+// XEN_ELFNOTE_GUEST_OS (Linux's "linux") ahead of the entry note: both found; a name with
+// control bytes reads as none.
+TEST_F(PvhLoaderTest, GuestOsNote) {
+  for (const char* name : {"linux", "li\x1bux"}) {
+    auto img = MakeElf(true);
+    uint8_t notes[44] = {};
+    const uint32_t os[3] = {4, 6, XEN_ELFNOTE_GUEST_OS};
+    std::memcpy(notes, os, 12);
+    std::memcpy(notes + 12, "Xen", 4);
+    std::memcpy(notes + 16, name, 6);
+    std::memcpy(notes + 24, img.data() + 0x800, 20);  // the PHYS32_ENTRY note
+    std::memcpy(img.data() + 0x800, notes, sizeof(notes));
+    Elf64_Phdr note;
+    std::memcpy(&note, img.data() + sizeof(Elf64_Ehdr) + sizeof(Elf64_Phdr), sizeof(note));
+    note.p_filesz = sizeof(notes);
+    std::memcpy(img.data() + sizeof(Elf64_Ehdr) + sizeof(Elf64_Phdr), &note, sizeof(note));
+    auto boot = LoadPvhImage(img, memory_, kRam, "", map_);
+    ASSERT_TRUE(boot) << boot.error().message;
+    EXPECT_EQ(boot->entry, 0x100004u);
+    EXPECT_EQ(boot->guest_os, name[2] == 'n' ? "linux" : "");
+  }
+}
+
 TEST_F(PvhLoaderTest, RefusesBadImages) {
   std::vector<uint8_t> junk(64, 0);
   EXPECT_FALSE(LoadPvhImage(junk, memory_, kRam, "", map_));
