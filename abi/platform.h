@@ -22,6 +22,17 @@
 /* 8-bit OUT: the Bochs/QEMU debug console; bytes go to the VMM's stdout like console_io. */
 #define XENKVM_DEBUGCON_PORT 0xe9u
 
+/* ACPI's hardware-reduced power control (ACPI 6.x 4.8.3.7 and 5.2.9): the FADT names these
+ * 8-bit ports as SLEEP_CONTROL_REG / SLEEP_STATUS_REG and RESET_REG, and the DSDT's \_S5 gives
+ * SLP_TYP 5. Writing SLP_EN | SLP_TYP 5 << 2 powers the guest off (as SCHEDOP_shutdown
+ * poweroff); writing the reset value reboots it (as SCHEDOP_shutdown reboot). Linux uses them
+ * when no Xen-specific path is taken (`poweroff -f`, ACPI reboot). Reads give 0. */
+#define XENKVM_ACPI_SLEEP_PORT 0xe5u
+#define XENKVM_ACPI_RESET_PORT 0xe6u
+#define XENKVM_ACPI_SLP_TYP_S5 5u
+#define XENKVM_ACPI_SLP_EN 0x20u
+#define XENKVM_ACPI_RESET_VALUE 0x01u
+
 /* The VMM's echo service: EVTCHNOP_bind_interdomain(remote_dom = 0, remote_port =
  * XENKVM_ECHO_ENDPOINT) connects; each send on the local port is answered by raising it. */
 #define XENKVM_ECHO_ENDPOINT 1u

@@ -6,6 +6,8 @@
 #include <initializer_list>
 #include <string_view>
 
+#include "abi/platform.h"
+
 namespace xenkvm::boot {
 
 namespace {
@@ -27,6 +29,7 @@ constexpr uint32_t kFadtWbinvd = 1u << 0;
 constexpr uint32_t kFadtProcC1 = 1u << 2;
 constexpr uint32_t kFadtPwrButton = 1u << 4;  // no fixed-feature power button
 constexpr uint32_t kFadtSlpButton = 1u << 5;  // no fixed-feature sleep button
+constexpr uint32_t kFadtResetRegSup = 1u << 10;
 constexpr uint32_t kFadtHwReduced = 1u << 20;
 constexpr uint16_t kBootNoVga = 1u << 2;
 constexpr uint16_t kBootNoCmosRtc = 1u << 5;
@@ -41,6 +44,7 @@ constexpr uint8_t kAmlWordPrefix = 0x0b;
 constexpr uint8_t kAmlDwordPrefix = 0x0c;
 constexpr uint8_t kAmlStringPrefix = 0x0d;
 constexpr uint8_t kAmlQwordPrefix = 0x0e;
+constexpr uint8_t kAmlPackage = 0x12;
 constexpr uint8_t kAmlScope = 0x10;
 constexpr uint8_t kAmlExtPrefix = 0x5b;
 constexpr uint8_t kAmlDevice = 0x82;  // after kAmlExtPrefix
@@ -95,6 +99,15 @@ std::vector<uint8_t> Finish(Bytes& b) {
 // A Generic Address Structure (5.2.3.2) that names nothing.
 void NullGas(Bytes& b) { b.Zeros(12); }
 
+// A Generic Address Structure naming one 8-bit I/O port.
+void PortGas(Bytes& b, uint16_t port) {
+  b.U8(1);  // address space: system I/O
+  b.U8(8);  // register bit width
+  b.U8(0);  // bit offset
+  b.U8(1);  // access size: byte
+  b.U64(port);
+}
+
 // ---- AML ----
 
 // PkgLength (20.2.4): the length of the package *including* the PkgLength bytes themselves;
@@ -147,6 +160,23 @@ void AmlNameInteger(Bytes& b, std::string_view name, uint64_t value) {
   AmlInteger(b, value);
 }
 
+// Name (\_S5, Package () { SLP_TYPa, SLP_TYPb, 0, 0 }): the soft-off state's sleep type, which
+// a hardware-reduced guest writes to SLEEP_CONTROL_REG (both halves the same, as one register).
+void AmlSoftOffPackage(Bytes& b) {
+  Bytes body;
+  body.U8(4);  // NumElements
+  AmlInteger(body, XENKVM_ACPI_SLP_TYP_S5);
+  AmlInteger(body, XENKVM_ACPI_SLP_TYP_S5);
+  AmlInteger(body, 0);
+  AmlInteger(body, 0);
+  b.U8(kAmlName);
+  b.U8(kAmlRootChar);
+  b.Chars("_S5_");
+  b.U8(kAmlPackage);
+  AmlPkgLength(b, body.vec().size());
+  b.Append(body.vec());
+}
+
 // Device (Cxxx) { Name (_HID, "ACPI0007") Name (_UID, id) }, xxx the id in hex.
 void AmlProcessorDevice(Bytes& b, uint32_t id) {
   static constexpr char kHex[] = "0123456789ABCDEF";
@@ -168,6 +198,7 @@ std::vector<uint8_t> BuildDsdt(uint32_t vcpus) {
   for (uint32_t i = 0; i < vcpus; ++i) AmlProcessorDevice(scope, i);
   Bytes b;
   Header(b, "DSDT", kDsdtRevision);
+  AmlSoftOffPackage(b);
   b.U8(kAmlScope);
   AmlPkgLength(b, scope.vec().size());
   b.Append(scope.vec());
@@ -206,14 +237,17 @@ std::vector<uint8_t> BuildFadt(uint64_t dsdt_gpa) {
   b.Zeros(9);                              // 100 flush, duty cycle, RTC alarm/century
   b.U16(kBootNoVga | kBootNoCmosRtc);      // 109 IAPC_BOOT_ARCH
   b.U8(0);                                 // 111 reserved
-  b.U32(kFadtWbinvd | kFadtProcC1 | kFadtPwrButton | kFadtSlpButton | kFadtHwReduced);  // 112
-  NullGas(b);                               // 116 RESET_REG: none (flag RESET_REG_SUP clear)
-  b.U8(0);                                  // 128 RESET_VALUE
-  b.U16(0);                                 // 129 ARM_BOOT_ARCH
-  b.U8(0);                                  // 131 FADT minor version
-  b.U64(0);                                 // 132 X_FIRMWARE_CTRL
-  b.U64(dsdt_gpa);                          // 140 X_DSDT
-  for (int i = 0; i < 10; ++i) NullGas(b);  // 148 X_PM1a_EVT_BLK .. 256 SLEEP_STATUS_REG
+  b.U32(kFadtWbinvd | kFadtProcC1 | kFadtPwrButton | kFadtSlpButton | kFadtResetRegSup |
+        kFadtHwReduced);                   // 112 flags
+  PortGas(b, XENKVM_ACPI_RESET_PORT);      // 116 RESET_REG
+  b.U8(XENKVM_ACPI_RESET_VALUE);           // 128 RESET_VALUE
+  b.U16(0);                                // 129 ARM_BOOT_ARCH
+  b.U8(0);                                 // 131 FADT minor version
+  b.U64(0);                                // 132 X_FIRMWARE_CTRL
+  b.U64(dsdt_gpa);                         // 140 X_DSDT
+  for (int i = 0; i < 8; ++i) NullGas(b);  // 148 X_PM1a_EVT_BLK .. X_GPE1_BLK: none
+  PortGas(b, XENKVM_ACPI_SLEEP_PORT);      // 244 SLEEP_CONTROL_REG
+  PortGas(b, XENKVM_ACPI_SLEEP_PORT);      // 256 SLEEP_STATUS_REG (reads 0: never awake again)
   return Finish(b);
 }
 

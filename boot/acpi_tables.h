@@ -5,12 +5,16 @@
 // Pure: no guest memory, no KVM. The VMM copies `bytes` to `base_gpa` (docs/acpi-smp.md).
 // Choices and why:
 //  - FADT revision 5, hardware-reduced (flags bit 20): we emulate no PM1 event/control blocks,
-//    PM timer, SCI or FACS, and a reduced-hardware guest looks for none of them.
+//    PM timer, SCI or FACS, and a reduced-hardware guest looks for none of them. Its sleep
+//    control/status and reset registers are the VMM's ports of abi/platform.h, so a guest that
+//    powers off or resets through ACPI (Linux's `poweroff -f`, which finds no Xen-specific
+//    power-off on x86) ends the run as SCHEDOP_shutdown would.
 //  - MADT: one enabled Local APIC entry per vCPU, APIC id = ACPI processor UID = vCPU id (KVM's
 //    APIC id is the id given to KVM_CREATE_VCPU; Linux takes a CPU's Xen vCPU id from its UID).
 //    No 8259 (PCAT_COMPAT clear), no IO-APIC entry: the PVH platform has neither.
-//  - DSDT: \_SB.Cxxx devices with _HID "ACPI0007" and _UID = vCPU id (the processor object of
-//    ACPI 6; the older Processor() term is deprecated), in AML generated here.
+//  - DSDT: \_S5 (SLP_TYP 5, what the sleep control port takes), then \_SB.Cxxx devices with
+//    _HID "ACPI0007" and _UID = vCPU id (the processor object of ACPI 6; the older Processor()
+//    term is deprecated), in AML generated here.
 #pragma once
 
 #include <cstdint>

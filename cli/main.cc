@@ -243,6 +243,14 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
     std::fprintf(stderr, "xenkvm: %s: %s\n", o.guest.c_str(), image.error().message);
     return kExitHostError;
   }
+  // The initrd goes in guest RAM whole, so RAM bounds what is read.
+  auto initrd = o.initrd.empty()
+                    ? xenkvm::Result<std::vector<uint8_t>>(std::vector<uint8_t>{})
+                    : ReadImage(o.initrd, o.machine.memory_mib << 20, ImageKind::kInitrd);
+  if (!initrd) {
+    std::fprintf(stderr, "xenkvm: %s: %s\n", o.initrd.c_str(), initrd.error().message);
+    return kExitHostError;
+  }
   for (const DiskSpec& disk : o.disks) {
     xenkvm::backends::VbdConfig vbd;
     vbd.disk.path = disk.path;
@@ -290,12 +298,14 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
     std::fprintf(stderr, "xenkvm: restored %s in %.1f ms\n", o.guest.c_str(),
                  std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
                      .count());
-  } else if (auto r = m.LoadGuest(*image); !r) {
+  } else if (auto r = m.LoadGuest(*image, *initrd); !r) {
     std::fprintf(stderr, "xenkvm: cannot load %s: %s\n", o.guest.c_str(), r.error().message);
     return kExitHostError;
   }
   image->clear();
   image->shrink_to_fit();
+  initrd->clear();
+  initrd->shrink_to_fit();
 
   // The control socket serves from before the first vCPU runs until the run ends.
   xenkvm::cli::MachineControl control_target(m, signals, latency_stats.load());

@@ -55,7 +55,9 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
   app.footer(kExitCodes);
   app.require_subcommand(1, 1);
   CLI::App* run =
-      app.add_subcommand("run", "Boot a 64-bit Xen PVH guest (ELF with XEN_ELFNOTE_PHYS32_ENTRY)");
+      app.add_subcommand("run",
+                         "Boot a 64-bit Xen PVH guest (an ELF with XEN_ELFNOTE_PHYS32_ENTRY, or a "
+                         "Linux bzImage such as /boot/vmlinuz-*)");
   run->add_option("--vcpus", o.machine.vcpus, "vCPUs (default 1; 4 for the demo guest)")
       ->check(CLI::Range(1, 64));
   run->add_option("--memory", o.machine.memory_mib,
@@ -63,6 +65,10 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
       ->check(CLI::Range(2, 3072))
       ->capture_default_str();
   run->add_option("--cmdline", o.machine.cmdline, "guest command line (hvm_start_info)");
+  run->add_option("--initrd", o.initrd,
+                  "initial ramdisk given to the kernel as hvm_start_info module 0 (xl's "
+                  "ramdisk=)")
+      ->type_name("FILE");
   run->add_option("--timeout", o.timeout_s, "end the run after SECONDS (0 = none)")
       ->check(Seconds(0));
   run->add_option("--grace", o.grace_s,
@@ -138,7 +144,9 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
                       "(restore only) receive a live migration: unix:PATH (listen there, owner-"
                       "only, one connection) or - (stdin and stdout)")
           ->type_name("URI");
-  run->add_option("guest", o.guest, "guest image (default: the bundled demo guest)");
+  run->add_option("guest", o.guest,
+                  "guest image: a PVH ELF or a bzImage (gzip, xz, zstd, lz4, bzip2, lzma or lzo "
+                  "payload); default: the bundled demo guest");
   CLI::App* ctl = app.add_subcommand(
       "ctl", "Send one request to a running VMM's control socket and print the reply");
   std::string ctl_help = "Commands:\n";
@@ -199,6 +207,11 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
   }
   if (incoming->count() > 0 && (!o.restore || !o.guest.empty())) {
     std::fprintf(err, "xenkvm: --incoming goes with restore and no FILE (see xenkvm run --help)\n");
+    cmd.exit_code = kExitUsage;
+    return cmd;
+  }
+  if (o.restore && !o.initrd.empty()) {
+    std::fprintf(err, "xenkvm: --initrd goes with run, not restore (see xenkvm run --help)\n");
     cmd.exit_code = kExitUsage;
     return cmd;
   }

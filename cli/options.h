@@ -34,6 +34,7 @@ struct RunOptions {
   uint32_t trace_events = 1u << 16;  // kept per host thread; later ones are counted
   uint64_t max_image_mib = 512;
   std::string guest;                  // empty: the bundled demo guest
+  std::string initrd;                 // --initrd: module 0 (xl's ramdisk=); empty: none
   std::vector<DiskSpec> disks;        // --disk, in order
   std::string console_io = "stdout";  // cli/console_targets.h
   std::string console = "stdio";

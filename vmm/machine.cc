@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cinttypes>
 #include <cstdio>
 #include <cstring>
 
@@ -320,9 +321,15 @@ void Machine::InputLoop() {
   }
 }
 
-Result<> Machine::LoadGuest(std::span<const uint8_t> elf_image) {
-  PvhBoot boot =
-      TRY(LoadPvhImage(elf_image, memory_, ram_size_, config_.cmdline, memory_map_, rsdp_gpa_));
+Result<> Machine::LoadGuest(std::span<const uint8_t> kernel, std::span<const uint8_t> initrd) {
+  PvhBoot boot = TRY(
+      LoadPvhImage(kernel, memory_, ram_size_, config_.cmdline, memory_map_, initrd, rsdp_gpa_));
+  if (boot.bzimage)
+    std::fprintf(stderr, "xenkvm: bzImage: %s payload, %" PRIu64 " KiB ELF\n",
+                 boot::CompressionName(boot.compression), boot.elf_size >> 10);
+  if (boot.initrd_size != 0)
+    std::fprintf(stderr, "xenkvm: initrd: %" PRIu64 " KiB at %#" PRIx64 "\n",
+                 boot.initrd_size >> 10, boot.initrd_gpa);
   boot_ = BootEntry{boot.entry, boot.start_info_gpa};
   if (hypercall_path_ != HypercallPath::kIntercept) TRY(RewriteHypercallSites(boot.code));
   // Linux starts its APs as on bare metal (INIT-SIPI-SIPI, smp_hvm.c keeps native cpu_up);

@@ -123,7 +123,8 @@ class Machine final : public xen::Platform, public VcpuHost {
   static Result<std::unique_ptr<Machine>> Create(const MachineConfig& config);
   ~Machine() override;
 
-  Result<> LoadGuest(std::span<const uint8_t> elf_image);
+  // `kernel`: a PVH ELF or a Linux bzImage holding one; `initrd` (may be empty): module 0.
+  Result<> LoadGuest(std::span<const uint8_t> kernel, std::span<const uint8_t> initrd = {});
   // Runs until the guest shuts down or fails. Does not time out by itself (the CLI's watchdog
   // does, with _exit, because a vCPU stuck in KVM_RUN can't be joined). end.threads_stuck says
   // some vCPU threads never left: the caller must then leave without destructors.

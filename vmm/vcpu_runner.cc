@@ -502,6 +502,19 @@ void VcpuRunner::HandleIo() {
     }
     return;
   }
+  if (port == XENKVM_ACPI_SLEEP_PORT || port == XENKVM_ACPI_RESET_PORT) {
+    if (!out) {
+      std::memset(data, 0, size_t{run->io.size} * run->io.count);
+      return;
+    }
+    const uint8_t value = data[0];
+    if (port == XENKVM_ACPI_SLEEP_PORT &&
+        value == (XENKVM_ACPI_SLP_EN | XENKVM_ACPI_SLP_TYP_S5 << 2))
+      return host_.Stop(GuestShutdownEnd(SHUTDOWN_poweroff));
+    if (port == XENKVM_ACPI_RESET_PORT && value == XENKVM_ACPI_RESET_VALUE)
+      return host_.Stop(GuestShutdownEnd(SHUTDOWN_reboot));
+    return;  // other sleep states (S1-S4) are not offered: ignored, as without a device
+  }
   // No other devices: reads float high, writes vanish.
   if (!out) std::memset(data, 0xff, size_t{run->io.size} * run->io.count);
 }

@@ -1,7 +1,9 @@
 // boot/acpi_tables: the tables parsed back as a guest's ACPI code would (ACPI 6.x 5.2 and the
 // AML subset 20.2 our DSDT uses): checksums, lengths, pointers, one MADT entry and one
-// processor device per vCPU, the vCPU-count limits.
+// processor device per vCPU, \_S5 and the power/reset ports, the vCPU-count limits.
 #include "boot/acpi_tables.h"
+
+#include "abi/platform.h"
 
 #include <gtest/gtest.h>
 
@@ -97,12 +99,25 @@ struct Aml {
   }
 };
 
-// The DSDT's \_SB_ scope: the (_HID, _UID) of each device, in order.
+// The DSDT: Name (\_S5, Package { SLP_TYPa, SLP_TYPb, ... }) whose SLP_TYP the sleep port
+// takes, then the \_SB_ scope. Returns the (_HID, _UID) of each device, in order.
 std::vector<std::pair<std::string, uint64_t>> ParseDsdt(const AcpiTables& t) {
   const uint32_t length = CheckTable(t, t.dsdt_gpa, "DSDT");
   EXPECT_EQ(Get<uint8_t>(t, t.dsdt_gpa + 8), 2);  // 64-bit integers
   const uint8_t* table = t.bytes.data() + (t.dsdt_gpa - t.base_gpa);
   Aml aml{table + 36, table + length};
+  EXPECT_EQ(aml.U8(), 0x08);  // NameOp
+  EXPECT_EQ(aml.U8(), '\\');
+  EXPECT_EQ(aml.Seg(), "_S5_");
+  EXPECT_EQ(aml.U8(), 0x12);  // PackageOp
+  const size_t package_left = aml.PkgLength();
+  const uint8_t* package_end = aml.p + package_left;
+  const uint8_t elements = aml.U8();
+  EXPECT_GE(elements, 2);
+  EXPECT_EQ(aml.Integer(), XENKVM_ACPI_SLP_TYP_S5) << "SLP_TYPa";
+  EXPECT_EQ(aml.Integer(), XENKVM_ACPI_SLP_TYP_S5) << "SLP_TYPb";
+  for (uint8_t i = 2; i < elements; ++i) aml.Integer();
+  EXPECT_EQ(aml.p, package_end);
   EXPECT_EQ(aml.U8(), 0x10);  // ScopeOp
   const size_t scope_left = aml.PkgLength();
   EXPECT_EQ(aml.p + scope_left, aml.end) << "the scope is the whole DSDT body";
@@ -185,6 +200,17 @@ void CheckAll(uint32_t vcpus) {
   EXPECT_EQ(Get<uint16_t>(t, t.fadt_gpa + 109), (1u << 2) | (1u << 5)) << "no VGA, no CMOS RTC";
   for (uint64_t block = 56; block < 88; block += 4)
     EXPECT_EQ(Get<uint32_t>(t, t.fadt_gpa + block), 0u) << "no PM/GPE block at " << block;
+  // Reset and sleep registers: 8-bit system I/O ports (GAS: space 1, width 8, byte access).
+  EXPECT_NE(Get<uint32_t>(t, t.fadt_gpa + 112) & (1u << 10), 0u) << "RESET_REG_SUP";
+  for (auto [at, port] : {std::pair<uint64_t, uint16_t>{116, XENKVM_ACPI_RESET_PORT},
+                          {244, XENKVM_ACPI_SLEEP_PORT},
+                          {256, XENKVM_ACPI_SLEEP_PORT}}) {
+    EXPECT_EQ(Get<uint8_t>(t, t.fadt_gpa + at), 1) << at;
+    EXPECT_EQ(Get<uint8_t>(t, t.fadt_gpa + at + 1), 8) << at;
+    EXPECT_EQ(Get<uint8_t>(t, t.fadt_gpa + at + 3), 1) << at;
+    EXPECT_EQ(Get<uint64_t>(t, t.fadt_gpa + at + 4), port) << at;
+  }
+  EXPECT_EQ(Get<uint8_t>(t, t.fadt_gpa + 128), XENKVM_ACPI_RESET_VALUE);
 
   // Tables don't overlap, in the layout order.
   EXPECT_LE(t.xsdt_gpa, t.fadt_gpa - 36 - 16);

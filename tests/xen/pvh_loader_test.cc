@@ -86,7 +86,7 @@ TEST_F(PvhLoaderTest, LoadsImageAndStartInfo) {
 // rsdp_paddr reaches start_info; no ACPI tables leave it 0; no GUEST_OS note, no name.
 TEST_F(PvhLoaderTest, RsdpAddressInStartInfo) {
   auto img = MakeElf(true);
-  auto boot = LoadPvhImage(img, memory_, kRam, "", map_, 0xfc000000);
+  auto boot = LoadPvhImage(img, memory_, kRam, "", map_, {}, 0xfc000000);
   ASSERT_TRUE(boot) << boot.error().message;
   hvm_start_info si;
   std::memcpy(&si, ram_.get() + boot->start_info_gpa, sizeof(si));
