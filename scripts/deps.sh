@@ -4,6 +4,7 @@ set -euo pipefail
 packages=(cmake make g++ gcc libc6-dev libxen-dev libexpected-dev libgtest-dev libgmock-dev
           googletest libbenchmark-dev libcli11-dev clang clang-format libclang-rt-14-dev python3
           nlohmann-json3-dev liburing-dev fio grub-xen-bin grub-xen-host grub-common e2fsprogs
+          busybox-static
           pkg-config zlib1g-dev liblzma-dev libzstd-dev liblz4-dev libbz2-dev liblzo2-dev)
 missing=()
 for p in "${packages[@]}"; do

@@ -36,11 +36,9 @@ if [ "${XENKVM_IN_VM:-}" = 1 ] || { [ "${XENKVM_FORCE_VM:-}" != 1 ] && kvm_usabl
   exec "$@"
 fi
 
-cache=${XENKVM_VM_CACHE:-/var/cache/xenkvm-vm}
 vm_kernel=${XENKVM_VM_KERNEL:-6.1}
 case "$vm_kernel" in
-  6.1) meta=linux-image-amd64 ;;        # the cache as it always was
-  6.12) meta=linux-image-6.12-amd64; cache="$cache/k6.12" ;;
+  6.1 | 6.12) ;;
   *) echo "kvm-vm: XENKVM_VM_KERNEL must be 6.1 or 6.12, not '$vm_kernel'" >&2; exit 2 ;;
 esac
 sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -53,71 +51,19 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# A Debian kernel with kvm-amd and 9p as modules, unpacked once into the cache.
-$sudo mkdir -p "$cache"
-if [ ! -f "$cache/ready" ]; then
-  echo "kvm-vm: fetching a Debian $vm_kernel kernel for the VM" >&2
-  pkg=$(apt-cache depends "$meta" 2>/dev/null | sed -n 's/.*Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -n1)
-  if [ -z "$pkg" ]; then
-    $sudo apt-get update -qq
-    pkg=$(apt-cache depends "$meta" | sed -n 's/.*Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -n1)
-  fi
-  [ -n "$pkg" ] || { echo "kvm-vm: no linux-image package found for $meta" >&2; exit 2; }
-  work=$(mktemp -d)
-  (cd "$work" && apt-get download "$pkg" >/dev/null 2>&1) || { $sudo apt-get update -qq; (cd "$work" && apt-get download "$pkg" >/dev/null); }
-  $sudo rm -rf "$cache/root"
-  $sudo dpkg-deb -x "$work"/*.deb "$cache/root"
-  rm -rf "$work"
-  $sudo touch "$cache/ready"
-fi
-kver=$(ls "$cache/root/lib/modules" | head -n1)
-kernel="$cache/root/boot/vmlinuz-$kver"
-moddir="$cache/root/lib/modules/$kver/kernel"
+# A Debian kernel with kvm-amd and 9p as modules, unpacked once into a cache.
+kroot=$("$(dirname "$0")/debian-kernel.sh" "$vm_kernel")
+kver=$(ls "$kroot/lib/modules" | head -n1)
+kernel="$kroot/boot/vmlinuz-$kver"
+moddir="$kroot/lib/modules/$kver/kernel"
 
 # The initramfs: busybox, the modules, and an init that runs the command from the shared root.
 run=$(mktemp -d /tmp/xenkvm-vm.XXXXXX)
 trap 'rm -rf "$run"' EXIT
 mkdir -p "$run/initrd/bin" "$run/initrd/mod" "$run/initrd/host" "$run/initrd/proc" "$run/initrd/sys" "$run/initrd/dev"
 cp /bin/busybox "$run/initrd/bin/"
-# The modules for kvm-amd, virtio-pci and 9p, with what each needs first (the `depends=` of
-# its .modinfo: the package has no modules.dep), uncompressed here (6.12 ships .ko.xz, which
-# busybox's insmod can't read), in load order (/mod/order). Built-in ones are skipped.
-python3 - "$moddir" "$run/initrd/mod" kvm-amd virtio_pci 9pnet_virtio 9p <<'PY' >"$run/initrd/mod/order"
-import lzma, os, struct, sys
-moddir, dest, wanted = sys.argv[1], sys.argv[2], sys.argv[3:]
-files = {}
-for root, _, names in os.walk(moddir):
-    for n in names:
-        for suffix in (".ko", ".ko.xz"):
-            if n.endswith(suffix):
-                files[n[: -len(suffix)].replace("-", "_")] = os.path.join(root, n)
-def depends(elf):  # the module's .modinfo "depends=a,b" field
-    shoff, = struct.unpack_from("<Q", elf, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
-    sections = [struct.unpack_from("<IIQQQQ", elf, shoff + i * shentsize) for i in range(shnum)]
-    names = sections[shstrndx][4]
-    for name, _, _, _, off, size in sections:
-        if elf[names + name : elf.index(b"\0", names + name)] == b".modinfo":
-            for field in elf[off : off + size].split(b"\0"):
-                if field.startswith(b"depends="):
-                    return [d.decode().replace("-", "_") for d in field[8:].split(b",") if d]
-    return []
-order, seen = [], set()
-def visit(name):
-    if name in seen or name not in files:  # not in files: built into the kernel
-        seen.add(name)
-        return
-    seen.add(name)
-    data = open(files[name], "rb").read()
-    elf = lzma.decompress(data) if files[name].endswith(".xz") else data
-    for d in depends(elf):
-        visit(d)
-    open(os.path.join(dest, name + ".ko"), "wb").write(elf)
-    order.append(name)
-for w in wanted:
-    visit(w.replace("-", "_"))
-print(" ".join(order))
-PY
+# The modules for kvm-amd, virtio-pci and 9p and what they need, in load order (/mod/order).
+"$(dirname "$0")/kmod-closure.py" "$moddir" "$run/initrd/mod" kvm-amd virtio_pci 9pnet_virtio 9p >"$run/initrd/mod/order"
 cat >"$run/initrd/init" <<'EOF'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin

@@ -191,12 +191,12 @@ void Queue::Handle(const Request& req) {
       if (!disk_.block_device || ioctl(disk_.buffered.get(), BLKSECDISCARD, range) != 0)
         status = BLKIF_RSP_EOPNOTSUPP;
     }
-    Answer(req.id, req.operation, status, Op::kDiscard, 0);
+    Answer(slot.req.id, slot.req.operation, status, Op::kDiscard, 0);
     return;
   }
   if (status != BLKIF_RSP_OKAY) {
     slot.maps.clear();
-    Answer(req.id, req.operation, status, slot.req.op, 0);
+    Answer(slot.req.id, slot.req.operation, status, slot.req.op, 0);
     return;
   }
   free_.pop_back();

@@ -52,7 +52,9 @@ int16_t ParseIndirect(const Request& req, const DiskLimits& limits, GrantAccess&
 int16_t ParseRequest(const Request& req, const DiskLimits& limits, GrantAccess& grants,
                      ParsedRequest& out) {
   out.id = req.id;
-  out.operation = req.operation;
+  // The response names the operation done: an indirect request's indirect_op, as blkback
+  // answers (Linux's blkfront drops the disk on a response saying BLKIF_OP_INDIRECT).
+  out.operation = req.operation == BLKIF_OP_INDIRECT ? req.indirect_op : req.operation;
   out.flush_first = false;
   out.secure = false;
   out.length = 0;

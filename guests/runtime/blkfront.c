@@ -227,10 +227,12 @@ int16_t blkfront_do(struct blkfront* bf, unsigned q, void* req, size_t len) {
   blkif_response_t rsp;
   CHECK(blkfront_response(bf, q, &rsp, 10000), "queue %u: no response to op %u id %lu", q,
         r->operation, (unsigned long)r->id);
-  CHECK(rsp.id == r->id && rsp.operation == r->operation, "response id %lu op %u for id %lu op %u",
-        (unsigned long)rsp.id, rsp.operation, (unsigned long)r->id, r->operation);
+  /* An indirect request is answered with its indirect_op, as blkback does and Linux's
+   * blkfront insists ("response has wrong operation"). */
   uint8_t op = r->operation;
   if (op == BLKIF_OP_INDIRECT) op = ((blkif_request_indirect_t*)req)->indirect_op;
+  CHECK(rsp.id == r->id && rsp.operation == op, "response id %lu op %u for id %lu op %u",
+        (unsigned long)rsp.id, rsp.operation, (unsigned long)r->id, op);
   tally(bf, op, rsp.status);
   return rsp.status;
 }

@@ -60,6 +60,7 @@ TEST_F(RequestTest, IndirectNeedsTheFeatureAndValidPages) {
   req.indirect_grefs[0] = page;
   ASSERT_EQ(Parse(req), BLKIF_RSP_OKAY);
   EXPECT_EQ(parsed_.length, 16u * 4096);
+  EXPECT_EQ(parsed_.operation, BLKIF_OP_READ) << "answered with indirect_op, as blkback does";
   req.nr_segments = 17;
   EXPECT_EQ(Parse(req), BLKIF_RSP_ERROR);
   limits_.max_indirect_segments = 0;
