@@ -5,7 +5,8 @@
 #   initrd.gz   busybox-static, the package's xen-blkfront and ext4 modules and what they need,
 #               and an init that loads them, mounts /dev/xvda and switch_roots to it
 #   root.ext4   the root file system: busybox and an init that reports what it sees (CPUs,
-#               clocksource, its root device, the Xen devices), writes a marker to /dev/xvdb
+#               clocksource, its root device, the Xen devices, /from-host if the test put
+#               one there), writes /from-guest on its root and a marker to /dev/xvdb
 #               and waits for xenstore control/shutdown (`xl shutdown`) to power off
 # Needs busybox-static, e2fsprogs (mke2fs -d) and cpio-capable busybox; scripts/deps.sh
 # installs them.
@@ -57,6 +58,8 @@ echo "linux-guest: cpus online $(cat /sys/devices/system/cpu/online)"
 echo "linux-guest: clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
 echo "linux-guest: xen devices $(ls /sys/bus/xen/devices | tr '\n' ' ')"
 echo "linux-guest: uptime $(cut -d' ' -f1 /proc/uptime)"
+[ -f /from-host ] && echo "linux-guest: from the host: $(cat /from-host)"
+echo "written by $(uname -r) at uptime $(cut -d' ' -f1 /proc/uptime)" >/from-guest
 echo "xenkvm-linux-guest-wrote-this $(uname -r)" | dd of=/dev/xvdb bs=512 conv=sync,fsync 2>/dev/null &&
   echo "linux-guest: wrote xvdb"
 sync

