@@ -7,7 +7,8 @@
 #   root.ext4   the root file system: busybox and an init that reports what it sees (CPUs,
 #               clocksource, its root device, the Xen devices, /from-host if the test put
 #               one there), writes /from-guest on its root and a marker to /dev/xvdb
-#               and waits for xenstore control/shutdown (`xl shutdown`) to power off
+#               and ticks (console, /dev/xvdb) until xenstore control/shutdown (`xl shutdown`)
+#               asks it to power off
 # Needs busybox-static, e2fsprogs (mke2fs -d) and cpio-capable busybox; scripts/deps.sh
 # installs them.
 set -euo pipefail
@@ -65,9 +66,17 @@ echo "xenkvm-linux-guest-wrote-this $(uname -r)" | dd of=/dev/xvdb bs=512 conv=s
 sync
 # `xl shutdown`: xenstore control/shutdown = poweroff; Linux's drivers/xen/manage.c runs
 # /sbin/poweroff, which asks init (us) with SIGUSR2.
+# Meanwhile a tick a second, on the console and in /dev/xvdb's second sector: a guest saved and
+# restored elsewhere shows its timers, console and disk going on.
 trap 'echo "linux-guest: init asked to power off"; sync; poweroff -f' USR2
 echo "linux-guest: waiting for control/shutdown"
-while :; do sleep 1; done
+n=0
+while :; do
+  sleep 1
+  n=$((n + 1))
+  echo "tick $n" | dd of=/dev/xvdb bs=512 seek=1 conv=sync,fsync 2>/dev/null
+  echo "linux-guest: tick $n"
+done
 INIT
   chmod +x "$work/initrd/init" "$work/root/sbin/init"
   (cd "$work/initrd" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -9 >"$OLDPWD/$out/initrd.gz")
