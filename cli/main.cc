@@ -18,6 +18,7 @@
 #include "cli/control.h"
 #include "cli/image.h"
 #include "cli/options.h"
+#include "cli/reboot_restart.h"
 #include "cli/signals.h"
 #include "control/server.h"
 #include "snapshot/endpoint.h"
@@ -168,8 +169,14 @@ int ExitCodeFor(const xenkvm::Error& e) {
   return e.kind == xenkvm::ErrorKind::kHost ? kExitHostError : kExitUsage;
 }
 
-int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
+int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals, char** argv) {
   want_stats = o.stats;
+  // After a guest reboot this process runs again from here (cli/reboot_restart.h).
+  const double timeout_given = o.timeout_s;
+  if (const std::optional<double> left = xenkvm::cli::StartOfRun(argv)) o.timeout_s = *left;
+  if (xenkvm::cli::RestartCount() != 0)
+    std::fprintf(stderr, "xenkvm: boot %u of this guest (it rebooted)\n",
+                 xenkvm::cli::RestartCount() + 1);
   // The watchdog runs from here, before waiting for a migration or reading and loading the
   // image: a vCPU may hang inside KVM_RUN (e.g. a raw vmcall on PVM) and the process may not
   // react to SIGTERM, so it ends the process itself.
@@ -344,6 +351,20 @@ int Run(RunOptions& o, TerminalGuard& terminal, SignalWatcher& signals) {
       std::fprintf(stderr, "xenkvm: trace: %llu events dropped (over --trace-events per thread)\n",
                    static_cast<unsigned long long>(dropped));
   }
+  if (end.reason == EndReason::kReboot && o.restart_on_reboot) {
+    if (o.restore || !o.incoming.empty()) {
+      std::fprintf(stderr,
+                   "xenkvm: the guest rebooted; a restored guest has no kernel image here to "
+                   "start again: exiting\n");
+    } else {
+      std::fprintf(stderr, "xenkvm: the guest rebooted: starting it again (--on-reboot=restart)\n");
+      terminal.Restore();
+      // The old boot's threads and state end with this image; nothing of it is torn down first.
+      const auto r = xenkvm::cli::RestartAfterReboot(timeout_given);
+      std::fprintf(stderr, "xenkvm: cannot restart the guest: %s\n",
+                   xenkvm::Describe(r.error()).c_str());
+    }
+  }
   const int code = ExitCode(end.reason, signals.signal());
   if (code != 0 || end.reason == EndReason::kMigrated)
     std::fprintf(stderr, "xenkvm: %s (last stage %u)\n", end.message.c_str(), m.LastStage());
@@ -364,5 +385,5 @@ int main(int argc, char** argv) {
   // Before any other thread exists: they all inherit the blocked stop signals.
   TerminalGuard terminal;
   SignalWatcher signals(cmd.run.grace_s, &terminal, PrintStatsBeforeForcedEnd);
-  return Run(cmd.run, terminal, signals);
+  return Run(cmd.run, terminal, signals, argv);
 }

@@ -133,6 +133,14 @@ Command ParseCommandLine(int argc, const char* const* argv, FILE* out, FILE* err
       ->transform(CLI::CheckedTransformer(ap_modes, CLI::ignore_case).description(""))
       ->type_name("auto|vcpuop|init-sipi")
       ->default_str("auto");
+  const std::map<std::string, bool> reboot_modes{{"restart", true}, {"exit", false}};
+  run->add_option("--on-reboot", o.restart_on_reboot,
+                  "a guest reboot (SCHEDOP_shutdown reboot, ACPI reset) starts the guest again "
+                  "from its kernel in this process (restart, as xl's on_reboot default) or ends "
+                  "the run with exit code 4 (exit); a restored guest always exits")
+      ->transform(CLI::CheckedTransformer(reboot_modes, CLI::ignore_case).description(""))
+      ->type_name("restart|exit")
+      ->default_str("restart");
   run->add_flag("--test-device", o.machine.test_device,
                 "add the MSI test device (MMIO page at 0xfe800000; docs/library.md)");
   run->add_option("--control", o.control_path,

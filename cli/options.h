@@ -46,6 +46,9 @@ struct RunOptions {
   // (docs/migration.md): unix:PATH (listen there, one connection) or - (stdin and stdout).
   std::string incoming;
   bool paused = false;  // --paused: the guest waits for `ctl resume` (as `xl restore -p`)
+  // --on-reboot (xl's on_reboot): restart the guest from its kernel (cli/reboot_restart.h), or
+  // exit with kExitReboot.
+  bool restart_on_reboot = true;
 };
 
 // `xenkvm ctl SOCKET COMMAND [ARGS]`.

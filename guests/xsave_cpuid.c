@@ -6,7 +6,8 @@
 
 GUEST_NAME("xsave_cpuid");
 
-static void cpuid2(uint32_t leaf, uint32_t sub, uint32_t* a, uint32_t* b, uint32_t* c, uint32_t* d) {
+static void cpuid2(uint32_t leaf, uint32_t sub, uint32_t* a, uint32_t* b, uint32_t* c,
+                   uint32_t* d) {
   __asm__ volatile("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d) : "a"(leaf), "c"(sub));
 }
 

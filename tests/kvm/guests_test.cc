@@ -368,6 +368,33 @@ TEST(XenkvmCli, BundledDemoWithTrace) {
 // SIGTERM ends a run cleanly: the Machine stops, counters are printed, exit 128 + 15. The signal
 // comes 5 s in, after loading even in a slow nested VM (earlier is the loading-time path,
 // covered by Signals.SigtermWhileLoadingExits143).
+// xl's on_reboot=restart: a guest's SCHEDOP_shutdown reboot starts it again from its image in
+// the same process (fresh memory, the same disk); --on-reboot=exit ends with exit code 4.
+TEST(XenkvmCli, RebootStartsTheGuestAgainInTheSameProcess) {
+  if (!xenkvm::kvm::KvmAvailable())
+    GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
+  const std::string guest = XENKVM_GUESTS_DIR "/reboot_once.elf";
+  DiskImage restart_disk(64, 1);
+  ASSERT_TRUE(restart_disk.ok());
+  Outcome o = RunXenkvm(
+      {XENKVM_BINARY, "run", "--quiet", "--timeout", "60", "--disk", restart_disk.path(), guest},
+      std::chrono::seconds(80));
+  EXPECT_EQ(o.exit_code, 0) << o.output;
+  EXPECT_NE(o.output.find("reboot_once: boot 1: mark written, rebooting"), std::string::npos)
+      << o.output;
+  EXPECT_NE(o.output.find("xenkvm: boot 2 of this guest (it rebooted)"), std::string::npos)
+      << o.output;
+  EXPECT_NE(o.output.find("xenkvm-test: PASS reboot_once"), std::string::npos) << o.output;
+
+  DiskImage exit_disk(64, 1);
+  ASSERT_TRUE(exit_disk.ok());
+  o = RunXenkvm({XENKVM_BINARY, "run", "--quiet", "--timeout", "60", "--on-reboot", "exit",
+                 "--disk", exit_disk.path(), guest},
+                std::chrono::seconds(80));
+  EXPECT_EQ(o.exit_code, 4) << o.output;
+  EXPECT_EQ(o.output.find("boot 2"), std::string::npos) << o.output;
+}
+
 TEST(XenkvmCli, SigtermEndsTheRunCleanly) {
   if (!xenkvm::kvm::KvmAvailable())
     GTEST_SKIP() << "no usable /dev/kvm on this machine: kvm test skipped";
